@@ -1,0 +1,120 @@
+"""Token shards and the deterministic order in which runs read them.
+
+A corpus directory holds ``train.bin`` / ``val.bin`` (little-endian uint16 token ids, documents joined
+by the end-of-text token), ``tokenizer.json`` and ``manifest.json`` with their sha256. Training reads
+non-overlapping windows of ``seq_len + 1`` tokens in a permuted order that depends only on the data
+seed, so every run sees the same stream: a run that continues a parent (upcycled, dense-continued)
+starts where the parent stopped and sees fresh text, and runs that differ only in token budget see
+the same prefix (common random numbers make the scaling curves smoother).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from stages.artifacts import read_json, sha256_file
+from stages.cli import UserError
+
+MANIFEST = "manifest.json"
+TOKEN_DTYPE = np.dtype("<u2")
+
+
+@dataclass(frozen=True)
+class Corpus:
+    """A verified corpus directory."""
+
+    directory: Path
+    manifest: dict[str, Any]
+
+    @property
+    def vocab_size(self) -> int:
+        return int(self.manifest["vocab_size"])
+
+    def path(self, split: str) -> Path:
+        return self.directory / self.manifest["files"][split]["name"]
+
+    def sha256(self, split: str) -> str:
+        return str(self.manifest["files"][split]["sha256"])
+
+    def tokens(self, split: str) -> np.ndarray:
+        return read_token_file(self.path(split), self.vocab_size)
+
+
+def open_corpus(directory: str | Path, verify: tuple[str, ...] = ("train", "val", "tokenizer")) -> Corpus:
+    """Read ``manifest.json`` and check the sha256 of the files a stage is about to use."""
+    directory = Path(directory)
+    manifest = read_json(directory / MANIFEST)
+    files = manifest.get("files") if isinstance(manifest, dict) else None
+    if not isinstance(files, dict) or "vocab_size" not in manifest:
+        raise UserError(f"{directory / MANIFEST}: not a corpus manifest (no 'files' / 'vocab_size')")
+    for split in verify:
+        entry = files.get(split)
+        if not isinstance(entry, dict):
+            raise UserError(f"{directory / MANIFEST}: no entry for '{split}'")
+        path = directory / entry["name"]
+        actual = sha256_file(path)
+        if actual != entry["sha256"]:
+            raise UserError(
+                f"{path}: sha256 {actual[:12]}... does not match {directory / MANIFEST} "
+                f"({entry['sha256'][:12]}...); the file was changed or truncated - rerun the data stage"
+            )
+    return Corpus(directory, manifest)
+
+
+def read_token_file(path: str | Path, vocab_size: int) -> np.ndarray:
+    """Memory-map a uint16 shard, rejecting truncated files and ids outside the vocabulary."""
+    path = Path(path)
+    if not path.exists():
+        raise UserError(f"{path}: file not found")
+    size = path.stat().st_size
+    if size == 0 or size % TOKEN_DTYPE.itemsize:
+        raise UserError(f"{path}: truncated token shard ({size} bytes; expected a positive multiple of 2)")
+    tokens = np.memmap(path, dtype=TOKEN_DTYPE, mode="r")
+    top = int(tokens.max())
+    if top >= vocab_size:
+        raise UserError(f"{path}: token id {top} is outside the vocabulary of size {vocab_size} (tokenizer mismatch)")
+    return tokens
+
+
+class TrainStream:
+    """Windows of ``seq_len + 1`` tokens in a seeded permutation, reshuffled every epoch."""
+
+    def __init__(self, tokens: np.ndarray, seq_len: int, seed: int) -> None:
+        self.tokens, self.seq_len, self.seed = tokens, seq_len, seed
+        self.n_windows = (len(tokens) - 1) // seq_len
+        if self.n_windows < 1:
+            raise UserError(f"training shard has {len(tokens)} tokens, fewer than one sequence of {seq_len + 1}")
+        self._epoch = -1
+        self._perm = np.empty(0, dtype=np.int64)
+
+    def _permutation(self, epoch: int) -> np.ndarray:
+        if epoch != self._epoch:
+            rng = np.random.Generator(np.random.PCG64([self.seed, epoch]))
+            self._perm, self._epoch = rng.permutation(self.n_windows), epoch
+        return self._perm
+
+    def epochs_for(self, n_sequences: int) -> float:
+        return n_sequences / self.n_windows
+
+    def batch(self, position: int, batch_size: int) -> torch.Tensor:
+        """Sequences ``position .. position + batch_size - 1`` of the stream, shape (B, seq_len + 1)."""
+        rows = []
+        for p in range(position, position + batch_size):
+            window = int(self._permutation(p // self.n_windows)[p % self.n_windows])
+            start = window * self.seq_len
+            rows.append(np.asarray(self.tokens[start : start + self.seq_len + 1], dtype=np.int64))
+        return torch.from_numpy(np.stack(rows))
+
+
+def eval_windows(tokens: np.ndarray, seq_len: int, max_tokens: int) -> torch.Tensor:
+    """The fixed evaluation set: the first ``max_tokens`` predicted tokens of a shard, in windows."""
+    n_windows = min(max_tokens // seq_len, (len(tokens) - 1) // seq_len)
+    if n_windows < 1:
+        raise UserError(f"validation shard has {len(tokens)} tokens, fewer than one window of {seq_len + 1}")
+    rows = [np.asarray(tokens[i * seq_len : i * seq_len + seq_len + 1], dtype=np.int64) for i in range(n_windows)]
+    return torch.from_numpy(np.stack(rows))
