@@ -50,7 +50,7 @@ def save_checkpoint(directory: str | Path, model: Transformer, provenance: dict[
 def lineage_entry(provenance: dict[str, Any]) -> dict[str, Any]:
     """What a child keeps of its parent's provenance: enough to recover D1, the sunk FLOPs and the chain."""
     keys = ("run_id", "kind", "labels", "tokens", "steps", "flops", "flops_convention", "N_active", "N_total",
-            "weights_sha256", "code_hash", "lr_policy", "peak_lr")
+            "weights_sha256", "code_hash", "lr_policy", "peak_lr", "recipe")
     return {k: provenance.get(k) for k in keys}
 
 

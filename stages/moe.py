@@ -16,13 +16,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from stages.model import MLP
+from stages.model import MLP, at_least_fp32
 from stages.spec import ModelConfig
 
 
 def route(logits: torch.Tensor, top_k: int, norm_topk_prob: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Softmax over experts, then top-k; returns (weights [T,k], experts [T,k], probs [T,E]) in fp32."""
-    probs = torch.softmax(logits.float(), dim=-1)
+    probs = torch.softmax(at_least_fp32(logits), dim=-1)
     weights, experts = torch.topk(probs, top_k, dim=-1)
     if norm_topk_prob:
         weights = weights / weights.sum(dim=-1, keepdim=True)
@@ -90,7 +90,7 @@ class MoELayer(nn.Module):
 
     def router_logits(self, x: torch.Tensor) -> torch.Tensor:
         with torch.autocast(device_type=x.device.type, enabled=False):
-            return F.linear(x.float(), self.gate.weight.float())
+            return F.linear(at_least_fp32(x), at_least_fp32(self.gate.weight))
 
     def capacity(self, n_tokens: int) -> int:
         """Slots per expert; 0 means dropless."""

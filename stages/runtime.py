@@ -1,9 +1,8 @@
-"""Process set-up shared by the torch stages: threads, determinism, device, precision, seeds."""
+"""Process set-up shared by the torch stages: threads, determinism, device, precision."""
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 from collections.abc import Iterator
 
@@ -18,7 +17,16 @@ def configure(threads: int) -> None:
         raise UserError(f"--threads: must be >= 1, got {threads}")
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     torch.set_num_threads(threads)
-    torch.use_deterministic_algorithms(True)
+    # torch.use_deterministic_algorithms() also imports the inductor compiler (~2 s per process, more than a
+    # tiny training job); nothing here is compiled, so set the same flag on the C side when it is there.
+    setter = getattr(torch._C, "_set_deterministic_algorithms", None)
+    if setter is not None:
+        setter(True)
+    else:
+        torch.use_deterministic_algorithms(True)
+    # Deterministic mode also NaN-fills every fresh allocation (~10% of a CPU training step here); our kernels
+    # write every element they allocate, so that guard only costs time. The determinism tests cover this.
+    torch.utils.deterministic.fill_uninitialized_memory = False
     torch.backends.cudnn.benchmark = False
 
 
@@ -44,8 +52,3 @@ def precision(dev: torch.device, dtype: str) -> Iterator[None]:
     else:
         raise UserError(f"--dtype: expected fp32 or bf16, got {dtype!r}")
 
-
-def derive_seed(*parts: object) -> int:
-    """A 63-bit seed from a run's identity (e.g. base seed, kind, model, moe)."""
-    text = "\x1f".join(str(p) for p in parts)
-    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "little") >> 1

@@ -34,6 +34,7 @@ from stages.cli import ArgumentParser, UserError, parse_json_object, parse_token
 from stages.codehash import code_hash
 from stages.compute import FLOP_CONVENTIONS, flops_per_token, param_counts
 from stages.model import Transformer, cross_entropy, seed_generator
+from stages.optim import AdamW
 from stages.runtime import configure, device, precision
 from stages.schedule import POLICIES, Schedule, warmup_steps
 from stages.spec import ModelConfig
@@ -122,12 +123,12 @@ def _check_parent(args: Any, model: Transformer, parent: dict[str, Any], corpus:
         raise UserError(f"--seq-len {args.seq_len}: exceeds the checkpoint's max_seq_len {model.cfg.max_seq_len}")
 
 
-def make_optimizer(model: Transformer, args: Any) -> torch.optim.AdamW:
+def make_optimizer(model: Transformer, args: Any) -> AdamW:
     """AdamW; matrices decay, norms and biases do not."""
     decay = [p for _, p in model.named_parameters() if p.ndim >= 2]
     no_decay = [p for _, p in model.named_parameters() if p.ndim < 2]
     groups = [{"params": decay, "weight_decay": args.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=args.lr, betas=(args.beta1, args.beta2), eps=args.adam_eps)
+    return AdamW(groups, lr=args.lr, betas=(args.beta1, args.beta2), eps=args.adam_eps)
 
 
 def metrics_header(model: Transformer) -> list[str]:
@@ -222,40 +223,39 @@ def train(args: Any) -> None:
 
     params = [p for p in model.parameters()]
     t0 = time.perf_counter()
-    bar = tqdm(total=steps, initial=first_step, desc=args.run_id, mininterval=5.0, file=sys.stderr)
-    for step in range(first_step, steps):
-        batch = stream.batch(start_sequence + step * args.batch_size, args.batch_size).to(dev)
-        with precision(dev, args.dtype):
-            out = model(batch[:, :-1])
-        ce = cross_entropy(out.logits, batch[:, 1:])
-        loss = ce + aux_coef * out.aux_loss + z_coef * out.z_loss
-        if not torch.isfinite(loss):
-            kept = f"; last good progress checkpoint kept at {progress_path}" if progress_path.exists() else ""
-            raise UserError(f"{args.run_id}: non-finite training loss {float(loss)} at step {step}{kept}")
-        lr = schedule.lr(step)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        grad_norm = torch.nn.utils.clip_grad_norm_(params, args.grad_clip if args.grad_clip > 0 else float("inf"))
-        optimizer.step()
-        bar.update(1)
-        if step % args.log_every == 0 or step == steps - 1:
-            row: dict[str, Any] = {
-                "step": step + 1, "tokens": (step + 1) * tokens_per_step, "lr": lr,
-                "train_loss": float(ce.detach()), "aux_loss": float(out.aux_loss.detach()),
-                "z_loss": float(out.z_loss.detach()), "grad_norm": float(grad_norm),
-                "drop_rate": float(sum(s["drop_rate"] for s in out.router_stats) / max(1, len(out.router_stats))),
-            }
-            for layer, stats in zip(model.cfg.moe_layers(), out.router_stats, strict=True):
-                for e, frac in enumerate(stats["expert_fraction"].tolist()):
-                    row[f"frac_l{layer}_e{e}"] = frac
-            rows.append(row)
-        if args.save_every and (step + 1) % args.save_every == 0 and step + 1 < steps:
-            state = {"digest": digest, "step": step + 1, "rows": rows,
-                     "model": model.state_dict(), "optimizer": optimizer.state_dict()}
-            _save_progress(progress_path, state)
-    bar.close()
+    with tqdm(total=steps, initial=first_step, desc=args.run_id, mininterval=5.0, file=sys.stderr) as bar:
+        for step in range(first_step, steps):
+            batch = stream.batch(start_sequence + step * args.batch_size, args.batch_size).to(dev)
+            with precision(dev, args.dtype):
+                out = model(batch[:, :-1])
+            ce = cross_entropy(out.logits, batch[:, 1:])
+            loss = ce + aux_coef * out.aux_loss + z_coef * out.z_loss
+            if not torch.isfinite(loss):
+                kept = f"; last good progress checkpoint kept at {progress_path}" if progress_path.exists() else ""
+                raise UserError(f"{args.run_id}: non-finite training loss {float(loss)} at step {step}{kept}")
+            lr = schedule.lr(step)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            optimizer.zero_grad()
+            loss.backward()
+            grad_norm = torch.nn.utils.clip_grad_norm_(params, args.grad_clip if args.grad_clip > 0 else float("inf"))
+            optimizer.step()
+            bar.update(1)
+            if step % args.log_every == 0 or step == steps - 1:
+                row: dict[str, Any] = {
+                    "step": step + 1, "tokens": (step + 1) * tokens_per_step, "lr": lr,
+                    "train_loss": float(ce.detach()), "aux_loss": float(out.aux_loss.detach()),
+                    "z_loss": float(out.z_loss.detach()), "grad_norm": float(grad_norm),
+                    "drop_rate": float(sum(s["drop_rate"] for s in out.router_stats) / max(1, len(out.router_stats))),
+                }
+                for layer, stats in zip(model.cfg.moe_layers(), out.router_stats, strict=True):
+                    for e, frac in enumerate(stats["expert_fraction"].tolist()):
+                        row[f"frac_l{layer}_e{e}"] = frac
+                rows.append(row)
+            if args.save_every and (step + 1) % args.save_every == 0 and step + 1 < steps:
+                state = {"digest": digest, "step": step + 1, "rows": rows,
+                         "model": model.state_dict(), "optimizer": optimizer.state_dict()}
+                _save_progress(progress_path, state)
     seconds = time.perf_counter() - t0
 
     tokens = steps * tokens_per_step

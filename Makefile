@@ -1,0 +1,46 @@
+# Two commands do all set-up on a fresh machine:
+#   make demo   create .venv, run the default grid end to end, write figures, fits and report
+#   make test   create .venv, run the test suite
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+CORES  ?= all
+
+.PHONY: demo test env lint apt-lists report paper clean
+
+env: $(STAMP)
+
+# torch first, from the pinned CPU wheel: installing it later as a dependency would pull CUDA packages.
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet torch==2.13.0
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	touch $(STAMP)
+
+# The data stage fetches pinned Debian packages with `apt-get download`: it needs current package lists.
+apt-lists:
+	@if command -v apt-get >/dev/null && ! apt-cache show sword-text-web >/dev/null 2>&1; then \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq; \
+	  else echo "note: run 'sudo apt-get update' (or set data.files in the config to your own text)"; fi; \
+	fi
+
+demo: env apt-lists
+	$(BIN)/snakemake --cores $(CORES)
+	$(BIN)/snakemake --report results/report.html
+
+paper: env
+	$(BIN)/snakemake paper --cores $(CORES)
+
+report: env
+	$(BIN)/snakemake --report results/report.html
+
+test: env apt-lists
+	$(BIN)/python -m pytest -q
+
+lint: env
+	$(BIN)/ruff check stages tests bench
+
+clean:
+	rm -rf results logs benchmarks .snakemake

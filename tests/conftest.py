@@ -1,0 +1,42 @@
+"""Shared fixtures: tiny model configs and a small synthetic corpus directory."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from stages.artifacts import sha256_file, write_json  # noqa: E402
+from stages.spec import ModelConfig, MoEConfig  # noqa: E402
+
+
+def tiny_config(moe: MoEConfig | None = None, **overrides) -> ModelConfig:
+    spec = dict(vocab_size=96, n_layer=2, d_model=32, n_head=4, d_ff=64, max_seq_len=32)
+    spec.update(overrides)
+    return ModelConfig(**spec, moe=moe)
+
+
+def write_corpus(directory: Path, vocab: int = 96, n_train: int = 60_000, n_val: int = 8_000, seed: int = 0) -> Path:
+    """A corpus directory with the layout of the data stage, filled with a learnable token process."""
+    directory.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    steps = rng.integers(1, 4, size=n_train + n_val)
+    tokens = (np.cumsum(steps) % vocab).astype("<u2")
+    tokens[:n_train].tofile(directory / "train.bin")
+    tokens[n_train:].tofile(directory / "val.bin")
+    (directory / "tokenizer.json").write_text('{"synthetic": true}\n')
+    files = {k: {"name": f, "sha256": sha256_file(directory / f)}
+             for k, f in (("train", "train.bin"), ("val", "val.bin"), ("tokenizer", "tokenizer.json"))}
+    write_json(directory / "manifest.json", {"vocab_size": vocab, "files": files})
+    return directory
+
+
+@pytest.fixture
+def corpus_dir(tmp_path: Path) -> Path:
+    return write_corpus(tmp_path / "data")

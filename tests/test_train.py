@@ -1,0 +1,119 @@
+"""The trainer: determinism, resume after SIGKILL, continued data stream, user errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from conftest import REPO
+
+MODEL = json.dumps({"n_layer": 1, "d_model": 32, "n_head": 2, "d_ff": 64})
+MOE = json.dumps({"n_layer": 1, "d_model": 32, "n_head": 2, "d_ff": 64, "moe": {"experts": 4, "top_k": 2}})
+
+
+def train_cmd(corpus: Path, out: Path, *extra: str, tokens: str = "8K", kind: str = "dense") -> list[str]:
+    base = [sys.executable, "-m", "stages.train", "--kind", kind, "--run-id", f"test/{out.name}", "--data",
+            str(corpus), "--tokens", tokens, "--out", str(out), "--seed", "3", "--data-seed", "4", "--seq-len", "32",
+            "--batch-size", "8", "--log-every", "1", "--work-dir", str(out.parent / f".work-{out.name}")]
+    if "--init" not in extra:
+        base += ["--model", MOE if kind == "scratch_moe" else MODEL]
+    return base + list(extra)
+
+
+def run_ok(cmd: list[str]) -> subprocess.CompletedProcess:
+    res = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    return res
+
+
+def files(run: Path) -> dict[str, bytes]:
+    return {name: (run / name).read_bytes() for name in ("model.safetensors", "metrics.csv", "config.json",
+                                                          "provenance.json")}
+
+
+def test_same_inputs_give_identical_bytes(tmp_path, corpus_dir):
+    run_ok(train_cmd(corpus_dir, tmp_path / "a", kind="scratch_moe"))
+    run_ok(train_cmd(corpus_dir, tmp_path / "b", kind="scratch_moe"))
+    a, b = files(tmp_path / "a"), files(tmp_path / "b")
+    assert a["model.safetensors"] == b["model.safetensors"] and a["metrics.csv"] == b["metrics.csv"]
+    metrics = (tmp_path / "a" / "metrics.csv").read_text().splitlines()
+    assert metrics[0].startswith("step,tokens,lr,train_loss,aux_loss")
+    assert "frac_l0_e3" in metrics[0]
+    first, last = float(metrics[1].split(",")[3]), float(metrics[-1].split(",")[3])
+    assert last < first - 0.5  # it learns
+    prov = json.loads((tmp_path / "a" / "provenance.json").read_text())
+    assert prov["steps"] == 8000 // 256 and prov["tokens"] == prov["steps"] * 256 and prov["kind"] == "scratch_moe"
+
+
+def test_killed_run_resumes_to_identical_bytes(tmp_path, corpus_dir):
+    reference = tmp_path / "ref"
+    run_ok(train_cmd(corpus_dir, reference, "--save-every", "10", tokens="64K"))
+    killed = tmp_path / "killed"
+    cmd = train_cmd(corpus_dir, killed, "--save-every", "10", tokens="64K")
+    progress = tmp_path / ".work-killed" / "progress.pt"
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 60
+    while not progress.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.01)
+    assert proc.poll() is None, "the run finished before it could be killed"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (killed / "model.safetensors").exists()  # no complete-looking output after a kill
+    res = run_ok(cmd)
+    assert "resuming" in res.stderr
+    a, b = files(killed), files(reference)
+    assert a["model.safetensors"] == b["model.safetensors"] and a["metrics.csv"] == b["metrics.csv"]
+    pa, pb = (json.loads(x.pop("provenance.json")) for x in (a, b))
+    assert {k: v for k, v in pa.items() if k != "run_id"} == {k: v for k, v in pb.items() if k != "run_id"}
+    assert not progress.parent.exists()  # scratch state removed after success
+
+
+def test_continued_run_starts_where_its_parent_stopped(tmp_path, corpus_dir):
+    run_ok(train_cmd(corpus_dir, tmp_path / "parent"))
+    run_ok(train_cmd(corpus_dir, tmp_path / "child", "--init", str(tmp_path / "parent"), "--lr-policy", "continue",
+                     kind="dense_cont"))
+    parent = json.loads((tmp_path / "parent" / "provenance.json").read_text())
+    child = json.loads((tmp_path / "child" / "provenance.json").read_text())
+    assert child["data"]["start_sequence"] == parent["data"]["end_sequence"] == parent["steps"] * 8
+    assert child["lineage"][-1]["weights_sha256"] == parent["weights_sha256"]
+    assert child["schedule"]["prior_steps"] == parent["steps"]
+
+
+def test_non_finite_loss_stops_with_one_line(tmp_path, corpus_dir):
+    res = subprocess.run(train_cmd(corpus_dir, tmp_path / "nan", "--lr", "1e30", "--grad-clip", "0"), cwd=REPO,
+                         capture_output=True, text=True)
+    assert res.returncode == 2, res.stderr
+    last = res.stderr.strip().splitlines()[-1]
+    assert "non-finite training loss" in last and "at step" in last and "Traceback" not in res.stderr
+    assert not (tmp_path / "nan" / "model.safetensors").exists()
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [(["--tokens", "10"], "fewer than one step"), (["--model", "{bad json"], "--model"),
+     (["--min-lr-ratio", "2"], "--min-lr-ratio")],
+)
+def test_bad_arguments_exit_2(tmp_path, corpus_dir, extra, message):
+    res = subprocess.run(train_cmd(corpus_dir, tmp_path / "x", *extra), cwd=REPO, capture_output=True, text=True)
+    assert res.returncode == 2 and message in res.stderr and "Traceback" not in res.stderr
+
+
+def test_truncated_shard_and_tokenizer_mismatch(tmp_path, corpus_dir):
+    run_ok(train_cmd(corpus_dir, tmp_path / "parent"))
+    other = tmp_path / "other"
+    from conftest import write_corpus
+
+    write_corpus(other, vocab=128)
+    res = subprocess.run(train_cmd(other, tmp_path / "child", "--init", str(tmp_path / "parent"), kind="dense_cont"),
+                         cwd=REPO, capture_output=True, text=True)
+    assert res.returncode == 2 and "vocab_size" in res.stderr
+    with open(corpus_dir / "train.bin", "r+b") as f:
+        f.truncate(1001)
+    res = subprocess.run(train_cmd(corpus_dir, tmp_path / "y"), cwd=REPO, capture_output=True, text=True)
+    assert res.returncode == 2 and "train.bin" in res.stderr and "sha256" in res.stderr

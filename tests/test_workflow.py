@@ -1,0 +1,76 @@
+"""Workflow tests through the real Snakemake CLI: dry-run job counts, the SLURM profile, a tiny real run."""
+
+from __future__ import annotations
+
+import math
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from conftest import REPO
+
+SNAKEMAKE = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile")]
+TINY = str(REPO / "config" / "tiny.yaml")
+
+
+def snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    res = subprocess.run([*SNAKEMAKE, "--directory", str(workdir), *args], capture_output=True, text=True)
+    if check and res.returncode != 0:
+        raise AssertionError(f"snakemake {' '.join(args)} failed:\n{res.stdout[-3000:]}\n{res.stderr[-3000:]}")
+    return res
+
+
+def job_counts(stdout: str) -> dict[str, int]:
+    table = stdout.split("Job stats:", 1)[1].split("\n\n", 1)[0]
+    return {m[1]: int(m[2]) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.M)}
+
+
+def test_default_config_dry_run_lists_every_stage(tmp_path):
+    counts = job_counts(snakemake(tmp_path, "-n").stdout)
+    assert counts == {"data": 1, "dense": 9, "upcycle": 3, "moe": 9, "scratch": 3, "dense_cont": 6,
+                      "evaluate": 27, "collect": 1, "fit": 2, "figures": 2, "all": 1, "total": 64}
+    assert not (tmp_path / "results").exists()
+
+
+def test_slurm_profile_dry_run_requests_gpus_for_training(tmp_path):
+    res = snakemake(tmp_path, "-n", "--profile", str(REPO / "profiles" / "slurm"))
+    train = re.search(r"rule moe:[\s\S]*?resources: ([^\n]*)", res.stdout)
+    assert train and "slurm_partition=gpu" in train[1] and "gpu=1" in train[1], res.stdout[-2000:]
+
+
+def test_bad_config_is_one_line_exit_2(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("train:\n  lrr: 0.1\n")
+    res = snakemake(tmp_path, "-n", "--configfile", str(bad), check=False)
+    assert res.returncode == 2
+    assert "config key 'train.lrr': unknown key" in res.stderr and "Traceback" not in res.stderr
+
+
+@pytest.mark.slow
+def test_tiny_grid_end_to_end_then_partial_reruns(tmp_path):
+    snakemake(tmp_path, "--configfile", TINY, "--cores", "2")
+    runs = pd.read_csv(tmp_path / "results" / "tables" / "runs.csv")
+    assert set(runs["kind"]) == {"dense", "upcycled", "scratch_moe", "dense_cont"}
+    assert runs["val_loss"].map(math.isfinite).all() and (runs["val_loss"] > 0).all()
+    up = runs[runs["kind"] == "upcycled"]
+    assert (up["flops_total"] > up["flops_run"]).all()  # sunk dense compute is counted
+    parquet = pd.read_parquet(tmp_path / "results" / "tables" / "runs.parquet")
+    assert list(parquet.columns) == list(runs.columns) and parquet["val_loss"].tolist() == runs["val_loss"].tolist()
+    import json
+
+    for name in ("dense_chinchilla", "upcycled"):
+        fit = json.loads((tmp_path / "results" / "fits" / f"{name}.json").read_text())
+        assert all(math.isfinite(v) for v in fit["params"].values()), fit["params"]
+    for fig in ("loss_vs_d2", "loss_vs_compute"):
+        for ext in ("png", "pdf"):
+            assert (tmp_path / "results" / "figures" / f"{fig}.{ext}").stat().st_size > 1000
+
+    assert "Nothing to be done" in snakemake(tmp_path, "--configfile", TINY, "-n").stdout
+    counts = job_counts(snakemake(tmp_path, "--configfile", TINY, "-n", "-R", "fit").stdout)
+    assert counts == {"fit": 2, "figures": 1, "all": 1, "total": 4}  # loss_vs_compute draws no fit
+    report = tmp_path / "results" / "report.html"
+    snakemake(tmp_path, "--configfile", TINY, "--report", str(report))
+    assert report.stat().st_size > 10_000

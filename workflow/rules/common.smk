@@ -1,0 +1,42 @@
+# Config -> grid, path templates, wildcard constraints, code hashes. No torch here: DAG building stays fast.
+import shlex
+import sys
+from pathlib import Path
+
+sys.path.insert(0, workflow.basedir)
+
+from stages.cli import UserError
+from stages.codehash import code_hash
+from stages.config import validate_config
+from stages.grid import RESULTS, Grid, Run
+
+try:
+    config.update(validate_config(config, Path(workflow.basedir) / "workflow" / "schemas" / "config.schema.yaml"))
+except UserError as err:
+    print(f"error: {err}", file=sys.stderr)
+    sys.exit(2)
+
+GRID = Grid(config)
+PYTHON = shlex.quote(sys.executable)
+CORPUS = GRID.corpus_dir
+DATA = multiext(f"{CORPUS}/", "train.bin", "val.bin", "tokenizer.json", "manifest.json")
+CKPT = ("model.safetensors", "config.json", "provenance.json")
+SAVE_EVERY = config["train"]["save_every"]  # progress checkpoints only: deliberately not a rerun trigger
+RUNS_TABLE = [f"{RESULTS}/tables/runs.csv", f"{RESULTS}/tables/runs.parquet"]
+FIT_FILES = [f"{RESULTS}/fits/{name}.json" for name in config["fits"]]
+
+
+wildcard_constraints:
+    corpus=r"[A-Za-z0-9][A-Za-z0-9_-]*",
+    model=r"[A-Za-z0-9][A-Za-z0-9_-]*",
+    moe=r"[A-Za-z0-9][A-Za-z0-9_-]*",
+    fit=r"[A-Za-z0-9][A-Za-z0-9_-]*",
+    d1=r"[0-9]+(\.[0-9]+)?[KMBT]?",
+    d2=r"[0-9]+(\.[0-9]+)?[KMBT]?",
+    d=r"[0-9]+(\.[0-9]+)?[KMBT]?",
+    run=r"(dense|moe|scratch|dense_cont)/.+",
+
+
+def checkpoint_files(directory, *extra):
+    """The declared files of a checkpoint directory (model.safetensors, config.json, provenance.json, ...)."""
+    return multiext(f"{directory}/", *CKPT, *extra)

@@ -1,0 +1,35 @@
+# Validation CE of every run on the same held-out tokens, then one table of all runs.
+
+
+rule evaluate:
+    input:
+        val=f"{CORPUS}/val.bin",
+        manifest=f"{CORPUS}/manifest.json",
+        checkpoint=checkpoint_files(f"{RESULTS}/{{run}}"),
+    output:
+        f"{RESULTS}/eval/{{run}}/eval.json",
+    params:
+        max_tokens=config["evaluate"]["max_tokens"],
+        batch_size=config["evaluate"]["batch_size"],
+        code=code_hash("evaluate"),
+    log:
+        "logs/eval/{run}.log",
+    threads: config["train"]["threads"]
+    shell:
+        "{PYTHON} -m stages.evaluate --checkpoint {RESULTS}/{wildcards.run} --tokens {input.val} "
+        "--max-tokens {params.max_tokens} --batch-size {params.batch_size} --threads {threads} "
+        "--out {output} > {log} 2>&1"
+
+
+rule collect:
+    input:
+        [run.eval_json for run in GRID.runs],
+    output:
+        csv=RUNS_TABLE[0],
+        parquet=RUNS_TABLE[1],
+    params:
+        code=code_hash("collect"),
+    log:
+        "logs/collect.log",
+    shell:
+        "{PYTHON} -m stages.collect --evals {input} --out {output.csv} --parquet {output.parquet} > {log} 2>&1"
