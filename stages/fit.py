@@ -454,13 +454,21 @@ def bootstrap(
     table = pd.DataFrame(samples, columns=list(law.reported_params))
     if law.derived is not None and derived_frame is not None:
         table = table.join(pd.DataFrame([law.derived(s, derived_frame) for s in samples], index=table.index))
+    # a degenerate resample (e.g. a coefficient running off to infinity on a few points) must not break the
+    # summary: statistics use each column's finite values, and the count of the others is reported
+    table = table.apply(pd.to_numeric, errors="coerce").replace([np.inf, -np.inf], np.nan)
+    finite = {c: table[c].dropna() for c in table.columns}
+    with np.errstate(over="ignore"):
+        se = {c: float(v.std(ddof=1)) if len(v) > 1 else None for c, v in finite.items()}
     return {
         "n": n,
         "n_failed": int((~ok).sum()),
+        "n_nonfinite": {c: int(len(table) - len(v)) for c, v in finite.items() if len(v) < len(table)},
         "seed": seed,
         "n_groups": n_groups,
-        "se": {c: float(table[c].std(ddof=1)) for c in table.columns},
-        "ci95": {c: [float(table[c].quantile(0.025)), float(table[c].quantile(0.975))] for c in table.columns},
+        "se": se,
+        "ci95": {c: [float(v.quantile(0.025)), float(v.quantile(0.975))] if len(v) > 1 else None
+                 for c, v in finite.items()},
         "method": "cluster bootstrap: groups drawn with replacement (numpy default_rng(seed)), each resample "
         "refit by BFGS warm-started from the full-data optimum; SD and 2.5/97.5 percentiles",
     }

@@ -169,11 +169,13 @@ def _format_value(x: float) -> str:
 def _chinchilla_derived(p: Mapping[str, float], frame: pd.DataFrame) -> dict[str, float]:
     """Compute-optimal allocation N_opt = G (C/6)^a_opt, D_opt = (C/6)^b_opt / G (Hoffmann et al. eq. 4)."""
     alpha, beta = p["alpha"], p["beta"]
-    return {
-        "a_opt": beta / (alpha + beta),
-        "b_opt": alpha / (alpha + beta),
-        "G": (alpha * p["A"] / (beta * p["B"])) ** (1.0 / (alpha + beta)),
-    }
+    ratio = alpha * p["A"] / (beta * p["B"])
+    with np.errstate(all="ignore"):  # a resample with a negative exponent has no allocation: NaN, not complex
+        return {
+            "a_opt": beta / (alpha + beta),
+            "b_opt": alpha / (alpha + beta),
+            "G": float(np.power(ratio, 1.0 / (alpha + beta))) if ratio > 0 else float("nan"),
+        }
 
 
 def _alpha_eff(p: Mapping[str, float], frame: pd.DataFrame) -> dict[str, float]:
