@@ -22,6 +22,7 @@ import shutil
 import sys
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +34,7 @@ from stages.checkpoint import lineage_entry, load_model, save_checkpoint
 from stages.cli import ArgumentParser, UserError, parse_json_object, parse_tokens, run
 from stages.codehash import code_hash
 from stages.compute import FLOP_CONVENTIONS, flops_per_token, param_counts
-from stages.model import Transformer, cross_entropy, seed_generator
+from stages.model import Output, Transformer, cross_entropy, seed_generator
 from stages.optim import AdamW
 from stages.runtime import configure, device, precision
 from stages.schedule import POLICIES, Schedule, warmup_steps
@@ -161,6 +162,70 @@ def _save_progress(path: Path, state: dict[str, Any]) -> None:
         torch.save(state, tmp)
 
 
+@dataclass
+class StartingPoint:
+    """The model a run starts from and what it inherits from its parent checkpoint, if any."""
+
+    model: Transformer
+    lineage: list[dict[str, Any]] = field(default_factory=list)
+    start_sequence: int = 0  # position in the shared data stream where the parent stopped
+    parent: dict[str, Any] | None = None
+    prior_steps: int = 0  # optimizer steps of the last trained ancestor (``continue`` schedule)
+
+
+def starting_point(args: Any, corpus: Corpus) -> StartingPoint:
+    """A fresh model (``--model``) or a parent checkpoint (``--init``) with its lineage and data position."""
+    if not args.init:
+        if args.kind in ("upcycled", "dense_cont"):
+            raise UserError(f"--kind {args.kind}: needs --init (a parent checkpoint), not --model")
+        model = fresh_model(args.model, corpus, args.seq_len, args.seed)
+        if (model.cfg.moe is not None) != (args.kind == "scratch_moe"):
+            want = "an MoE" if args.kind == "scratch_moe" else "a dense"
+            raise UserError(f"--model: --kind {args.kind} needs {want} model spec")
+        return StartingPoint(model)
+    model, parent = load_model(args.init)
+    _check_parent(args, model, parent, corpus)
+    lineage = list(parent.get("lineage", [])) + [lineage_entry(parent)]
+    return StartingPoint(
+        model=model,
+        lineage=lineage,
+        start_sequence=int(parent.get("data", {}).get("end_sequence", 0)),
+        parent={"path": str(args.init), "weights_sha256": parent["weights_sha256"]},
+        prior_steps=next((int(e["steps"]) for e in reversed(lineage) if e.get("steps")), 0),
+    )
+
+
+def metrics_row(step: int, tokens_per_step: int, lr: float, ce: torch.Tensor, out: Output,
+                grad_norm: torch.Tensor, moe_layers: tuple[int, ...]) -> dict[str, Any]:
+    """One metrics.csv row; router statistics are averaged (drop rate) or listed per layer and expert."""
+    stats = out.router_stats
+    row: dict[str, Any] = {
+        "step": step + 1, "tokens": (step + 1) * tokens_per_step, "lr": lr,
+        "train_loss": float(ce.detach()), "aux_loss": float(out.aux_loss.detach()),
+        "z_loss": float(out.z_loss.detach()), "grad_norm": float(grad_norm),
+        "drop_rate": float(sum(s["drop_rate"] for s in stats) / max(1, len(stats))),
+    }
+    for layer, layer_stats in zip(moe_layers, stats, strict=True):
+        for e, frac in enumerate(layer_stats["expert_fraction"].tolist()):
+            row[f"frac_l{layer}_e{e}"] = frac
+    return row
+
+
+def resume(progress_path: Path, digest: str, model: Transformer, optimizer: AdamW,
+           dev: torch.device) -> tuple[list[dict[str, Any]], int]:
+    """Metrics rows and the next step from a progress checkpoint of this same job, else ([], 0)."""
+    if not progress_path.exists():
+        return [], 0
+    state = torch.load(progress_path, map_location=dev, weights_only=True)
+    if state.get("digest") != digest:
+        print(f"ignoring {progress_path}: it belongs to a different job spec", file=sys.stderr)
+        return [], 0
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    print(f"resuming from step {state['step']} ({progress_path})", file=sys.stderr)
+    return list(state["rows"]), int(state["step"])
+
+
 def train(args: Any) -> None:
     _check_args(args)
     configure(args.threads)
@@ -172,60 +237,30 @@ def train(args: Any) -> None:
     steps = budget // tokens_per_step
     if steps < 1:
         raise UserError(f"--tokens {args.tokens}: fewer than one step of {tokens_per_step} tokens")
-
-    lineage: list[dict[str, Any]] = []
-    start_sequence = 0
-    parent_ref = None
-    prior_steps = 0
-    if args.init:
-        model, parent = load_model(args.init)
-        _check_parent(args, model, parent, corpus)
-        lineage = list(parent.get("lineage", [])) + [lineage_entry(parent)]
-        start_sequence = int(parent.get("data", {}).get("end_sequence", 0))
-        parent_ref = {"path": str(args.init), "weights_sha256": parent["weights_sha256"]}
-        prior_steps = next((int(e["steps"]) for e in reversed(lineage) if e.get("steps")), 0)
-    else:
-        if args.kind in ("upcycled", "dense_cont"):
-            raise UserError(f"--kind {args.kind}: needs --init (a parent checkpoint), not --model")
-        model = fresh_model(args.model, corpus, args.seq_len, args.seed)
-        if (model.cfg.moe is not None) != (args.kind == "scratch_moe"):
-            want = "an MoE" if args.kind == "scratch_moe" else "a dense"
-            raise UserError(f"--model: --kind {args.kind} needs {want} model spec")
-    if args.lr_policy == "continue" and not prior_steps:
+    start = starting_point(args, corpus)
+    if args.lr_policy == "continue" and not start.prior_steps:
         raise UserError("--lr-policy continue: needs a trained parent (--init)")
 
-    model.to(dev).train()
+    model = start.model.to(dev).train()
     optimizer = make_optimizer(model, args)
     schedule = Schedule(
         policy=args.lr_policy, peak_lr=args.lr, min_lr=args.lr * args.min_lr_ratio, total_steps=steps,
-        warmup_steps=warmup_steps(steps, args.warmup_frac), prior_steps=prior_steps,
+        warmup_steps=warmup_steps(steps, args.warmup_frac), prior_steps=start.prior_steps,
     )
     stream = TrainStream(corpus.tokens("train"), args.seq_len, args.data_seed)
     moe = model.cfg.moe
-    aux_coef = moe.aux_loss_coef if moe else 0.0
-    z_coef = moe.z_loss_coef if moe else 0.0
-    header = metrics_header(model)
-
+    aux_coef, z_coef = (moe.aux_loss_coef, moe.z_loss_coef) if moe else (0.0, 0.0)
     work = Path(args.work_dir) if args.work_dir else Path("results/.work") / args.run_id
     progress_path = work / PROGRESS
     digest = _spec_digest(args, model, corpus)
-    rows: list[dict[str, Any]] = []
-    first_step = 0
-    if progress_path.exists():
-        state = torch.load(progress_path, map_location=dev, weights_only=True)
-        if state.get("digest") == digest:
-            model.load_state_dict(state["model"])
-            optimizer.load_state_dict(state["optimizer"])
-            rows, first_step = list(state["rows"]), int(state["step"])
-            print(f"resuming {args.run_id} from step {first_step} of {steps} ({progress_path})", file=sys.stderr)
-        else:
-            print(f"ignoring {progress_path}: it belongs to a different job spec", file=sys.stderr)
+    rows, first_step = resume(progress_path, digest, model, optimizer, dev)
 
-    params = [p for p in model.parameters()]
+    params = list(model.parameters())
+    max_norm = args.grad_clip if args.grad_clip > 0 else float("inf")
     t0 = time.perf_counter()
     with tqdm(total=steps, initial=first_step, desc=args.run_id, mininterval=5.0, file=sys.stderr) as bar:
         for step in range(first_step, steps):
-            batch = stream.batch(start_sequence + step * args.batch_size, args.batch_size).to(dev)
+            batch = stream.batch(start.start_sequence + step * args.batch_size, args.batch_size).to(dev)
             with precision(dev, args.dtype):
                 out = model(batch[:, :-1])
             ce = cross_entropy(out.logits, batch[:, 1:])
@@ -238,45 +273,33 @@ def train(args: Any) -> None:
                 group["lr"] = lr
             optimizer.zero_grad()
             loss.backward()
-            grad_norm = torch.nn.utils.clip_grad_norm_(params, args.grad_clip if args.grad_clip > 0 else float("inf"))
+            grad_norm = torch.nn.utils.clip_grad_norm_(params, max_norm)
             optimizer.step()
             bar.update(1)
             if step % args.log_every == 0 or step == steps - 1:
-                row: dict[str, Any] = {
-                    "step": step + 1, "tokens": (step + 1) * tokens_per_step, "lr": lr,
-                    "train_loss": float(ce.detach()), "aux_loss": float(out.aux_loss.detach()),
-                    "z_loss": float(out.z_loss.detach()), "grad_norm": float(grad_norm),
-                    "drop_rate": float(sum(s["drop_rate"] for s in out.router_stats) / max(1, len(out.router_stats))),
-                }
-                for layer, stats in zip(model.cfg.moe_layers(), out.router_stats, strict=True):
-                    for e, frac in enumerate(stats["expert_fraction"].tolist()):
-                        row[f"frac_l{layer}_e{e}"] = frac
-                rows.append(row)
+                rows.append(metrics_row(step, tokens_per_step, lr, ce, out, grad_norm, model.cfg.moe_layers()))
             if args.save_every and (step + 1) % args.save_every == 0 and step + 1 < steps:
-                state = {"digest": digest, "step": step + 1, "rows": rows,
-                         "model": model.state_dict(), "optimizer": optimizer.state_dict()}
-                _save_progress(progress_path, state)
+                _save_progress(progress_path, {"digest": digest, "step": step + 1, "rows": rows,
+                                               "model": model.state_dict(), "optimizer": optimizer.state_dict()})
     seconds = time.perf_counter() - t0
 
-    tokens = steps * tokens_per_step
     fpt = flops_per_token(model.cfg, args.seq_len, args.flops_convention)
-    flops = fpt * tokens
-    counts = param_counts(model.cfg)
-    trained = steps - first_step
-    if trained:
-        rate = trained * tokens_per_step / seconds
+    if steps > first_step:
+        rate = (steps - first_step) * tokens_per_step / seconds
         print(f"{args.run_id}: {rate:,.0f} tokens/s, {rate * fpt / 1e9:.2f} GFLOP/s achieved "
-              f"({args.flops_convention}), {seconds:.1f} s for {trained} steps", file=sys.stderr)
+              f"({args.flops_convention}), {seconds:.1f} s for {steps - first_step} steps", file=sys.stderr)
     model.to("cpu")
+    counts = param_counts(model.cfg)
+    end_sequence = start.start_sequence + steps * args.batch_size
     provenance = {
         "run_id": args.run_id,
         "kind": args.kind,
         "labels": labels,
         "seed": args.seed,
-        "tokens": tokens,
+        "tokens": steps * tokens_per_step,
         "steps": steps,
         "tokens_per_step": tokens_per_step,
-        "flops": flops,
+        "flops": fpt * steps * tokens_per_step,
         "flops_per_token": fpt,
         "flops_convention": args.flops_convention,
         "N_total": counts.total(),
@@ -286,24 +309,24 @@ def train(args: Any) -> None:
         "train": {k: getattr(args, k) for k in (
             "seq_len", "batch_size", "lr", "min_lr_ratio", "warmup_frac", "lr_policy", "weight_decay", "beta1",
             "beta2", "adam_eps", "grad_clip", "dtype")},
-        "schedule": {"warmup_steps": schedule.warmup_steps, "prior_steps": prior_steps, "total_steps": steps},
+        "schedule": {"warmup_steps": schedule.warmup_steps, "prior_steps": start.prior_steps, "total_steps": steps},
         "data": {
             "manifest": str(corpus.directory / "manifest.json"),
             "train_sha256": corpus.sha256("train"),
             "tokenizer_sha256": corpus.sha256("tokenizer"),
             "data_seed": args.data_seed,
-            "start_sequence": start_sequence,
-            "end_sequence": start_sequence + steps * args.batch_size,
-            "epochs": stream.epochs_for(start_sequence + steps * args.batch_size),
+            "start_sequence": start.start_sequence,
+            "end_sequence": end_sequence,
+            "epochs": stream.epochs_for(end_sequence),
         },
-        "parent": parent_ref,
-        "lineage": lineage,
+        "parent": start.parent,
+        "lineage": start.lineage,
         "code_hash": code_hash("train"),
         "torch_version": torch.__version__,
     }
-    out = Path(args.out)
-    write_text(out / "metrics.csv", _csv_text(header, rows))
-    save_checkpoint(out, model, provenance)
+    out_dir = Path(args.out)
+    write_text(out_dir / "metrics.csv", _csv_text(metrics_header(model), rows))
+    save_checkpoint(out_dir, model, provenance)
     if work.exists():
         shutil.rmtree(work)
 

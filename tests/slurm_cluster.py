@@ -8,6 +8,7 @@ advertise the CPUs and memory the profile asks for on a small machine. The jobst
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
@@ -108,10 +109,8 @@ PartitionName=gpu Nodes={self.host} MaxTime=INFINITE State=UP
     def stop(self) -> None:
         subprocess.run(["scancel", "--user=root"], capture_output=True)
         for pid_file in reversed(self.pids):
-            try:
+            with contextlib.suppress(OSError, ValueError):
                 os.kill(int(pid_file.read_text().split()[0]), 15)
-            except (OSError, ValueError):
-                pass
         time.sleep(1)
         for name in ("slurm.conf", "gres.conf"):
             path = ETC / name
