@@ -10,6 +10,7 @@ gives the same bytes.
 
 from __future__ import annotations
 
+import json
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -25,9 +26,10 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
-from stages.artifacts import atomic_path, read_json  # noqa: E402
+from stages.artifacts import atomic_path, read_json, sha256_file  # noqa: E402
 from stages.cli import ArgumentParser, UserError, run  # noqa: E402
 from stages.fit import predict, read_table  # noqa: E402
+from stages.provenance import FIGURE_KEY  # noqa: E402
 
 KIND_LABELS = {"dense": "dense", "scratch_moe": "MoE from scratch", "upcycled": "upcycled MoE",
                "dense_cont": "dense continued"}
@@ -123,13 +125,15 @@ FIGURES: dict[str, Callable[[pd.DataFrame, dict[str, dict[str, Any]]], plt.Figur
 }
 
 
-def save(fig: plt.Figure, prefix: str | Path) -> None:
-    """PNG and PDF with no timestamp or software metadata, written atomically."""
+def save(fig: plt.Figure, prefix: str | Path, record: dict[str, Any]) -> None:
+    """PNG and PDF without timestamps or software tags, carrying ``record`` (what they were drawn from)."""
     prefix = Path(prefix)
+    text = json.dumps(record, sort_keys=True)
     with atomic_path(prefix.with_suffix(".png")) as tmp:
-        fig.savefig(tmp, format="png", metadata={"Software": None})
+        fig.savefig(tmp, format="png", metadata={"Software": None, FIGURE_KEY: text})
     with atomic_path(prefix.with_suffix(".pdf")) as tmp:
-        fig.savefig(tmp, format="pdf", metadata={"CreationDate": None, "Producer": None, "Creator": None})
+        fig.savefig(tmp, format="pdf", metadata={"CreationDate": None, "Producer": None, "Creator": None,
+                                                 "Keywords": text})
     plt.close(fig)
 
 
@@ -142,13 +146,15 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = p.parse_args(argv)
     runs = read_table(args.runs)
     fits = {}
+    record: dict[str, Any] = {"figure": args.figure, "runs": args.runs, "runs_sha256": sha256_file(args.runs),
+                              "fits": {path: sha256_file(path) for path in args.fit}}
     for path in args.fit:
         fit = read_json(path)
         if not isinstance(fit, dict) or "law" not in fit or "params" not in fit:
             raise UserError(f"{path}: not a fit JSON (needs 'law' and 'params')")
         fits[fit["law"]] = fit
     _style()
-    save(FIGURES[args.figure](runs, fits), args.out)
+    save(FIGURES[args.figure](runs, fits), args.out, record)
     print(f"wrote {args.out}.png and {args.out}.pdf", file=sys.stderr)
 
 

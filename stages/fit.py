@@ -718,6 +718,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             **fit.as_dict(),
             "formula": law.formula,
             "columns": {c: mapping.get(c, c) for c in (*law.columns, LOSS)},
+            "table": args.table,
             "table_sha256": sha256_file(args.table),
             "where": args.where,
             "grid": args.grid,

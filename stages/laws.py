@@ -28,6 +28,7 @@ import numpy as np
 import pandas as pd
 
 LOSS = "loss"
+_TINY = float(np.finfo(float).tiny)
 
 
 @dataclass(frozen=True)
@@ -140,7 +141,10 @@ class Law:
         if missing:
             raise KeyError(f"law {self.name}: missing parameter(s) {', '.join(missing)}")
         log_space = np.array(
-            [np.log(reported[self.exp_params[p]]) if p in self.exp_params else reported[p] for p in self.params]
+            # a coefficient that underflowed to 0.0 when reported (e.g. a floor E = exp(-800)) maps back to the
+            # smallest positive float: its term then contributes nothing, instead of making every prediction NaN
+            [np.log(max(reported[self.exp_params[p]], _TINY)) if p in self.exp_params else reported[p]
+             for p in self.params]
         )
         return np.linalg.solve(self.log_space_map(centres), log_space)
 

@@ -40,3 +40,43 @@ def write_corpus(directory: Path, vocab: int = 96, n_train: int = 60_000, n_val:
 @pytest.fixture
 def corpus_dir(tmp_path: Path) -> Path:
     return write_corpus(tmp_path / "data")
+
+
+WORKFLOW_FILES = ("Snakefile", "workflow", "stages", "config", "profiles")
+
+
+def snakemake_cmd(repo: Path, workdir: Path, *args: str) -> list[str]:
+    return [sys.executable, "-m", "snakemake", "--snakefile", str(repo / "Snakefile"), "--directory", str(workdir),
+            *args]
+
+
+def run_snakemake(repo: Path, workdir: Path, *args: str, check: bool = True):
+    import subprocess
+
+    res = subprocess.run(snakemake_cmd(repo, workdir, *args), capture_output=True, text=True)
+    if check and res.returncode != 0:
+        raise AssertionError(f"snakemake {' '.join(args)} failed:\n{res.stdout[-3000:]}\n{res.stderr[-3000:]}")
+    return res
+
+
+@pytest.fixture(scope="session")
+def repo_copy(tmp_path_factory) -> Path:
+    """A copy of the workflow code: tests may edit its stage modules without touching the checkout."""
+    import shutil
+
+    dst = tmp_path_factory.mktemp("repo")
+    for name in WORKFLOW_FILES:
+        src = REPO / name
+        if src.is_dir():
+            shutil.copytree(src, dst / name, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy2(src, dst / name)
+    return dst
+
+
+@pytest.fixture(scope="session")
+def tiny_run(repo_copy, tmp_path_factory) -> Path:
+    """The tiny grid (config/tiny.yaml) run once, uninterrupted, from the repository copy."""
+    workdir = tmp_path_factory.mktemp("tiny")
+    run_snakemake(repo_copy, workdir, "--configfile", str(repo_copy / "config" / "tiny.yaml"), "--cores", "2")
+    return workdir

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import re
 import subprocess
@@ -10,10 +11,9 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import REPO
+from conftest import REPO, run_snakemake
 
 SNAKEMAKE = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile")]
-TINY = str(REPO / "config" / "tiny.yaml")
 
 
 def snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
@@ -50,27 +50,46 @@ def test_bad_config_is_one_line_exit_2(tmp_path):
 
 
 @pytest.mark.slow
-def test_tiny_grid_end_to_end_then_partial_reruns(tmp_path):
-    snakemake(tmp_path, "--configfile", TINY, "--cores", "2")
-    runs = pd.read_csv(tmp_path / "results" / "tables" / "runs.csv")
+def test_tiny_grid_end_to_end(tiny_run, repo_copy):
+    results = tiny_run / "results"
+    runs = pd.read_csv(results / "tables" / "runs.csv")
     assert set(runs["kind"]) == {"dense", "upcycled", "scratch_moe", "dense_cont"}
     assert runs["val_loss"].map(math.isfinite).all() and (runs["val_loss"] > 0).all()
     up = runs[runs["kind"] == "upcycled"]
     assert (up["flops_total"] > up["flops_run"]).all()  # sunk dense compute is counted
-    parquet = pd.read_parquet(tmp_path / "results" / "tables" / "runs.parquet")
+    assert (up["N_total"] > up["N_active"]).all() and (up["N_dense"] < up["N_active"]).all()
+    parquet = pd.read_parquet(results / "tables" / "runs.parquet")
     assert list(parquet.columns) == list(runs.columns) and parquet["val_loss"].tolist() == runs["val_loss"].tolist()
-    import json
-
     for name in ("dense_chinchilla", "upcycled"):
-        fit = json.loads((tmp_path / "results" / "fits" / f"{name}.json").read_text())
+        fit = json.loads((results / "fits" / f"{name}.json").read_text())
         assert all(math.isfinite(v) for v in fit["params"].values()), fit["params"]
     for fig in ("loss_vs_d2", "loss_vs_compute"):
         for ext in ("png", "pdf"):
-            assert (tmp_path / "results" / "figures" / f"{fig}.{ext}").stat().st_size > 1000
+            assert (results / "figures" / f"{fig}.{ext}").stat().st_size > 1000
+    for surgery in results.glob("upcycled/*/*/*/surgery.json"):  # naive + renormalised routing: exact
+        assert abs(json.loads(surgery.read_text())["delta_val_loss"]) < 1e-4
+    tiny = str(repo_copy / "config" / "tiny.yaml")
+    assert "Nothing to be done" in run_snakemake(repo_copy, tiny_run, "--configfile", tiny, "-n").stdout
+    report = tiny_run / "report.html"
+    run_snakemake(repo_copy, tiny_run, "--configfile", tiny, "--report", str(report))
+    assert report.stat().st_size > 10_000 and b"sunk" in report.read_bytes()
 
-    assert "Nothing to be done" in snakemake(tmp_path, "--configfile", TINY, "-n").stdout
-    counts = job_counts(snakemake(tmp_path, "--configfile", TINY, "-n", "-R", "fit").stdout)
-    assert counts == {"fit": 2, "figures": 1, "all": 1, "total": 4}  # loss_vs_compute draws no fit
-    report = tmp_path / "results" / "report.html"
-    snakemake(tmp_path, "--configfile", TINY, "--report", str(report))
-    assert report.stat().st_size > 10_000
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["-R", "fit"], {"fit": 2, "figures": 1}),  # loss_vs_compute draws no fit
+        (["-R", "figures"], {"figures": 2}),
+        (["-R", "collect", "--allowed-rules", "collect", "fit", "figures"], {"collect": 1, "fit": 2, "figures": 2}),
+        (["-R", "results/dense/xs/d1_16K/model.safetensors", "-U", "evaluate"],
+         {"dense": 1, "upcycle": 1, "moe": 3, "evaluate": 4}),
+        (["results/moe/xs/d1_32K/e4k2/d2_16K/model.safetensors", "-R", "moe"], {"moe": 1}),
+    ],
+)
+def test_partial_reruns_schedule_exactly_what_the_readme_says(tiny_run, repo_copy, args, expected):
+    res = run_snakemake(repo_copy, tiny_run, "--configfile", str(repo_copy / "config" / "tiny.yaml"), "-n", *args)
+    counts = job_counts(res.stdout)
+    counts.pop("total")
+    counts.pop("all", None)
+    assert counts == expected

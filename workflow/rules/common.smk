@@ -1,9 +1,13 @@
 # Config -> grid, path templates, wildcard constraints, code hashes. No torch here: DAG building stays fast.
+import os
 import shlex
 import sys
 from pathlib import Path
 
+# Jobs run `python -m stages.X` from this checkout (the same code the rerun hashes below are taken from),
+# whether or not the package is installed.
 sys.path.insert(0, workflow.basedir)
+os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (workflow.basedir, os.environ.get("PYTHONPATH")) if p)
 
 from stages.cli import UserError
 from stages.codehash import code_hash

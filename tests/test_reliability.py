@@ -1,0 +1,106 @@
+"""Reliability of the whole workflow: kill-and-resume, byte-identical reruns, rerun triggers, lost-nothing."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from conftest import run_snakemake, snakemake_cmd
+
+pytestmark = pytest.mark.slow
+
+COMPARED = ["tables/runs.csv", "tables/runs.parquet", "fits/dense_chinchilla.json", "fits/upcycled.json",
+            "figures/loss_vs_d2.png", "figures/loss_vs_d2.pdf", "figures/loss_vs_compute.png",
+            "figures/loss_vs_compute.pdf"]
+
+
+def tiny(repo: Path) -> list[str]:
+    return ["--configfile", str(repo / "config" / "tiny.yaml")]
+
+
+def test_killed_workflow_resumes_to_byte_identical_outputs(repo_copy, tiny_run, tmp_path):
+    """SIGKILL the whole workflow mid-way (as a node failure would), unlock, rerun: same bytes as a clean run."""
+    proc = subprocess.Popen(snakemake_cmd(repo_copy, tmp_path, *tiny(repo_copy), "--cores", "2"),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        if len(list((tmp_path / "results").glob("eval/**/eval.json"))) >= 4:
+            break
+        time.sleep(0.2)
+    assert proc.poll() is None, "the workflow finished before it could be killed"
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (tmp_path / "results" / "tables" / "runs.csv").exists()
+    run_snakemake(repo_copy, tmp_path, "--unlock", *tiny(repo_copy))
+    run_snakemake(repo_copy, tmp_path, *tiny(repo_copy), "--cores", "2")  # the profile sets rerun-incomplete
+    for name in COMPARED:
+        assert (tmp_path / "results" / name).read_bytes() == (tiny_run / "results" / name).read_bytes(), name
+    for run_dir in (tmp_path / "results").glob("dense/*/*"):
+        reference = tiny_run / "results" / run_dir.relative_to(tmp_path / "results")
+        assert (run_dir / "model.safetensors").read_bytes() == (reference / "model.safetensors").read_bytes()
+
+
+def edited(path: Path):
+    """Context: append a comment to a module (a real code change), restore it afterwards."""
+
+    class _Edit:
+        def __enter__(self):
+            self.original = path.read_bytes()
+            path.write_bytes(self.original + b"\n# an edit\n")
+
+        def __exit__(self, *exc):
+            path.write_bytes(self.original)
+
+    return _Edit()
+
+
+def planned(repo: Path, workdir: Path) -> dict[str, int]:
+    from test_workflow import job_counts
+
+    out = run_snakemake(repo, workdir, *tiny(repo), "-n").stdout
+    if "Nothing to be done" in out:
+        return {}
+    counts = job_counts(out)
+    counts.pop("total")
+    counts.pop("all", None)
+    return counts
+
+
+def test_editing_a_stage_module_reruns_exactly_its_rules(repo_copy, tiny_run):
+    stages = repo_copy / "stages"
+    with edited(stages / "figures.py"):
+        assert planned(repo_copy, tiny_run) == {"figures": 2}
+    with edited(stages / "laws.py"):  # imported by fit and figures
+        assert planned(repo_copy, tiny_run) == {"fit": 2, "figures": 2}
+    with edited(stages / "evaluate.py"):  # also imported by upcycle (step-0 loss), so surgery reruns too
+        counts = planned(repo_copy, tiny_run)
+        assert counts["evaluate"] == 18 and counts["upcycle"] == 3 and "dense" not in counts and "data" not in counts
+    with edited(stages / "model.py"):
+        counts = planned(repo_copy, tiny_run)
+        assert {"dense", "upcycle", "moe", "scratch", "dense_cont", "evaluate", "collect"} <= set(counts)
+        assert "data" not in counts
+    (stages / "train.py").touch()  # a touch is not a change
+    assert planned(repo_copy, tiny_run) == {}
+
+
+def test_failed_job_names_the_file_and_keeps_other_results(repo_copy, tiny_run, tmp_path):
+    """A corrupt checkpoint makes its consumer exit 2 with one line; nothing else is deleted."""
+    import shutil
+
+    work = tmp_path / "copy"
+    shutil.copytree(tiny_run, work, symlinks=True)
+    before = {p: p.stat().st_mtime_ns for p in (work / "results").rglob("*") if p.is_file()}
+    weights = work / "results" / "dense" / "xs" / "d1_16K" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])
+    res = run_snakemake(repo_copy, work, *tiny(repo_copy), "--cores", "1", "-R", "upcycle", "--allowed-rules",
+                        "upcycle", check=False)
+    assert res.returncode != 0
+    log = (work / "logs" / "upcycled" / "xs" / "d1_16K" / "e4k2.log").read_text().strip().splitlines()
+    assert "model.safetensors" in log[-1] and "sha256" in log[-1] and "Traceback" not in "\n".join(log)
+    after = {p for p in (work / "results").rglob("*") if p.is_file()}
+    lost = {p for p in before if p not in after and "upcycled/xs/d1_16K" not in str(p)}
+    assert not lost, sorted(map(str, lost))[:5]
