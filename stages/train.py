@@ -308,7 +308,7 @@ def train(args: Any) -> None:
         "peak_lr": args.lr,
         "train": {k: getattr(args, k) for k in (
             "seq_len", "batch_size", "lr", "min_lr_ratio", "warmup_frac", "lr_policy", "weight_decay", "beta1",
-            "beta2", "adam_eps", "grad_clip", "dtype")},
+            "beta2", "adam_eps", "grad_clip", "dtype", "threads")},
         "schedule": {"warmup_steps": schedule.warmup_steps, "prior_steps": start.prior_steps, "total_steps": steps},
         "data": {
             "manifest": str(corpus.directory / "manifest.json"),

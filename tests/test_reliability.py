@@ -78,7 +78,7 @@ def test_editing_a_stage_module_reruns_exactly_its_rules(repo_copy, tiny_run):
         assert planned(repo_copy, tiny_run) == {"fit": 2, "figures": 2}
     with edited(stages / "evaluate.py"):  # also imported by upcycle (step-0 loss), so surgery reruns too
         counts = planned(repo_copy, tiny_run)
-        assert counts["evaluate"] == 18 and counts["upcycle"] == 3 and "dense" not in counts and "data" not in counts
+        assert counts["evaluate"] == 21 and counts["upcycle"] == 3 and "dense" not in counts and "data" not in counts
     with edited(stages / "model.py"):
         counts = planned(repo_copy, tiny_run)
         assert {"dense", "upcycle", "moe", "scratch", "dense_cont", "evaluate", "collect"} <= set(counts)
