@@ -28,17 +28,23 @@ from stages.runtime import configure  # noqa: E402
 from stages.spec import ModelConfig, MoEConfig  # noqa: E402
 
 
-def timed(fn, x: torch.Tensor, repeats: int) -> float:
-    """Median wall time (ms) of forward + backward, after two warm-up calls."""
-    times = []
+def fwd_bwd_ms(fn, x: torch.Tensor) -> float:
+    x.grad = None
+    start = time.perf_counter()
+    y = fn(x)
+    y.backward(torch.ones_like(y))
+    return (time.perf_counter() - start) * 1e3
+
+
+def interleaved_medians(fns: dict, x: torch.Tensor, repeats: int) -> dict[str, float]:
+    """Median forward+backward ms of each function, measured round-robin so that machine noise hits all alike."""
+    times: dict[str, list[float]] = {name: [] for name in fns}
     for i in range(repeats + 2):
-        x.grad = None
-        start = time.perf_counter()
-        y = fn(x)
-        y.backward(torch.ones_like(y))
-        if i >= 2:
-            times.append((time.perf_counter() - start) * 1e3)
-    return statistics.median(times)
+        for name, fn in fns.items():
+            ms = fwd_bwd_ms(fn, x)
+            if i >= 2:  # warm-up rounds
+                times[name].append(ms)
+    return {name: statistics.median(t) for name, t in times.items()}
 
 
 def hf_block(layer: MoELayer, cfg: ModelConfig):
@@ -83,16 +89,17 @@ def main() -> None:
     loop_layer.mm = grouped_mm_loop
     dense = MLP(cfg.d_model, args.top_k * cfg.expert_d_ff)
     x = torch.randn(1, args.tokens, cfg.d_model, generator=gen).requires_grad_(True)
-    results = {"ours": timed(layer, x, args.repeats), "loop": timed(loop_layer, x, args.repeats),
-               "dense": timed(dense, x, args.repeats)}
+    fns = {"ours": layer, "loop": loop_layer, "dense": dense}
     try:
         block = hf_block(layer, cfg)
         torch.testing.assert_close(block(x).detach(), layer(x).detach(), rtol=1e-4, atol=1e-5)
-        results["hf"] = timed(block, x, args.repeats)
+        fns["hf"] = block
     except ImportError:
         print("transformers not installed: skipping the Hugging Face reference")
+    results = interleaved_medians(fns, x, args.repeats)
     print(f"shapes: tokens={args.tokens} d_model={args.d_model} d_ff={args.d_ff} experts={args.experts} "
-          f"top_k={args.top_k} G={args.granularity} threads={args.threads} (median of {args.repeats}, fwd+bwd)")
+          f"top_k={args.top_k} G={args.granularity} threads={args.threads}")
+    print(f"median of {args.repeats} interleaved forward+backward calls per variant")
     for name, ms in results.items():
         print(f"  {name:6s} {ms:8.2f} ms")
     print(f"ratio ours/dense (routing overhead at equal active FLOPs): {results['ours'] / results['dense']:.2f}x")

@@ -62,7 +62,11 @@ class Experts(nn.Module):
 
     def forward(self, xs: torch.Tensor, offs: torch.Tensor, mm=grouped_mm) -> torch.Tensor:
         """Apply expert g to the rows of ``xs`` in group g (rows sorted by expert)."""
-        gate, up = mm(xs, self.gate_up_proj.transpose(-2, -1), offs).chunk(2, dim=-1)
+        width = self.down_proj.shape[-1]
+        # split the weight, not the activations: the backward of a weight slice is tiny, while chunking the
+        # [tokens, 2F] activations would concatenate their gradients (a copy as large as the layer's output)
+        gate = mm(xs, self.gate_up_proj[:, :width].transpose(-2, -1), offs)
+        up = mm(xs, self.gate_up_proj[:, width:].transpose(-2, -1), offs)
         return mm(F.silu(gate) * up, self.down_proj.transpose(-2, -1), offs)
 
 
