@@ -28,6 +28,10 @@ COLUMNS = [
     "N_embedding", "experts", "top_k", "granularity", "norm_topk_prob", "method", "sparsity", "D1", "D2", "D",
     "D_total", "flops_per_token", "flops_run", "flops_total", "flops_convention", "val_loss", "eval_tokens",
     "seed", "schedule", "peak_lr", "seq_len", "batch_size", "checkpoint_sha256",
+    # MoE routing and upcycling recipe (empty for dense runs), and the surgery's step-0 losses
+    "moe_layers", "shared_expert_d_ff", "aux_loss_coef", "z_loss_coef", "capacity_factor", "router_init",
+    "router_std", "scale_spread", "noise_std", "drop_ratio", "drop_indices", "step0_val_loss",
+    "parent_val_loss",
 ]
 
 
@@ -49,6 +53,7 @@ def row_for(eval_path: Path) -> dict[str, Any]:
     recipe = next((e.get("recipe") for e in reversed(lineage) if e.get("recipe")), None) or {}
     moe = cfg.moe
     train = prov.get("train", {})
+    surgery = _surgery(prov) if kind == "upcycled" else {}
     return {
         "run_id": prov["run_id"],
         "kind": kind,
@@ -83,7 +88,27 @@ def row_for(eval_path: Path) -> dict[str, Any]:
         "seq_len": int(train.get("seq_len", 0)),
         "batch_size": int(train.get("batch_size", 0)),
         "checkpoint_sha256": ev["checkpoint_sha256"],
+        "moe_layers": ",".join(str(i) for i in cfg.moe_layers()) if moe else "",
+        "shared_expert_d_ff": moe.shared_expert_d_ff if moe else 0,
+        "aux_loss_coef": moe.aux_loss_coef if moe else 0.0,
+        "z_loss_coef": moe.z_loss_coef if moe else 0.0,
+        "capacity_factor": moe.capacity_factor if moe else 0.0,
+        "router_init": recipe.get("router_init", ""),
+        "router_std": recipe.get("router_std", float("nan")),
+        "scale_spread": recipe.get("scale_spread", ""),
+        "noise_std": recipe.get("noise_std", float("nan")),
+        "drop_ratio": recipe.get("drop_ratio", float("nan")),
+        "drop_indices": ("shared" if recipe["drop_shared_indices"] else "per_matrix") if recipe else "",
+        "step0_val_loss": surgery.get("moe_val_loss", float("nan")),
+        "parent_val_loss": surgery.get("dense_val_loss", float("nan")),
     }
+
+
+def _surgery(provenance: dict[str, Any]) -> dict[str, Any]:
+    """The surgery report of an upcycled run's initialisation (its parent directory)."""
+    parent = provenance.get("parent") or {}
+    path = Path(parent.get("path", "")) / "surgery.json"
+    return read_json(path) if path.exists() else {}
 
 
 def collect(eval_paths: Sequence[str | Path]) -> pd.DataFrame:

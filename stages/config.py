@@ -161,8 +161,10 @@ def _check_semantics(cfg: dict[str, Any]) -> None:
                     raise UserError(f"config key 'grid.{kind}.{key}': {label!r} is less than one optimizer step "
                                     f"({tokens_per_step} tokens = train.batch_size x train.seq_len)")
                 values[n] = str(label)
-    for name, fit in cfg["fits"].items():
-        from stages.laws import LAWS
+    from stages.laws import LAWS
 
+    for name, fit in cfg["fits"].items():
+        if fit is None:
+            continue
         if fit["law"] not in LAWS:
             raise UserError(f"config key 'fits.{name}.law': unknown law {fit['law']!r} (known: {', '.join(LAWS)})")

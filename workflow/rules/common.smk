@@ -27,7 +27,7 @@ DATA = multiext(f"{CORPUS}/", "train.bin", "val.bin", "tokenizer.json", "manifes
 CKPT = ("model.safetensors", "config.json", "provenance.json")
 SAVE_EVERY = config["train"]["save_every"]  # progress checkpoints only: deliberately not a rerun trigger
 RUNS_TABLE = [f"{RESULTS}/tables/runs.csv", f"{RESULTS}/tables/runs.parquet"]
-FIT_FILES = [f"{RESULTS}/fits/{name}.json" for name in config["fits"]]
+FIT_FILES = [f"{RESULTS}/fits/{name}.json" for name, fit in config["fits"].items() if fit]
 
 
 wildcard_constraints:

@@ -24,12 +24,14 @@ rule evaluate:
 rule collect:
     input:
         [run.eval_json for run in GRID.runs],
+        [f"{d}/surgery.json" for d in GRID.upcycle_inits()],
     output:
         csv=RUNS_TABLE[0],
         parquet=RUNS_TABLE[1],
     params:
+        evals=" ".join(run.eval_json for run in GRID.runs),
         code=code_hash("collect"),
     log:
         "logs/collect.log",
     shell:
-        "{PYTHON} -m stages.collect --evals {input} --out {output.csv} --parquet {output.parquet} > {log} 2>&1"
+        "{PYTHON} -m stages.collect --evals {params.evals} --out {output.csv} --parquet {output.parquet} > {log} 2>&1"

@@ -10,7 +10,7 @@ FIGURE_FILES = [f"{RESULTS}/figures/{name}.{ext}" for name in FIGURES for ext in
 rule figures:
     input:
         runs=RUNS_TABLE[0],
-        fits=lambda w: [f"{RESULTS}/fits/{f}.json" for f in FIGURES[w.figure] if f in config["fits"]],
+        fits=lambda w: [f"{RESULTS}/fits/{f}.json" for f in FIGURES[w.figure] if config["fits"].get(f)],
     output:
         png=report(
             f"{RESULTS}/figures/{{figure}}.png",

@@ -24,6 +24,8 @@ rule fit:
         code=code_hash("fit"),
     log:
         "logs/fits/{fit}.log",
+    wildcard_constraints:
+        fit="|".join(name for name, fit in config["fits"].items() if fit) or "(?!)",
     threads: 2
     shell:
         "{PYTHON} -m stages.fit --table {input} {params.flags} --seed {params.seed} --workers {threads} "
