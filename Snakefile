@@ -1,7 +1,7 @@
 """Upcycling dense LMs into MoE, and the scaling laws that govern it: the whole study as one DAG.
 
     snakemake                                # default tiny CPU grid (config/config.yaml), all targets
-    snakemake paper                          # figures and fits from results/tables/runs.csv, no retraining
+    snakemake paper                          # fits, figures and tables from results/tables/runs.csv, no retraining
     snakemake --configfile config/tiny.yaml  # a smaller grid (overlays the default config)
 
 Stages live in the `stages` package; rules only wire files to `python -m stages.X` calls.
@@ -34,6 +34,8 @@ localrules:
     all,
     paper,
     collect,
+    fit_table,
+    plan,
 
 
 rule all:
@@ -42,6 +44,8 @@ rule all:
         RUNS_TABLE,
         FIT_FILES,
         FIGURE_FILES,
+        TABLE_FILES,
+        PLAN_FILES,
         [f"{d}/surgery.json" for d in GRID.upcycle_inits()],
 
 
@@ -49,3 +53,5 @@ rule paper:
     input:
         FIT_FILES,
         FIGURE_FILES,
+        TABLE_FILES,
+        PLAN_FILES,

@@ -20,6 +20,18 @@ from stages.cli import UserError, parse_tokens
 from stages.spec import ModelConfig, MoEConfig
 
 SCHEMA = Path(__file__).resolve().parents[1] / "workflow" / "schemas" / "config.schema.yaml"
+# the fits (config["fits"] names) each figure draws; "*" = every enabled fit
+FIGURE_FITS: dict[str, tuple[str, ...]] = {
+    "loss_vs_d2": ("upcycled",),
+    "alpha_eff": ("upcycled",),
+    "loss_vs_compute": (),
+    "sparsity": ("sparsity",),
+    "threshold": ("upcycled", "scratch_chinchilla"),
+    "predicted_vs_observed": ("*",),
+    "residuals": ("*",),
+}
+REQUIRED_FITS = {"alpha_eff": ("upcycled",), "threshold": ("upcycled", "scratch_chinchilla"),
+                 "predicted_vs_observed": ("*",), "residuals": ("*",)}
 TOKEN_KEYS = {"dense": ("d1",), "upcycled": ("d1", "d2"), "scratch_moe": ("d",), "dense_cont": ("d1", "d2")}
 
 
@@ -163,6 +175,23 @@ def _check_semantics(cfg: dict[str, Any]) -> None:
                 values[n] = str(label)
     from stages.laws import LAWS
 
+    enabled = [name for name, fit in cfg["fits"].items() if fit]
+    for figure in cfg["figures"]:
+        if figure not in FIGURE_FITS:
+            raise UserError(f"config key 'figures': unknown figure {figure!r} (known: {', '.join(FIGURE_FITS)})")
+        for needed in REQUIRED_FITS.get(figure, ()):
+            if (needed == "*" and not enabled) or (needed != "*" and needed not in enabled):
+                what = "at least one fit" if needed == "*" else f"the fit '{needed}'"
+                raise UserError(f"config key 'figures': {figure!r} needs {what} under 'fits'")
+    planner = cfg.get("planner")
+    if planner:
+        for key in ("upcycled_fit", "scratch_fit", "dense_fit"):
+            if planner[key] not in enabled and key == "upcycled_fit":
+                raise UserError(f"config key 'planner.{key}': {planner[key]!r} is not an enabled fit")
+        if planner["model"] not in cfg["models"] or planner["moe"] not in cfg["moe"]:
+            raise UserError("config key 'planner': model and moe must name entries of 'models' and 'moe'")
+        parse_tokens(planner["d1"], "config key 'planner.d1'")
+        parse_tokens(planner["extra_tokens"], "config key 'planner.extra_tokens'")
     for name, fit in cfg["fits"].items():
         if fit is None:
             continue

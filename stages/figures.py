@@ -3,14 +3,16 @@
 ``python -m stages.figures loss_vs_d2 --runs results/tables/runs.csv --fit results/fits/upcycled.json \\
     --out results/figures/loss_vs_d2``
 
-Each figure is a function ``name(runs, fits) -> Figure`` registered in ``FIGURES``; the CLI writes
-``<out>.png`` and ``<out>.pdf`` without timestamps or software tags, so a rerun on the same inputs
-gives the same bytes.
+Each figure is a function ``name(runs, fits) -> Figure`` registered in ``FIGURES``; ``fits`` maps a fit's name
+(its file stem, e.g. ``upcycled``, ``scratch_chinchilla``) to its JSON. The CLI writes ``<out>.png`` and
+``<out>.pdf`` without timestamps or software tags, each carrying the sha256 of the table and fits it was drawn
+from (``stages.provenance`` reads it back). Bands are 95% intervals over the fit's bootstrap resamples.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -28,9 +30,11 @@ import seaborn as sns  # noqa: E402
 
 from stages.artifacts import atomic_path, read_json, sha256_file  # noqa: E402
 from stages.cli import ArgumentParser, UserError, run  # noqa: E402
-from stages.fit import predict, read_table  # noqa: E402
+from stages.fit import predict, prepare, read_table, select  # noqa: E402
+from stages.laws import LOSS, get_law  # noqa: E402
 from stages.provenance import FIGURE_KEY  # noqa: E402
 
+Fits = dict[str, dict[str, Any]]
 KIND_LABELS = {"dense": "dense", "scratch_moe": "MoE from scratch", "upcycled": "upcycled MoE",
                "dense_cont": "dense continued"}
 KIND_MARKERS = {"dense": "o", "scratch_moe": "s", "upcycled": "^", "dense_cont": "D"}
@@ -48,6 +52,12 @@ def _require(runs: pd.DataFrame, kind: str, figure: str) -> pd.DataFrame:
     return rows
 
 
+def _need_fit(fits: Fits, name: str, figure: str) -> dict[str, Any]:
+    if name not in fits:
+        raise UserError(f"figure {figure}: needs the fit '{name}' (pass --fit results/fits/{name}.json)")
+    return fits[name]
+
+
 def _tokens_label(n: float) -> str:
     for unit, div in (("B", 1e9), ("M", 1e6), ("K", 1e3)):
         if n >= div:
@@ -57,27 +67,57 @@ def _tokens_label(n: float) -> str:
 
 def _plain_log_y(ax: plt.Axes) -> None:
     """Losses span a narrow range: label the log axis with plain numbers, not powers of ten."""
-    for axis in (ax.yaxis,):
-        axis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%.2f"))
-        axis.set_minor_formatter(matplotlib.ticker.FormatStrFormatter("%.2f"))
+    ax.yaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%.2f"))
+    ax.yaxis.set_minor_formatter(matplotlib.ticker.FormatStrFormatter("%.2f"))
 
 
-def loss_vs_d2(runs: pd.DataFrame, fits: dict[str, dict[str, Any]]) -> plt.Figure:
-    """Upcycled loss vs D2, one colour per D1 (log-log), with the fitted D1 x D2 law."""
-    up = _require(runs, "upcycled", "loss_vs_d2").sort_values(["D1", "D2"])
+def fit_rows(runs: pd.DataFrame, fit: dict[str, Any]) -> tuple[pd.DataFrame, np.ndarray]:
+    """The rows a fit used (its where and column map applied) and a mask of its held-out rows."""
+    law = get_law(fit["law"])
+    frame = prepare(runs, law, fit.get("columns") or {}, fit.get("where"), "runs table")
+    held = np.zeros(len(frame), bool)
+    if fit.get("holdout"):
+        held = select(frame, fit["holdout"]["query"], "holdout", "runs table")
+    return frame, held
+
+
+def band(fit: dict[str, Any], frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray] | None:
+    """2.5 and 97.5 percentiles of the prediction over the fit's bootstrap resamples, if it has them."""
+    samples = (fit.get("bootstrap") or {}).get("samples") or []
+    preds = [predict(fit["law"], s, frame) for s in samples if all(v is not None for v in s.values())]
+    preds = [p for p in preds if np.all(np.isfinite(p))]
+    if len(preds) < 10:
+        return None
+    stack = np.vstack(preds)
+    return np.percentile(stack, 2.5, axis=0), np.percentile(stack, 97.5, axis=0)
+
+
+def loss_vs_d2(runs: pd.DataFrame, fits: Fits) -> plt.Figure:
+    """Upcycled loss vs D2, one colour per D1 (log-log), with the fitted D1 x D2 law and its 95% band."""
+    fit = fits.get("upcycled")
+    if fit is not None:
+        up, _ = fit_rows(runs, fit)
+        up = up.assign(val_loss=up[LOSS])
+    else:
+        up = _require(runs, "upcycled", "loss_vs_d2")
+    up = up.sort_values(["D1", "D2"])
     fig, ax = plt.subplots(figsize=(5.5, 4.0))
     d1_values = sorted(up["D1"].unique())
     palette = dict(zip(d1_values, sns.color_palette("viridis", len(d1_values)), strict=True))
     sns.scatterplot(data=up, x="D2", y="val_loss", hue="D1", palette=palette, s=50, ax=ax, legend=False, zorder=3)
-    fit = fits.get("upcycled")
     grid = np.geomspace(up["D2"].min() / 1.5, up["D2"].max() * 1.5, 100)
     for d1 in d1_values:
         label = f"D1 = {_tokens_label(d1)}"
-        if fit is not None:
-            curve = predict(fit["law"], fit["params"], pd.DataFrame({"D1": d1, "D2": grid}))
-            ax.plot(grid, curve, color=palette[d1], lw=1.5, label=label)
-        else:
+        if fit is None:
             ax.plot([], [], color=palette[d1], marker="o", ls="", label=label)
+            continue
+        frame = pd.DataFrame({"D1": d1, "D2": grid})
+        if "N1" in get_law(fit["law"]).columns:
+            frame["N1"] = float(up.loc[up["D1"] == d1, "N1"].iloc[0])
+        ax.plot(grid, predict(fit["law"], fit["params"], frame), color=palette[d1], lw=1.5, label=label)
+        interval = band(fit, frame)
+        if interval is not None:
+            ax.fill_between(grid, *interval, color=palette[d1], alpha=0.15, lw=0)
     ax.set(xscale="log", yscale="log", xlabel="upcycled tokens D2", ylabel="validation loss (nats/token)")
     _plain_log_y(ax)
     if fit is not None:
@@ -89,7 +129,42 @@ def loss_vs_d2(runs: pd.DataFrame, fits: dict[str, dict[str, Any]]) -> plt.Figur
     return fig
 
 
-def loss_vs_compute(runs: pd.DataFrame, fits: dict[str, dict[str, Any]]) -> plt.Figure:
+def alpha_eff(runs: pd.DataFrame, fits: Fits) -> plt.Figure:
+    """The interaction: per-D1 power-law exponents in D2 against ln D1, with the fitted alpha2 - alpha3 ln D1."""
+    del runs
+    fit = _need_fit(fits, "upcycled", "alpha_eff")
+    per_d1 = pd.DataFrame((fit.get("statsmodels") or {}).get("per_D1") or [])
+    if per_d1.empty:
+        raise UserError("figure alpha_eff: the upcycled fit has no per-D1 statsmodels slopes")
+    p = fit["params"]
+    fig, ax = plt.subplots(figsize=(5.5, 4.0))
+    x = np.log(per_d1["D1"].to_numpy(float))
+    slope = -per_d1["slope_log_excess"].to_numpy(float)
+    err = 1.96 * per_d1["slope_log_excess_se"].to_numpy(float)
+    ax.errorbar(x, slope, yerr=err, fmt="o", color="C0", capsize=3, label="per-D1 OLS slope of log(L - floor), 95%")
+    line_x = np.linspace(x.min() - 0.2, x.max() + 0.2, 50)
+    ax.plot(line_x, p["alpha2"] - p["alpha3"] * line_x, color="C1",
+            label=f"joint fit: {p['alpha2']:.3g} - {p['alpha3']:.2g} ln D1")
+    ci = ((fit.get("bootstrap") or {}).get("ci95") or {})
+    lows, highs, xs = [], [], []
+    for d1 in per_d1["D1"]:
+        key = f"alpha_eff(D1={int(d1)})"
+        if ci.get(key):
+            xs.append(math.log(d1))
+            lows.append(ci[key][0])
+            highs.append(ci[key][1])
+    if xs:
+        ax.fill_between(xs, lows, highs, color="C1", alpha=0.15, lw=0, label="bootstrap 95% of alpha_eff")
+    ax.set(xlabel="ln D1 (dense tokens)", ylabel="effective D2 exponent alpha_eff")
+    a3 = ci.get("alpha3")
+    if a3:
+        ax.set_title(f"alpha3 = {p['alpha3']:.3g}, 95% CI [{a3[0]:.3g}, {a3[1]:.3g}]", fontsize=9)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def loss_vs_compute(runs: pd.DataFrame, fits: Fits) -> plt.Figure:
     """Validation loss vs total training compute; upcycled runs include the sunk dense cost."""
     del fits
     if runs.empty:
@@ -97,10 +172,10 @@ def loss_vs_compute(runs: pd.DataFrame, fits: dict[str, dict[str, Any]]) -> plt.
     fig, ax = plt.subplots(figsize=(6.0, 4.2))
     data = runs.assign(series=[
         f"{KIND_LABELS[k]} ({m})" if k in ("dense", "dense_cont") else f"{KIND_LABELS[k]} ({m}, {e})"
-        for k, m, e in zip(runs["kind"], runs["model"], runs["moe"], strict=True)
+        for k, m, e in zip(runs["kind"], runs["model"], runs["moe"].fillna(""), strict=True)
     ])
     order = sorted(data["series"].unique())
-    palette = dict(zip(order, sns.color_palette("tab10", len(order)), strict=True))
+    palette = dict(zip(order, sns.color_palette("tab10" if len(order) <= 10 else "husl", len(order)), strict=True))
     for series in order:
         rows = data[data["series"] == series].sort_values("flops_total")
         kind = rows["kind"].iloc[0]
@@ -114,14 +189,130 @@ def loss_vs_compute(runs: pd.DataFrame, fits: dict[str, dict[str, Any]]) -> plt.
     ax.set(xscale="log", yscale="log", xlabel="total training FLOPs (sunk dense cost included)",
            ylabel="validation loss (nats/token)")
     _plain_log_y(ax)
-    ax.legend(fontsize=7, ncol=1)
+    ax.legend(fontsize=6 if len(order) > 8 else 7, ncol=2 if len(order) > 8 else 1)
     fig.tight_layout()
     return fig
 
 
-FIGURES: dict[str, Callable[[pd.DataFrame, dict[str, dict[str, Any]]], plt.Figure]] = {
+def sparsity(runs: pd.DataFrame, fits: Fits) -> plt.Figure:
+    """Paper Fig. 1 left as a 2-D view: upcycled loss vs active parameters, one curve per sparsity."""
+    up = _require(runs, "upcycled", "sparsity").copy()
+    up["P"] = up["sparsity"].round(2)
+    fig, ax = plt.subplots(figsize=(5.5, 4.0))
+    levels = sorted(up["P"].unique())
+    palette = dict(zip(levels, sns.color_palette("crest", len(levels)), strict=True))
+    fit = fits.get("sparsity")
+    grid = np.geomspace(up["N_active"].min() / 1.3, up["N_active"].max() * 1.3, 60)
+    for level in levels:
+        rows = up[up["P"] == level].sort_values("N_active")
+        ax.scatter(rows["N_active"], rows["val_loss"], color=palette[level], s=40, zorder=3,
+                   label=f"P = {level:g} ({', '.join(sorted(set(rows['moe'])))})")
+        if fit is not None:
+            frame = pd.DataFrame({"P": float(rows["sparsity"].mean()), "N_active": grid})
+            curve = predict(fit["law"], fit["params"], frame)
+            ax.plot(grid, curve, color=palette[level], lw=1.2)
+    ax.set(xscale="log", yscale="log", xlabel="active non-embedding parameters N_active",
+           ylabel="validation loss (nats/token)")
+    _plain_log_y(ax)
+    if fit is not None:
+        ax.set_title(f"law {fit['law']}: " + ", ".join(f"{k}={v:.3g}" for k, v in sorted(fit["params"].items())),
+                     fontsize=7)
+    ax.legend(fontsize=6)
+    fig.tight_layout()
+    return fig
+
+
+def threshold(runs: pd.DataFrame, fits: Fits) -> plt.Figure:
+    """Paper Fig. 1 right: the D2* above which training from scratch beats upcycling, vs D1, per N1."""
+    from stages.planner import threshold as crossing
+
+    up_fit = _need_fit(fits, "upcycled", "threshold")
+    scratch_fit = _need_fit(fits, "scratch_chinchilla", "threshold")
+    up = _require(runs, "upcycled", "threshold")
+    joint = "N1" in get_law(up_fit["law"]).columns
+    sizes = sorted(up["N_dense"].unique()) if not joint else sorted(runs["N_dense"].unique())
+    ratio = float((up["N_active"] / up["N_dense"]).median())
+    d1_grid = np.geomspace(up["D1"].min() / 10, up["D1"].max() * 10, 40)
+    fig, ax = plt.subplots(figsize=(5.5, 4.0))
+    for i, n1 in enumerate(sizes):
+        def upcycled(d1: float, d2: float, n1: float = n1) -> float:
+            cols = {"D1": [d1], "D2": [d2], **({"N1": [n1]} if joint else {})}
+            return float(predict(up_fit["law"], up_fit["params"], pd.DataFrame(cols))[0])
+
+        def scratch(d: float, n1: float = n1) -> float:
+            return float(predict(scratch_fit["law"], scratch_fit["params"], pd.DataFrame({"N": [n1], "D": [d]}))[0])
+
+        for framing, style in (("same tokens", "-"), ("same compute", "--")):
+            extra = (lambda d1: 0.0) if framing == "same tokens" else (lambda d1: d1 / ratio)
+            ys = [crossing(lambda x, d1=d1, e=extra: math.log(upcycled(d1, math.exp(x)))
+                           - math.log(scratch(math.exp(x) + e(d1))))[0] for d1 in d1_grid]
+            ys = np.array([y if y is not None else np.nan for y in ys])
+            ax.plot(d1_grid, ys, style, color=f"C{i}", label=f"N1 = {n1:.3g}, {framing}")
+    ax.axvspan(up["D1"].min(), up["D1"].max(), color="0.9", zorder=0, label="fitted D1 range")
+    ax.set(xscale="log", yscale="log", xlabel="sunk dense tokens D1", ylabel="threshold D2* (tokens)")
+    ax.set_title("where the two losses cross (see stages.planner for which side wins)", fontsize=8)
+    ax.legend(fontsize=6)
+    fig.tight_layout()
+    return fig
+
+
+def predicted_vs_observed(runs: pd.DataFrame, fits: Fits) -> plt.Figure:
+    """Every fit's prediction against the measured loss; held-out rows marked."""
+    if not fits:
+        raise UserError("figure predicted_vs_observed: no fits given")
+    fig, ax = plt.subplots(figsize=(5.0, 4.6))
+    lo, hi = math.inf, 0.0
+    for i, (name, fit) in enumerate(sorted(fits.items())):
+        frame, held = fit_rows(runs, fit)
+        pred = predict(fit["law"], fit["params"], frame)
+        obs = frame[LOSS].to_numpy(float)
+        ax.scatter(obs[~held], pred[~held], color=f"C{i}", s=25, label=f"{name} (fitted)")
+        if held.any():
+            ax.scatter(obs[held], pred[held], color=f"C{i}", s=60, marker="*", edgecolor="k",
+                       label=f"{name} (held out)")
+        lo, hi = min(lo, obs.min(), pred.min()), max(hi, obs.max(), pred.max())
+    ax.plot([lo, hi], [lo, hi], color="0.4", lw=1, ls="--", label="y = x")
+    ax.set(xscale="log", yscale="log", xlabel="observed validation loss", ylabel="predicted by the fitted law")
+    _plain_log_y(ax)
+    ax.xaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%.2f"))
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.FormatStrFormatter("%.2f"))
+    ax.legend(fontsize=6)
+    fig.tight_layout()
+    return fig
+
+
+def residuals(runs: pd.DataFrame, fits: Fits) -> plt.Figure:
+    """Log residuals of every fit against each of its variables (curvature here means a missing term)."""
+    if not fits:
+        raise UserError("figure residuals: no fits given")
+    panels = [(name, fit, col) for name, fit in sorted(fits.items()) for col in get_law(fit["law"]).columns]
+    cols = min(3, len(panels))
+    rows_n = math.ceil(len(panels) / cols)
+    fig, axes = plt.subplots(rows_n, cols, figsize=(3.2 * cols, 2.6 * rows_n), squeeze=False)
+    for ax, (name, fit, col) in zip(axes.flat, panels, strict=False):
+        frame, held = fit_rows(runs, fit)
+        resid = np.log(frame[LOSS].to_numpy(float)) - np.log(predict(fit["law"], fit["params"], frame))
+        ax.axhline(0, color="0.4", lw=1)
+        ax.scatter(frame[col][~held], resid[~held], s=18)
+        if held.any():
+            ax.scatter(frame[col][held], resid[held], s=50, marker="*", edgecolor="k")
+        ax.set(xscale="log", xlabel=col, ylabel="log residual", title=name)
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())  # crowded minor labels on short ranges
+        ax.title.set_fontsize(8)
+    for ax in list(axes.flat)[len(panels):]:
+        ax.set_visible(False)
+    fig.tight_layout()
+    return fig
+
+
+FIGURES: dict[str, Callable[[pd.DataFrame, Fits], plt.Figure]] = {
     "loss_vs_d2": loss_vs_d2,
+    "alpha_eff": alpha_eff,
     "loss_vs_compute": loss_vs_compute,
+    "sparsity": sparsity,
+    "threshold": threshold,
+    "predicted_vs_observed": predicted_vs_observed,
+    "residuals": residuals,
 }
 
 
@@ -141,18 +332,20 @@ def main(argv: Sequence[str] | None = None) -> None:
     p = ArgumentParser(prog="python -m stages.figures", description=__doc__.split("\n\n")[0])
     p.add_argument("figure", choices=sorted(FIGURES))
     p.add_argument("--runs", required=True, help="runs table (CSV or Parquet)")
-    p.add_argument("--fit", action="append", default=[], help="fit JSON(s) to draw (keyed by their law)")
+    p.add_argument("--fit", action="append", default=[], help="fit JSON(s) to draw, known by their file stem")
     p.add_argument("--out", required=True, help="output prefix; writes <out>.png and <out>.pdf")
     args = p.parse_args(argv)
     runs = read_table(args.runs)
-    fits = {}
-    record: dict[str, Any] = {"figure": args.figure, "runs": args.runs, "runs_sha256": sha256_file(args.runs),
-                              "fits": {path: sha256_file(path) for path in args.fit}}
+    fits: Fits = {}
     for path in args.fit:
         fit = read_json(path)
         if not isinstance(fit, dict) or "law" not in fit or "params" not in fit:
             raise UserError(f"{path}: not a fit JSON (needs 'law' and 'params')")
-        fits[fit["law"]] = fit
+        if any(v is None for v in fit["params"].values()):
+            raise UserError(f"{path}: the fit has non-finite parameters; nothing to draw")
+        fits[Path(path).stem] = fit
+    record = {"figure": args.figure, "runs": args.runs, "runs_sha256": sha256_file(args.runs),
+              "fits": {path: sha256_file(path) for path in args.fit}}
     _style()
     save(FIGURES[args.figure](runs, fits), args.out, record)
     print(f"wrote {args.out}.png and {args.out}.pdf", file=sys.stderr)

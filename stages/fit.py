@@ -469,6 +469,7 @@ def bootstrap(
         "se": se,
         "ci95": {c: [float(v.quantile(0.025)), float(v.quantile(0.975))] if len(v) > 1 else None
                  for c, v in finite.items()},
+        "samples": [{k: _finite(float(v)) for k, v in s.items()} for s in samples],  # for prediction bands
         "method": "cluster bootstrap: groups drawn with replacement (numpy default_rng(seed)), each resample "
         "refit by BFGS warm-started from the full-data optimum; SD and 2.5/97.5 percentiles",
     }
@@ -722,6 +723,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             "table_sha256": sha256_file(args.table),
             "where": args.where,
             "grid": args.grid,
+            "ranges": {c: [float(train[c].min()), float(train[c].max())] for c in law.columns},
             "fit": fit_quality(law, fit.params, train),
             "checks": sanity_checks(law, fit.params, train),
             "holdout": holdout_report(law, fit.params, frame[held], args.holdout) if args.holdout else None,

@@ -14,6 +14,8 @@ import shlex
 from dataclasses import dataclass
 from typing import Any
 
+from stages.cli import parse_tokens
+from stages.compute import param_counts
 from stages.config import model_config
 
 RESULTS = "results"
@@ -148,3 +150,16 @@ class Grid:
 
     def labels_json(self, run: Run) -> str:
         return json.dumps(run.labels(), sort_keys=True, separators=(",", ":"))
+
+    def planner_args(self) -> str:
+        """Flags of ``stages.planner`` for the example decision in ``config["planner"]``."""
+        p = self.cfg["planner"]
+        n1 = param_counts(model_config(self.cfg, p["model"])).total()
+        n_active = param_counts(model_config(self.cfg, p["model"], p["moe"])).active()
+        flags = [f"--n1 {n1}", f"--n-active {n_active}", f"--d1 {parse_tokens(p['d1'])}",
+                 f"--extra-tokens {parse_tokens(p['extra_tokens'])}", f"--upcycled-fit {p['upcycled_fit']}",
+                 f"--scratch-fit {p['scratch_fit']}", f"--dense-fit {p['dense_fit']}",
+                 f"--max-extrapolation {p['max_extrapolation']}"]
+        if p["total_flops"]:
+            flags.append(f"--total-flops {p['total_flops']}")
+        return " ".join(flags)

@@ -52,7 +52,10 @@ def test_defaults_are_filled():
         ("moe.e8k2.aux_loss_coef", -0.1, "config key 'moe.e8k2.aux_loss_coef'"),
         ("moe.e8k2.method", "magic", "config key 'moe.e8k2.method'"),
         ("fits.upcycled.law", "kaplan", "unknown law 'kaplan'"),
-        ("grid.dense.d1", ["100"], "less than one optimizer step"),
+        ("grid.dense.d1", ["10"], "less than one optimizer step"),
+        ("figures", ["pie_chart"], "unknown figure 'pie_chart'"),
+        ("fits.scratch_chinchilla", None, "'threshold' needs the fit 'scratch_chinchilla'"),
+        ("planner.moe", "e99", "config key 'planner'"),
     ],
 )
 def test_bad_values_are_one_line_naming_the_key(path, value, message):
@@ -65,7 +68,7 @@ def test_bad_values_are_one_line_naming_the_key(path, value, message):
 def test_default_grid_runs_and_paths():
     grid = Grid(validate_config(DEFAULT))
     kinds = {k: len(grid.of_kind(k)) for k in ("dense", "upcycled", "scratch_moe", "dense_cont")}
-    assert kinds == {"dense": 9, "upcycled": 9, "scratch_moe": 3, "dense_cont": 6}
+    assert kinds == {"dense": 9, "upcycled": 9, "scratch_moe": 6, "dense_cont": 6}
     run = grid.of_kind("upcycled")[0]
     assert run.directory.startswith("results/moe/s/d1_") and "/e8k2/d2_" in run.directory
     assert run.eval_json == f"results/eval/{run.run_id}/eval.json"

@@ -13,9 +13,12 @@ from conftest import run_snakemake, snakemake_cmd
 
 pytestmark = pytest.mark.slow
 
-COMPARED = ["tables/runs.csv", "tables/runs.parquet", "fits/dense_chinchilla.json", "fits/upcycled.json",
-            "figures/loss_vs_d2.png", "figures/loss_vs_d2.pdf", "figures/loss_vs_compute.png",
-            "figures/loss_vs_compute.pdf"]
+COMPARED = ["tables/runs.csv", "tables/runs.parquet", "tables/fit_params.csv", "tables/fit_params.md",
+            "tables/plan.csv", *(f"fits/{name}.json" for name in (
+                "dense_chinchilla", "scratch_chinchilla", "upcycled", "upcycled_heldout", "upcycled_no_interaction",
+                "upcycled_additive")),
+            *(f"figures/{name}.{ext}" for name in ("loss_vs_d2", "alpha_eff", "loss_vs_compute", "threshold",
+                                                    "predicted_vs_observed", "residuals") for ext in ("png", "pdf"))]
 
 
 def tiny(repo: Path) -> list[str]:
@@ -73,12 +76,14 @@ def planned(repo: Path, workdir: Path) -> dict[str, int]:
 def test_editing_a_stage_module_reruns_exactly_its_rules(repo_copy, tiny_run):
     stages = repo_copy / "stages"
     with edited(stages / "figures.py"):
-        assert planned(repo_copy, tiny_run) == {"figures": 2}
-    with edited(stages / "laws.py"):  # imported by fit and figures
-        assert planned(repo_copy, tiny_run) == {"fit": 2, "figures": 2}
+        assert planned(repo_copy, tiny_run) == {"figures": 6}
+    with edited(stages / "tables.py"):
+        assert planned(repo_copy, tiny_run) == {"fit_table": 1}
+    with edited(stages / "laws.py"):  # imported by fit, figures, tables and the planner
+        assert planned(repo_copy, tiny_run) == {"fit": 6, "figures": 6, "fit_table": 1, "plan": 1}
     with edited(stages / "evaluate.py"):  # also imported by upcycle (step-0 loss), so surgery reruns too
         counts = planned(repo_copy, tiny_run)
-        assert counts["evaluate"] == 21 and counts["upcycle"] == 3 and "dense" not in counts and "data" not in counts
+        assert counts["evaluate"] == 25 and counts["upcycle"] == 3 and "dense" not in counts and "data" not in counts
     with edited(stages / "model.py"):
         counts = planned(repo_copy, tiny_run)
         assert {"dense", "upcycle", "moe", "scratch", "dense_cont", "evaluate", "collect"} <= set(counts)

@@ -30,8 +30,9 @@ def job_counts(stdout: str) -> dict[str, int]:
 
 def test_default_config_dry_run_lists_every_stage(tmp_path):
     counts = job_counts(snakemake(tmp_path, "-n").stdout)
-    assert counts == {"data": 1, "dense": 9, "upcycle": 3, "moe": 9, "scratch": 3, "dense_cont": 6,
-                      "evaluate": 27, "collect": 1, "fit": 2, "figures": 2, "all": 1, "total": 64}
+    assert counts == {"data": 1, "dense": 9, "upcycle": 3, "moe": 9, "scratch": 6, "dense_cont": 6,
+                      "evaluate": 30, "collect": 1, "fit": 6, "figures": 6, "fit_table": 1, "plan": 1, "all": 1,
+                      "total": 80}
     assert not (tmp_path / "results").exists()
 
 
@@ -60,10 +61,16 @@ def test_tiny_grid_end_to_end(tiny_run, repo_copy):
     assert (up["N_total"] > up["N_active"]).all() and (up["N_dense"] < up["N_active"]).all()
     parquet = pd.read_parquet(results / "tables" / "runs.parquet")
     assert list(parquet.columns) == list(runs.columns) and parquet["val_loss"].tolist() == runs["val_loss"].tolist()
-    for name in ("dense_chinchilla", "upcycled"):
+    for name in ("dense_chinchilla", "scratch_chinchilla", "upcycled", "upcycled_heldout", "upcycled_no_interaction",
+                 "upcycled_additive"):
         fit = json.loads((results / "fits" / f"{name}.json").read_text())
-        assert all(math.isfinite(v) for v in fit["params"].values()), fit["params"]
-    for fig in ("loss_vs_d2", "loss_vs_compute"):
+        assert all(v is not None and math.isfinite(v) for v in fit["params"].values()), (name, fit["params"])
+    assert json.loads((results / "fits" / "upcycled_heldout.json").read_text())["holdout"]["n"] == 1
+    table = pd.read_csv(results / "tables" / "fit_params.csv")
+    assert len(table) == 6 and table["holdout_rmse_log"].notna().sum() == 3
+    plan = pd.read_csv(results / "tables" / "plan.csv")
+    assert {"upcycle", "scratch_same_tokens", "scratch_same_compute", "dense_continued"} <= set(plan["option"])
+    for fig in ("loss_vs_d2", "alpha_eff", "loss_vs_compute", "threshold", "predicted_vs_observed", "residuals"):
         for ext in ("png", "pdf"):
             assert (results / "figures" / f"{fig}.{ext}").stat().st_size > 1000
     for surgery in results.glob("upcycled/*/*/*/surgery.json"):  # naive + renormalised routing: exact
@@ -79,9 +86,10 @@ def test_tiny_grid_end_to_end(tiny_run, repo_copy):
 @pytest.mark.parametrize(
     ("args", "expected"),
     [
-        (["-R", "fit"], {"fit": 2, "figures": 1}),  # loss_vs_compute draws no fit
-        (["-R", "figures"], {"figures": 2}),
-        (["-R", "collect", "--allowed-rules", "collect", "fit", "figures"], {"collect": 1, "fit": 2, "figures": 2}),
+        (["-R", "fit"], {"fit": 6, "figures": 5, "fit_table": 1, "plan": 1}),  # loss_vs_compute draws no fit
+        (["-R", "figures"], {"figures": 6}),
+        (["-R", "collect", "--allowed-rules", "collect", "fit", "figures", "fit_table", "plan"],
+         {"collect": 1, "fit": 6, "figures": 6, "fit_table": 1, "plan": 1}),
         (["-R", "results/dense/xs/d1_16K/model.safetensors", "-U", "evaluate"],
          {"dense": 1, "upcycle": 1, "moe": 3, "evaluate": 4}),
         (["results/moe/xs/d1_32K/e4k2/d2_16K/model.safetensors", "-R", "moe"], {"moe": 1}),

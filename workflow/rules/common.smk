@@ -11,7 +11,7 @@ os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (workflow.basedir, os.envi
 
 from stages.cli import UserError
 from stages.codehash import code_hash
-from stages.config import validate_config
+from stages.config import FIGURE_FITS, validate_config
 from stages.grid import RESULTS, Grid, Run
 
 try:

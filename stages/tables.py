@@ -1,0 +1,93 @@
+"""The fitted-parameter table (the paper's Table 2 analogue) and the model comparison, as CSV and Markdown.
+
+``python -m stages.tables --fits results/fits/*.json --out results/tables/fit_params``
+
+One row per fit: each parameter with its bootstrap 95% interval, in-sample and held-out errors, and for
+comparing forms fitted to the same rows, AIC and BIC computed from the Gaussian likelihood of the log
+residuals (n ln(RSS/n) + 2k, + k ln n). Those are exact for nested log-linear forms and a heuristic for the
+Huber-fitted nonlinear ones; held-out error is the comparison that needs no likelihood.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from stages.artifacts import read_json, write_text
+from stages.cli import ArgumentParser, UserError, run
+from stages.laws import get_law
+
+
+def fit_row(name: str, fit: dict[str, Any]) -> dict[str, Any]:
+    """The table row of one fit JSON."""
+    law = get_law(fit["law"])
+    n, k = int(fit["n_points"]), len(law.params)
+    quality = fit.get("fit") or {}
+    rmse = quality.get("rmse_log")
+    rss = n * rmse**2 if rmse is not None else math.nan
+    row: dict[str, Any] = {
+        "fit": name, "law": fit["law"], "where": fit.get("where") or "", "n_points": n, "n_params": k,
+        "objective": fit.get("objective"), "rmse_log": rmse, "mean_abs_rel_err": quality.get("mean_abs_rel_err"),
+        "aic_gaussian": n * math.log(rss / n) + 2 * k if rss > 0 else math.nan,
+        "bic_gaussian": n * math.log(rss / n) + k * math.log(n) if rss > 0 else math.nan,
+    }
+    holdout = fit.get("holdout") or {}
+    row["holdout_n"] = holdout.get("n", 0)
+    row["holdout_rmse_log"] = holdout.get("rmse_log", math.nan)
+    row["holdout_mean_abs_rel_err"] = holdout.get("mean_abs_rel_err", math.nan)
+    ci = (fit.get("bootstrap") or {}).get("ci95") or {}
+    for param, value in fit["params"].items():
+        row[param] = value
+        interval = ci.get(param)
+        row[f"{param}_ci95"] = f"[{interval[0]:.4g}, {interval[1]:.4g}]" if interval else ""
+    return row
+
+
+def markdown(table: pd.DataFrame) -> str:
+    """A Markdown table with one line per fit and parameters written as value [95% CI]."""
+    fixed = ["fit", "law", "n_points", "rmse_log", "holdout_rmse_log", "aic_gaussian", "bic_gaussian"]
+    params = [c for c in table.columns if c not in fixed and not c.endswith("_ci95") and f"{c}_ci95" in table.columns]
+    header = ["fit", "law", "n", *params, "rmse log", "held-out rmse log", "AIC", "BIC"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+
+    def num(v: Any) -> str:
+        return "" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.4g}"
+
+    for _, row in table.iterrows():
+        cells = [row["fit"], row["law"], str(row["n_points"])]
+        for p in params:
+            value = row.get(p)
+            cells.append("" if pd.isna(value) else f"{value:.4g} {row.get(f'{p}_ci95') or ''}".strip())
+        cells += [num(row["rmse_log"]), num(row["holdout_rmse_log"]), num(row["aic_gaussian"]),
+                  num(row["bic_gaussian"])]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    p = ArgumentParser(prog="python -m stages.tables", description=__doc__.split("\n\n")[0])
+    p.add_argument("--fits", nargs="+", required=True, help="fit JSON files (named by their file stem)")
+    p.add_argument("--out", required=True, help="output prefix: writes <out>.csv and <out>.md")
+    args = p.parse_args(argv)
+    rows = []
+    for path in args.fits:
+        fit = read_json(path)
+        if "law" not in fit or "params" not in fit or "n_points" not in fit:
+            raise UserError(f"{path}: not a fit JSON written by stages.fit")
+        rows.append(fit_row(Path(path).stem, fit))
+    table = pd.DataFrame(rows)
+    buf = io.StringIO()
+    table.to_csv(buf, index=False, lineterminator="\n", float_format="%.10g")
+    out = Path(args.out)
+    write_text(out.with_suffix(".csv"), buf.getvalue())
+    write_text(out.with_suffix(".md"), markdown(table))
+    print(markdown(table))
+
+
+if __name__ == "__main__":
+    run(main)
