@@ -52,10 +52,22 @@ def _require(runs: pd.DataFrame, kind: str, figure: str) -> pd.DataFrame:
     return rows
 
 
+class MissingFit(UserError):
+    """A figure's fit is absent or did not converge to finite parameters."""
+
+
 def _need_fit(fits: Fits, name: str, figure: str) -> dict[str, Any]:
     if name not in fits:
-        raise UserError(f"figure {figure}: needs the fit '{name}' (pass --fit results/fits/{name}.json)")
+        raise MissingFit(f"figure {figure}: needs the fit '{name}' with finite parameters")
     return fits[name]
+
+
+def _message_figure(text: str) -> plt.Figure:
+    """A figure that says why it could not be drawn (a diverged fit should not stop the whole study)."""
+    fig, ax = plt.subplots(figsize=(5.5, 2.0))
+    ax.axis("off")
+    ax.text(0.5, 0.5, text, ha="center", va="center", wrap=True, fontsize=9)
+    return fig
 
 
 def _tokens_label(n: float) -> str:
@@ -65,10 +77,11 @@ def _tokens_label(n: float) -> str:
     return f"{n:.3g}"
 
 
-def _plain_log_y(ax: plt.Axes) -> None:
-    """Losses span a narrow range: label the log axis with plain numbers, not powers of ten."""
-    ax.yaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%.2f"))
-    ax.yaxis.set_minor_formatter(matplotlib.ticker.FormatStrFormatter("%.2f"))
+def _plain_log_y(ax: plt.Axes, also_x: bool = False) -> None:
+    """Losses span a narrow range: label their log axes with plain numbers, not powers of ten."""
+    for axis in (ax.yaxis, ax.xaxis) if also_x else (ax.yaxis,):
+        axis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%.2f"))
+        axis.set_minor_formatter(matplotlib.ticker.FormatStrFormatter("%.2f"))
 
 
 def fit_rows(runs: pd.DataFrame, fit: dict[str, Any]) -> tuple[pd.DataFrame, np.ndarray]:
@@ -259,7 +272,7 @@ def threshold(runs: pd.DataFrame, fits: Fits) -> plt.Figure:
 def predicted_vs_observed(runs: pd.DataFrame, fits: Fits) -> plt.Figure:
     """Every fit's prediction against the measured loss; held-out rows marked."""
     if not fits:
-        raise UserError("figure predicted_vs_observed: no fits given")
+        raise MissingFit("figure predicted_vs_observed: no fit with finite parameters")
     fig, ax = plt.subplots(figsize=(5.0, 4.6))
     lo, hi = math.inf, 0.0
     for i, (name, fit) in enumerate(sorted(fits.items())):
@@ -273,9 +286,7 @@ def predicted_vs_observed(runs: pd.DataFrame, fits: Fits) -> plt.Figure:
         lo, hi = min(lo, obs.min(), pred.min()), max(hi, obs.max(), pred.max())
     ax.plot([lo, hi], [lo, hi], color="0.4", lw=1, ls="--", label="y = x")
     ax.set(xscale="log", yscale="log", xlabel="observed validation loss", ylabel="predicted by the fitted law")
-    _plain_log_y(ax)
-    ax.xaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%.2f"))
-    ax.xaxis.set_minor_formatter(matplotlib.ticker.FormatStrFormatter("%.2f"))
+    _plain_log_y(ax, also_x=True)
     ax.legend(fontsize=6)
     fig.tight_layout()
     return fig
@@ -284,7 +295,7 @@ def predicted_vs_observed(runs: pd.DataFrame, fits: Fits) -> plt.Figure:
 def residuals(runs: pd.DataFrame, fits: Fits) -> plt.Figure:
     """Log residuals of every fit against each of its variables (curvature here means a missing term)."""
     if not fits:
-        raise UserError("figure residuals: no fits given")
+        raise MissingFit("figure residuals: no fit with finite parameters")
     panels = [(name, fit, col) for name, fit in sorted(fits.items()) for col in get_law(fit["law"]).columns]
     cols = min(3, len(panels))
     rows_n = math.ceil(len(panels) / cols)
@@ -342,12 +353,18 @@ def main(argv: Sequence[str] | None = None) -> None:
         if not isinstance(fit, dict) or "law" not in fit or "params" not in fit:
             raise UserError(f"{path}: not a fit JSON (needs 'law' and 'params')")
         if any(v is None for v in fit["params"].values()):
-            raise UserError(f"{path}: the fit has non-finite parameters; nothing to draw")
+            print(f"warning: {path}: the fit did not converge to finite parameters; not drawn", file=sys.stderr)
+            continue
         fits[Path(path).stem] = fit
     record = {"figure": args.figure, "runs": args.runs, "runs_sha256": sha256_file(args.runs),
               "fits": {path: sha256_file(path) for path in args.fit}}
     _style()
-    save(FIGURES[args.figure](runs, fits), args.out, record)
+    try:
+        fig = FIGURES[args.figure](runs, fits)
+    except MissingFit as err:
+        print(f"warning: {err}", file=sys.stderr)
+        fig = _message_figure(f"{err}\n(see the fits' JSON and logs/fits/)")
+    save(fig, args.out, record)
     print(f"wrote {args.out}.png and {args.out}.pdf", file=sys.stderr)
 
 
