@@ -237,29 +237,23 @@ def sparsity(runs: pd.DataFrame, fits: Fits) -> plt.Figure:
 
 def threshold(runs: pd.DataFrame, fits: Fits) -> plt.Figure:
     """Paper Fig. 1 right: the D2* above which training from scratch beats upcycling, vs D1, per N1."""
-    from stages.planner import threshold as crossing
+    from stages.planner import Laws, d2_threshold
 
     up_fit = _need_fit(fits, "upcycled", "threshold")
     scratch_fit = _need_fit(fits, "scratch_chinchilla", "threshold")
     up = _require(runs, "upcycled", "threshold")
     joint = "N1" in get_law(up_fit["law"]).columns
-    sizes = sorted(up["N_dense"].unique()) if not joint else sorted(runs["N_dense"].unique())
+    sizes = sorted(runs["N_dense"].unique()) if joint else sorted(up["N_dense"].unique())
     ratio = float((up["N_active"] / up["N_dense"]).median())
     d1_grid = np.geomspace(up["D1"].min() / 10, up["D1"].max() * 10, 40)
     fig, ax = plt.subplots(figsize=(5.5, 4.0))
     for i, n1 in enumerate(sizes):
-        def upcycled(d1: float, d2: float, n1: float = n1) -> float:
-            cols = {"D1": [d1], "D2": [d2], **({"N1": [n1]} if joint else {})}
-            return float(predict(up_fit["law"], up_fit["params"], pd.DataFrame(cols))[0])
-
-        def scratch(d: float, n1: float = n1) -> float:
-            return float(predict(scratch_fit["law"], scratch_fit["params"], pd.DataFrame({"N": [n1], "D": [d]}))[0])
-
+        laws = Laws({"upcycle": up_fit, "scratch": scratch_fit})
         for framing, style in (("same tokens", "-"), ("same compute", "--")):
-            extra = (lambda d1: 0.0) if framing == "same tokens" else (lambda d1: d1 / ratio)
-            ys = [crossing(lambda x, d1=d1, e=extra: math.log(upcycled(d1, math.exp(x)))
-                           - math.log(scratch(math.exp(x) + e(d1))))[0] for d1 in d1_grid]
-            ys = np.array([y if y is not None else np.nan for y in ys])
+            ys = []
+            for d1 in d1_grid:
+                value, _ = d2_threshold(laws, n1, d1, 0.0 if framing == "same tokens" else d1 / ratio)
+                ys.append(value if value is not None else np.nan)
             ax.plot(d1_grid, ys, style, color=f"C{i}", label=f"N1 = {n1:.3g}, {framing}")
     ax.axvspan(up["D1"].min(), up["D1"].max(), color="0.9", zorder=0, label="fitted D1 range")
     ax.set(xscale="log", yscale="log", xlabel="sunk dense tokens D1", ylabel="threshold D2* (tokens)")

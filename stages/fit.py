@@ -263,6 +263,7 @@ class FitResult:
     method: str
     theta: np.ndarray = field(repr=False)
     problem: Problem = field(repr=False)
+    profiled_floor: dict[str, Any] | None = None  # the variable-projection start, where the law has one
 
     def as_dict(self) -> dict[str, Any]:
         out = {k: v for k, v in self.__dict__.items() if k not in ("theta", "problem")}
@@ -314,6 +315,43 @@ def make_problem(
     return Problem(law, features, np.log(frame[LOSS].to_numpy(float)), objective, delta)
 
 
+# the laws whose D-part is log-linear once the constant floor E is fixed: OLS formula and reported names
+PROFILED = {
+    "upcycled": ("logExcess ~ logD1 * logD2", {"logD1": "alpha1", "logD2": "alpha2", "logD1:logD2": "alpha3"}),
+    "upcycled_no_interaction": ("logExcess ~ logD1 + logD2", {"logD1": "alpha1", "logD2": "alpha2"}),
+}
+
+
+def profiled_floor(law: Law, frame: pd.DataFrame) -> dict[str, Any] | None:
+    """Variable projection: profile the floor E over (0, min L) with statsmodels OLS of log(L - E) inside.
+
+    For the upcycled laws log(L - E) is linear in (log A, alpha1, alpha2, alpha3) once E is fixed, so the
+    one-dimensional search over E finds a good joint start without any grid (reference/fitting.md 7.5). The
+    result seeds the joint Huber refit, which minimises error in log L rather than in log(L - E).
+    """
+    if law.name not in PROFILED or len(frame) < 5:
+        return None
+    formula, names = PROFILED[law.name]
+    loss = frame[LOSS].to_numpy(float)
+    data = pd.DataFrame({"logD1": np.log(frame["D1"].to_numpy(float)), "logD2": np.log(frame["D2"].to_numpy(float))})
+    floor_max = float(loss.min())
+
+    def rss(share: float) -> float:
+        data["logExcess"] = np.log(loss - share * floor_max)
+        return float(_ols(formula, data).ssr)
+
+    with np.errstate(all="ignore"):
+        best = optimize.minimize_scalar(rss, bounds=(0.0, 1.0 - 1e-6), method="bounded", options={"xatol": 1e-9})
+    floor = float(best.x) * floor_max
+    data["logExcess"] = np.log(loss - floor)
+    res = _ols(formula, data)
+    reported = {"A": float(np.exp(res.params["Intercept"])), "E": max(floor, 1e-300)}
+    for term, name in names.items():
+        reported[name] = float(res.params[term]) if name == "alpha3" else float(-res.params[term])
+    return {"formula": formula.replace("logExcess", "log(L - E)"), "E": floor, "rss": float(res.ssr),
+            "as_law": reported, **_coefficients(res)}
+
+
 def fit_law(
     frame: pd.DataFrame,
     law_name: str,
@@ -342,6 +380,9 @@ def fit_law(
             f"has {n_free} parameters"
         )
     starts = grid_starts(law, grid)
+    profiled = profiled_floor(law, frame)
+    if profiled is not None:  # the profiled-floor solution is one more start (first, so ties keep it)
+        starts = np.vstack([law.to_internal(profiled["as_law"], centres), starts])
     starts = np.hstack([starts, np.zeros((len(starts), len(problem.extra_params)))])
     values, points = _run_starts(problem, starts, pool)
     best = int(np.argmin(values))
@@ -367,10 +408,13 @@ def fit_law(
         n_starts=len(starts),
         n_starts_at_best=at_best,
         polish={"message": message, "gradient_inf_norm": float(np.max(np.abs(problem(theta)[1])))},
-        method=f"L-BFGS-B with analytic gradient from {len(starts)} grid starts on the log-sum-exp "
+        method=f"L-BFGS-B with analytic gradient from {len(starts)} starts ("
+        + ("the profiled-floor OLS solution and " if profiled is not None else "")
+        + "the law's start grid) on the log-sum-exp "
         f"parameters, best start polished with {polisher}; the optimiser sees the summed objective",
         theta=theta,
         problem=problem,
+        profiled_floor=profiled,
     )
 
 
@@ -499,6 +543,13 @@ def _ols(formula: str, data: pd.DataFrame) -> Any:
     return smf.ols(formula, data).fit()
 
 
+def _rlm(formula: str, data: pd.DataFrame) -> Any:
+    import statsmodels.api as sm
+    import statsmodels.formula.api as smf
+
+    return smf.rlm(formula, data, M=sm.robust.norms.HuberT()).fit()
+
+
 def _coefficients(res: Any) -> dict[str, Any]:
     return {
         "params": {k: float(v) for k, v in res.params.items()},
@@ -555,6 +606,13 @@ def statsmodels_report(law: Law, params: Mapping[str, float], frame: pd.DataFram
             },
         }
         texts.append(f"bilinear form at the fitted floor: log(L - floor) ~ logD1 * logD2\n{_summary_text(res)}")
+        robust = _rlm("logExcess ~ logD1 * logD2", data)
+        out["bilinear_rlm"] = {
+            "formula": "log(L - floor) ~ logD1 * logD2, Huber T (t = 1.345 robust-scale units, not delta = 1e-3)",
+            "params": {k: float(v) for k, v in robust.params.items()},
+            "se": {k: float(v) for k, v in robust.bse.items()},
+        }
+        texts.append(f"robust (RLM, Huber T) bilinear form at the fitted floor\n{_summary_text(robust)}")
     else:
         out["bilinear"] = {"skipped": f"{int((~positive).sum())} row(s) with loss <= fitted floor"}
     return out, "\n\n".join(texts) + "\n"

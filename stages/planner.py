@@ -1,4 +1,4 @@
-"""Upcycle or train from scratch? Decisions from fitted laws.
+"""Upcycle or train from scratch? Decisions from fitted laws, with bootstrap intervals.
 
 ``python -m stages.planner --fits results/fits --n1 1.3e5 --n-active 2.3e5 --d1 4e5 --extra-tokens 2e5``
 
@@ -14,12 +14,13 @@ N_active active parameters, and a budget of extra tokens (``--extra-tokens``) or
 * ``dense_continued``: the dense model after D1 + D2 tokens, read from the dense law as one run of that length
   (an optimistic bound: a re-warmed continuation of an annealed run does worse at small scale).
 
-It also solves for the threshold D2* beyond which scratch beats upcycling under each framing (the paper's
-Eq. 13 curve at this D1 and N1), and, for a total budget ``--total-flops``, the compute-optimal split of
+It also solves for the threshold D2* where upcycling and scratch reach the same loss under each framing (the
+paper's Eq. 13 at this D1 and N1), and, for a total budget ``--total-flops``, the compute-optimal split of
 C = 6 N1 D1 + 6 N_active D2 between the dense and the upcycled phase. Scratch and dense predictions use the
 ``chinchilla`` laws fitted to MoE-from-scratch and dense runs with N = N1 (the paper fits the MoE law in N1).
-Predictions outside the fitted data ranges are flagged (a warning naming the range; beyond ``--max-extrapolation``
-times the range it is an error).
+When the fits carry bootstrap resamples, every number gets a 95% interval (resample i of each law together).
+Predictions outside the fitted data ranges are flagged (a warning naming the range; beyond
+``--max-extrapolation`` times the range it is an error).
 """
 
 from __future__ import annotations
@@ -27,7 +28,8 @@ from __future__ import annotations
 import io
 import math
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -39,49 +41,69 @@ from stages.artifacts import read_json, write_text
 from stages.cli import ArgumentParser, UserError, run
 from stages.fit import predict
 
-SEARCH = (1e3, 1e16)  # token range searched for thresholds and optimal splits
+SEARCH = (1e3, 1e16)  # token range searched for thresholds
+UPCYCLED_LAWS = ("upcycled", "upcycled_no_interaction", "upcycled_additive", "joint_upcycled")
+Array = np.ndarray
 
 
 class Laws:
-    """The fitted laws the planner needs, read from fit JSON files, with their data ranges."""
+    """The fitted laws the planner needs (by role: upcycle, scratch, dense), with their data ranges."""
 
-    def __init__(self, fits_dir: Path, names: dict[str, str]) -> None:
-        self.fits: dict[str, dict[str, Any]] = {}
+    def __init__(self, fits: dict[str, dict[str, Any]]) -> None:
+        self.fits = fits
+
+    @classmethod
+    def read(cls, fits_dir: Path, names: dict[str, str]) -> Laws:
+        fits: dict[str, dict[str, Any]] = {}
         for role, name in names.items():
             path = fits_dir / f"{name}.json"
             if path.exists():
                 fit = read_json(path)
                 if "law" not in fit or "params" not in fit or any(v is None for v in fit["params"].values()):
                     raise UserError(f"{path}: not a usable fit JSON (law and finite params needed)")
-                self.fits[role] = fit
-        if "upcycle" not in self.fits:
-            wanted = names["upcycle"]
-            raise UserError(f"{fits_dir}/{wanted}.json: no fit of the upcycled law (fit it first, or name it with "
-                            f"--upcycled-fit); the planner cannot predict upcycling without it")
-        law = self.fits["upcycle"]["law"]
-        if law not in ("upcycled", "upcycled_no_interaction", "upcycled_additive", "joint_upcycled"):
+                fits[role] = fit
+        if "upcycle" not in fits:
+            raise UserError(f"{fits_dir}/{names['upcycle']}.json: no fit of the upcycled law (fit it first, or name "
+                            f"it with --upcycled-fit); the planner cannot predict upcycling without it")
+        if fits["upcycle"]["law"] not in UPCYCLED_LAWS:
+            law = fits["upcycle"]["law"]
             raise UserError(f"{fits_dir}/{names['upcycle']}.json: law {law!r} is not an upcycled (D1, D2) law")
+        return cls(fits)
 
     def has(self, role: str) -> bool:
         return role in self.fits
 
-    def loss(self, role: str, **columns: float) -> float:
-        fit = self.fits[role]
-        frame = pd.DataFrame({k: [float(v)] for k, v in columns.items()})
-        return float(predict(fit["law"], fit["params"], frame)[0])
+    def n_samples(self) -> int:
+        """Bootstrap resamples available in every fit (0 if any fit has none)."""
+        counts = [len((fit.get("bootstrap") or {}).get("samples") or []) for fit in self.fits.values()]
+        return min(counts) if counts else 0
 
-    def upcycled(self, n1: float, d1: float, d2: float) -> float:
-        cols = {"D1": d1, "D2": d2}
-        if self.fits["upcycle"]["law"] == "joint_upcycled":
-            cols["N1"] = n1
-        return self.loss("upcycle", **cols)
+    def sample(self, i: int) -> Laws | None:
+        """The same laws with every fit's parameters replaced by its i-th bootstrap resample."""
+        fits = {}
+        for role, fit in self.fits.items():
+            params = fit["bootstrap"]["samples"][i]
+            if any(v is None or not math.isfinite(v) for v in params.values()):
+                return None
+            fits[role] = {**fit, "params": params}
+        return Laws(fits)
+
+    def loss(self, role: str, **columns: float | Array) -> Array:
+        """The law of ``role`` at the given columns (scalars and 1-D arrays broadcast together)."""
+        fit = self.fits[role]
+        arrays = np.broadcast_arrays(*(np.atleast_1d(np.asarray(v, float)) for v in columns.values()))
+        return predict(fit["law"], fit["params"], pd.DataFrame(dict(zip(columns, arrays, strict=True))))
+
+    def upcycled(self, n1: float, d1: float | Array, d2: float | Array) -> Array:
+        extra = {"N1": n1} if self.fits["upcycle"]["law"] == "joint_upcycled" else {}
+        return self.loss("upcycle", D1=d1, D2=d2, **extra)
 
     def extrapolation(self, role: str, max_factor: float, **columns: float) -> list[str]:
         """Warnings for columns outside the fitted range; an error beyond ``max_factor`` times the range."""
-        out = []
         ranges = self.fits[role].get("ranges")
         if not ranges:
             return [f"{role}: the fit records no data ranges (fitted by an older stages.fit): extrapolation unchecked"]
+        out = []
         for col, value in columns.items():
             if col not in ranges:
                 continue
@@ -96,19 +118,26 @@ class Laws:
         return out
 
 
-def threshold(gap) -> tuple[float | None, bool]:
-    """Where ``gap(log D2)`` = log L_upcycle - log L_scratch first changes sign, and whether upcycling wins below it.
+def threshold(gap: Callable[[Array], Array]) -> tuple[float | None, bool]:
+    """Where ``gap(log D2)`` = log L_upcycle - log L_scratch first changes sign, and whether upcycling wins below.
 
     Returns (None, upcycling_wins) when the sign never changes over the searched range.
     """
     grid = np.linspace(math.log(SEARCH[0]), math.log(SEARCH[1]), 241)
-    values = np.array([gap(x) for x in grid])
+    values = gap(grid)
     upcycle_wins_first = bool(values[0] < 0)
     change = np.flatnonzero(np.sign(values[:-1]) * np.sign(values[1:]) < 0)
     if len(change) == 0:
         return None, upcycle_wins_first
     i = int(change[0])
-    return float(math.exp(optimize.brentq(gap, grid[i], grid[i + 1], xtol=1e-10))), upcycle_wins_first
+    root = optimize.brentq(lambda x: float(gap(np.array([x]))[0]), grid[i], grid[i + 1], xtol=1e-10)
+    return float(math.exp(root)), upcycle_wins_first
+
+
+def d2_threshold(laws: Laws, n1: float, d1: float, scratch_extra_tokens: float) -> tuple[float | None, bool]:
+    """D2* where the upcycled MoE and an MoE from scratch trained on D2 + ``scratch_extra_tokens`` tie."""
+    return threshold(lambda x: np.log(laws.upcycled(n1, d1, np.exp(x)))
+                     - np.log(laws.loss("scratch", N=n1, D=np.exp(x) + scratch_extra_tokens)))
 
 
 def _threshold_note(value: float | None, upcycle_first: bool) -> str:
@@ -119,62 +148,94 @@ def _threshold_note(value: float | None, upcycle_first: bool) -> str:
     return f"D2*: {first} wins below, {then} above"
 
 
-def plan(laws: Laws, n1: float, n_active: float, d1: float, extra_tokens: float, total_flops: float | None,
-         max_extrapolation: float) -> tuple[pd.DataFrame, list[str]]:
-    """The decision table and the extrapolation warnings."""
-    warnings = laws.extrapolation("upcycle", max_extrapolation, D1=d1, D2=extra_tokens, N1=n1)
-    rows: list[dict[str, Any]] = []
-
-    def add(option: str, loss: float, tokens: float, flops: float, note: str) -> None:
-        rows.append({"option": option, "predicted_loss": loss, "tokens_this_phase": tokens,
-                     "flops_extra": flops, "flops_total": flops + 6 * n1 * d1, "note": note})
-
-    add("upcycle", laws.upcycled(n1, d1, extra_tokens), extra_tokens, 6 * n_active * extra_tokens,
-        f"D1={d1:.4g} sunk, D2={extra_tokens:.4g}")
-    if laws.has("scratch"):
-        same_compute = extra_tokens + (n1 / n_active) * d1
-        for option, tokens, note in (("scratch_same_tokens", extra_tokens, "MoE from scratch on D2 tokens"),
-                                     ("scratch_same_compute", same_compute, "MoE from scratch, sunk compute too")):
-            warnings += laws.extrapolation("scratch", max_extrapolation, N=n1, D=tokens)
-            add(option, laws.loss("scratch", N=n1, D=tokens), tokens, 6 * n_active * tokens, note)
-    if laws.has("dense"):
-        warnings += laws.extrapolation("dense", max_extrapolation, N=n1, D=d1 + extra_tokens)
-        add("dense_continued", laws.loss("dense", N=n1, D=d1 + extra_tokens), extra_tokens, 6 * n1 * extra_tokens,
-            "dense law at D1 + D2 (optimistic for a re-warmed continuation)")
-
-    if laws.has("scratch"):
-        same_tokens = threshold(lambda x: math.log(laws.upcycled(n1, d1, math.exp(x)))
-                                - math.log(laws.loss("scratch", N=n1, D=math.exp(x))))
-        same_compute = threshold(lambda x: math.log(laws.upcycled(n1, d1, math.exp(x)))
-                                 - math.log(laws.loss("scratch", N=n1, D=math.exp(x) + (n1 / n_active) * d1)))
-        for option, (value, upcycle_first) in (("threshold_same_tokens", same_tokens),
-                                               ("threshold_same_compute", same_compute)):
-            rows.append({"option": option, "predicted_loss": float("nan"),
-                         "tokens_this_phase": value if value is not None else float("nan"),
-                         "flops_extra": float("nan"), "flops_total": float("nan"),
-                         "note": _threshold_note(value, upcycle_first)})
-    if total_flops is not None:
-        row = optimal_split(laws, n1, n_active, total_flops)
-        rows.append(row)
-        warnings += laws.extrapolation("upcycle", math.inf, D1=row.pop("D1"), D2=row["tokens_this_phase"])
-    return pd.DataFrame(rows), warnings
-
-
-def optimal_split(laws: Laws, n1: float, n_active: float, total_flops: float) -> dict[str, Any]:
-    """Minimise L_upcycle(D1, D2) subject to 6 N1 D1 + 6 N_active D2 = C, over the dense share of C."""
-    def loss(share: float) -> float:
-        d1, d2 = share * total_flops / (6 * n1), (1 - share) * total_flops / (6 * n_active)
-        return laws.upcycled(n1, d1, d2) if d1 >= 1 and d2 >= 1 else float("inf")
+def optimal_split(laws: Laws, n1: float, n_active: float, total_flops: float) -> tuple[float, float, float]:
+    """Minimise L_upcycle(D1, D2) subject to 6 N1 D1 + 6 N_active D2 = C: returns (loss, D1*, D2*)."""
+    def tokens(share: Array) -> tuple[Array, Array]:
+        return share * total_flops / (6 * n1), (1 - share) * total_flops / (6 * n_active)
 
     shares = np.linspace(0.01, 0.99, 99)
-    best = shares[int(np.argmin([loss(s) for s in shares]))]
-    res = optimize.minimize_scalar(loss, bounds=(max(0.001, best - 0.01), min(0.999, best + 0.01)), method="bounded",
+    best = float(shares[int(np.argmin(laws.upcycled(n1, *tokens(shares))))])
+    res = optimize.minimize_scalar(lambda s: float(laws.upcycled(n1, *tokens(np.array([s])))[0]),
+                                   bounds=(max(0.001, best - 0.01), min(0.999, best + 0.01)), method="bounded",
                                    options={"xatol": 1e-8})
-    share = float(res.x)
-    d1, d2 = share * total_flops / (6 * n1), (1 - share) * total_flops / (6 * n_active)
-    return {"option": "optimal_split", "predicted_loss": float(res.fun), "tokens_this_phase": d2, "D1": d1,
-            "flops_extra": (1 - share) * total_flops, "flops_total": total_flops,
-            "note": f"D1*={d1:.4g} ({share:.1%} of C on the dense phase), D2*={d2:.4g}"}
+    d1, d2 = tokens(np.array([float(res.x)]))
+    return float(res.fun), float(d1[0]), float(d2[0])
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """One option of the decision: its predicted loss, the tokens of the phase it is about, and a note."""
+
+    loss: float
+    tokens: float
+    note: str
+    flops_extra: float = math.nan
+    dense_tokens: float = math.nan  # D1* of the optimal split
+
+
+def evaluate(laws: Laws, n1: float, n_active: float, d1: float, d2: float,
+             total_flops: float | None) -> dict[str, Outcome]:
+    """Every option for one set of law parameters."""
+    out = {"upcycle": Outcome(float(laws.upcycled(n1, d1, d2)[0]), d2, f"D1={d1:.4g} sunk, D2={d2:.4g}",
+                              6 * n_active * d2)}
+    if laws.has("scratch"):
+        same_compute = d2 + (n1 / n_active) * d1
+        out["scratch_same_tokens"] = Outcome(float(laws.loss("scratch", N=n1, D=d2)[0]), d2,
+                                             "MoE from scratch on D2 tokens", 6 * n_active * d2)
+        out["scratch_same_compute"] = Outcome(float(laws.loss("scratch", N=n1, D=same_compute)[0]), same_compute,
+                                              "MoE from scratch, sunk compute too", 6 * n_active * same_compute)
+        for option, extra in (("threshold_same_tokens", 0.0), ("threshold_same_compute", (n1 / n_active) * d1)):
+            value, upcycle_first = d2_threshold(laws, n1, d1, extra)
+            out[option] = Outcome(math.nan, value if value is not None else math.nan,
+                                  _threshold_note(value, upcycle_first))
+    if laws.has("dense"):
+        out["dense_continued"] = Outcome(float(laws.loss("dense", N=n1, D=d1 + d2)[0]), d2,
+                                         "dense law at D1 + D2 (optimistic for a re-warmed continuation)",
+                                         6 * n1 * d2)
+    if total_flops is not None:
+        loss, best_d1, best_d2 = optimal_split(laws, n1, n_active, total_flops)
+        note = f"D1*={best_d1:.4g} ({6 * n1 * best_d1 / total_flops:.1%} of C on the dense phase), D2*={best_d2:.4g}"
+        out["optimal_split"] = Outcome(loss, best_d2, note, 6 * n_active * best_d2, best_d1)
+    return out
+
+
+def plan(laws: Laws, n1: float, n_active: float, d1: float, extra_tokens: float, total_flops: float | None,
+         max_extrapolation: float) -> tuple[pd.DataFrame, list[str]]:
+    """The decision table (with bootstrap intervals when the fits have resamples) and the warnings."""
+    warnings = laws.extrapolation("upcycle", max_extrapolation, D1=d1, D2=extra_tokens, N1=n1)
+    if laws.has("scratch"):
+        for tokens in (extra_tokens, extra_tokens + (n1 / n_active) * d1):
+            warnings += laws.extrapolation("scratch", max_extrapolation, N=n1, D=tokens)
+    if laws.has("dense"):
+        warnings += laws.extrapolation("dense", max_extrapolation, N=n1, D=d1 + extra_tokens)
+    point = evaluate(laws, n1, n_active, d1, extra_tokens, total_flops)
+    if "optimal_split" in point:
+        split = point["optimal_split"]
+        warnings += laws.extrapolation("upcycle", math.inf, D1=split.dense_tokens, D2=split.tokens)
+    draws: dict[str, list[tuple[float, float]]] = {option: [] for option in point}
+    for i in range(laws.n_samples()):
+        sampled = laws.sample(i)
+        if sampled is None:
+            continue
+        with np.errstate(all="ignore"):
+            for option, outcome in evaluate(sampled, n1, n_active, d1, extra_tokens, total_flops).items():
+                draws[option].append((outcome.loss, outcome.tokens))
+    rows = []
+    for option, outcome in point.items():
+        row: dict[str, Any] = {"option": option, "predicted_loss": outcome.loss, "tokens_this_phase": outcome.tokens,
+                               "flops_extra": outcome.flops_extra,
+                               "flops_total": outcome.flops_extra + 6 * n1 * (
+                                   outcome.dense_tokens if option == "optimal_split" else d1),
+                               "note": outcome.note}
+        values = np.array(draws[option]).reshape(-1, 2)
+        for j, col in enumerate(("loss", "tokens")):
+            finite = values[:, j][np.isfinite(values[:, j])]
+            enough = len(finite) >= 10
+            row[f"{col}_ci95_low"] = float(np.percentile(finite, 2.5)) if enough else math.nan
+            row[f"{col}_ci95_high"] = float(np.percentile(finite, 97.5)) if enough else math.nan
+        row["bootstrap_draws"] = len(values)
+        rows.append(row)
+    return pd.DataFrame(rows), warnings
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -201,7 +262,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     fits_dir = Path(args.fits)
     if not fits_dir.is_dir():
         raise UserError(f"{fits_dir}: not a directory of fit JSON files")
-    laws = Laws(fits_dir, {"upcycle": args.upcycled_fit, "scratch": args.scratch_fit, "dense": args.dense_fit})
+    roles = {"upcycle": args.upcycled_fit, "scratch": args.scratch_fit, "dense": args.dense_fit}
+    laws = Laws.read(fits_dir, roles)
     extra_tokens = args.extra_tokens if args.extra_tokens is not None else args.extra_flops / (6 * args.n_active)
     table, warnings = plan(laws, args.n1, args.n_active, args.d1, extra_tokens, args.total_flops,
                            args.max_extrapolation)
@@ -214,7 +276,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     table.to_csv(buf, index=False, lineterminator="\n", float_format="%.6g")
     if args.out:
         write_text(args.out, buf.getvalue())
-    with pd.option_context("display.width", 160, "display.max_colwidth", 70):
+    with pd.option_context("display.width", 200, "display.max_colwidth", 70):
         print(table.to_string(index=False, float_format=lambda v: f"{v:.5g}"))
     best = table[table["option"].isin(["upcycle", "scratch_same_tokens", "scratch_same_compute", "dense_continued"])]
     best = best.loc[best["predicted_loss"].idxmin()]

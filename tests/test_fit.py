@@ -257,7 +257,9 @@ def test_cli_fit_holdout_bootstrap_and_determinism(runs_table, tmp_path):
 
     out = json.loads(text)
     assert out["law"] == "upcycled" and out["columns"]["loss"] == "val_loss"
-    assert out["n_points"] == 42 and out["n_starts"] == len(get_law("upcycled").start_grid())
+    assert out["n_points"] == 42
+    assert out["n_starts"] == len(get_law("upcycled").start_grid()) + 1  # + the profiled-floor start
+    assert out["profiled_floor"]["as_law"]["E"] > 0 and "bilinear_rlm" in out["statsmodels"]
     assert set(out["params"]) == {"A", "alpha1", "alpha2", "alpha3", "E"}
     assert out["bootstrap"]["group"] == "run_id" and out["bootstrap"]["n_groups"] == 24
     assert set(out["bootstrap"]["ci95"]) >= {"alpha3", "alpha_eff(D1=1000000000)"}

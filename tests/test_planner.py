@@ -32,7 +32,7 @@ def fits(tmp_path):
 
 
 def laws(fits_dir) -> Laws:
-    return Laws(fits_dir, {"upcycle": "upcycled", "scratch": "scratch_chinchilla", "dense": "dense_chinchilla"})
+    return Laws.read(fits_dir, {"upcycle": "upcycled", "scratch": "scratch_chinchilla", "dense": "dense_chinchilla"})
 
 
 @pytest.mark.parametrize(("n1", "log10_d2_star"), [(1e9, 9.85), (1e8, 10.11)])
@@ -51,7 +51,7 @@ def test_framings_and_options(fits):
     assert t.loc["scratch_same_compute", "tokens_this_phase"] == pytest.approx(1e10 + 1e10 / 1.6)
     assert t.loc["scratch_same_compute", "predicted_loss"] < t.loc["scratch_same_tokens", "predicted_loss"]
     assert t.loc["upcycle", "flops_total"] == pytest.approx(6 * 1e9 * 1e10 + 6 * 1.6e9 * 1e10)
-    up = laws(fits).upcycled(1e9, 1e10, 1e10)
+    up = float(laws(fits).upcycled(1e9, 1e10, 1e10)[0])
     assert t.loc["upcycle", "predicted_loss"] == pytest.approx(
         16.3 * 1e10**-0.043 * 1e10 ** (-0.085 + 7.98e-4 * math.log(1e10)) + 8.53 * 1e9**-0.112 + 0.165)
     assert up == pytest.approx(t.loc["upcycle", "predicted_loss"])
@@ -63,11 +63,12 @@ def test_optimal_split_spends_the_budget_and_is_a_minimum(fits):
     row = table.set_index("option").loc["optimal_split"]
     d2 = row["tokens_this_phase"]
     d1 = (c - 6 * 1.6e9 * d2) / (6 * 1e9)
-    assert d1 > 0 and row["predicted_loss"] == pytest.approx(laws(fits).upcycled(1e9, d1, d2))
+    assert row["flops_total"] == pytest.approx(c)
+    assert d1 > 0 and row["predicted_loss"] == pytest.approx(float(laws(fits).upcycled(1e9, d1, d2)[0]))
     for share in (0.9, 1.1):  # moving compute either way does not help
         d1s = d1 * share
         d2s = (c - 6 * 1e9 * d1s) / (6 * 1.6e9)
-        assert laws(fits).upcycled(1e9, d1s, d2s) >= row["predicted_loss"]
+        assert float(laws(fits).upcycled(1e9, d1s, d2s)[0]) >= row["predicted_loss"]
 
 
 def run_planner(*args: str) -> subprocess.CompletedProcess:
@@ -97,3 +98,20 @@ def test_cli_writes_a_table_and_warns_on_extrapolation(fits, tmp_path):
 def test_cli_user_errors(fits, args, message):
     res = run_planner("--fits", str(fits), "--n1", "1e9", "--n-active", "1.6e9", *args)
     assert res.returncode == 2 and message in res.stderr and "Traceback" not in res.stderr
+
+
+def test_bootstrap_resamples_give_intervals_around_the_point_estimate(fits):
+    rng = __import__("numpy").random.default_rng(0)
+    for name in ("upcycled", "scratch_chinchilla", "dense_chinchilla"):
+        path = fits / f"{name}.json"
+        fit = json.loads(path.read_text())
+        fit["bootstrap"] = {"samples": [{k: v * (1 + 0.01 * rng.standard_normal()) for k, v in fit["params"].items()}
+                                        for _ in range(40)]}
+        path.write_text(json.dumps(fit))
+    table, _ = plan(laws(fits), 1e9, 1.6e9, 1e10, 1e10, 1e21, 100.0)
+    t = table.set_index("option")
+    for option in ("upcycle", "scratch_same_tokens", "dense_continued", "optimal_split"):
+        assert t.loc[option, "loss_ci95_low"] < t.loc[option, "predicted_loss"] < t.loc[option, "loss_ci95_high"]
+        assert t.loc[option, "bootstrap_draws"] == 40
+    low, high = t.loc["threshold_same_tokens", ["tokens_ci95_low", "tokens_ci95_high"]]
+    assert low < t.loc["threshold_same_tokens", "tokens_this_phase"] < high
