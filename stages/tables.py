@@ -1,6 +1,6 @@
 """The fitted-parameter table (the paper's Table 2 analogue) and the model comparison, as CSV and Markdown.
 
-``python -m stages.tables --fits results/fits/*.json --out results/tables/fit_params``
+``python -m stages.tables --fits results/fits/*.json --out results/fits/fit_params``
 
 One row per fit: each parameter with its bootstrap 95% interval, in-sample and held-out errors, and for
 comparing forms fitted to the same rows, AIC and BIC computed from the Gaussian likelihood of the log

@@ -13,7 +13,7 @@ from conftest import run_snakemake, snakemake_cmd
 
 pytestmark = pytest.mark.slow
 
-COMPARED = ["tables/runs.csv", "tables/runs.parquet", "tables/fit_params.csv", "tables/fit_params.md",
+COMPARED = ["tables/runs.csv", "tables/runs.parquet", "fits/fit_params.csv", "fits/fit_params.md",
             "tables/plan.csv", *(f"fits/{name}.json" for name in (
                 "dense_chinchilla", "scratch_chinchilla", "upcycled", "upcycled_heldout", "upcycled_no_interaction",
                 "upcycled_additive")),

@@ -66,7 +66,7 @@ def test_tiny_grid_end_to_end(tiny_run, repo_copy):
         fit = json.loads((results / "fits" / f"{name}.json").read_text())
         assert all(v is not None and math.isfinite(v) for v in fit["params"].values()), (name, fit["params"])
     assert json.loads((results / "fits" / "upcycled_heldout.json").read_text())["holdout"]["n"] == 1
-    table = pd.read_csv(results / "tables" / "fit_params.csv")
+    table = pd.read_csv(results / "fits" / "fit_params.csv")
     assert len(table) == 6 and table["holdout_rmse_log"].notna().sum() == 3
     plan = pd.read_csv(results / "tables" / "plan.csv")
     assert {"upcycle", "scratch_same_tokens", "scratch_same_compute", "dense_continued"} <= set(plan["option"])

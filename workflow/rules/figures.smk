@@ -2,7 +2,7 @@
 
 ENABLED_FITS = [name for name, fit in config["fits"].items() if fit]
 FIGURE_FILES = [f"{RESULTS}/figures/{name}.{ext}" for name in config["figures"] for ext in ("png", "pdf")]
-TABLE_FILES = [f"{RESULTS}/tables/fit_params.{ext}" for ext in ("csv", "md")] if ENABLED_FITS else []
+TABLE_FILES = [f"{RESULTS}/fits/fit_params.{ext}" for ext in ("csv", "md")] if ENABLED_FITS else []
 PLAN_FILES = [f"{RESULTS}/tables/plan.csv"] if config["planner"] else []
 
 
@@ -40,14 +40,14 @@ rule fit_table:
     input:
         [f"{RESULTS}/fits/{name}.json" for name in ENABLED_FITS],
     output:
-        csv=report(f"{RESULTS}/tables/fit_params.csv", caption="../report/fit_table.rst", category="Tables"),
-        md=f"{RESULTS}/tables/fit_params.md",
+        csv=report(f"{RESULTS}/fits/fit_params.csv", caption="../report/fit_table.rst", category="Tables"),
+        md=f"{RESULTS}/fits/fit_params.md",
     params:
         code=code_hash("tables"),
     log:
         "logs/tables/fit_params.log",
     shell:
-        "{PYTHON} -m stages.tables --fits {input} --out {RESULTS}/tables/fit_params > {log} 2>&1"
+        "{PYTHON} -m stages.tables --fits {input} --out {RESULTS}/fits/fit_params > {log} 2>&1"
 
 
 rule plan:
