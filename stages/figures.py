@@ -236,8 +236,15 @@ def sparsity(runs: pd.DataFrame, fits: Fits) -> plt.Figure:
 
 
 def threshold(runs: pd.DataFrame, fits: Fits) -> plt.Figure:
-    """Paper Fig. 1 right: the D2* above which training from scratch beats upcycling, vs D1, per N1."""
-    from stages.planner import Laws, d2_threshold
+    """Paper Fig. 1 right: where upcycling and training from scratch tie, over (D1, D2), per N1 and framing.
+
+    Drawn as the zero contour of log L_upcycle - log L_scratch on a (D1, D2) grid rather than as one root per D1,
+    so that laws that cross more than once show every crossing, and the shaded side says who wins.
+    """
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
+
+    from stages.planner import Laws
 
     up_fit = _need_fit(fits, "upcycled", "threshold")
     scratch_fit = _need_fit(fits, "scratch_chinchilla", "threshold")
@@ -245,21 +252,33 @@ def threshold(runs: pd.DataFrame, fits: Fits) -> plt.Figure:
     joint = "N1" in get_law(up_fit["law"]).columns
     sizes = sorted(runs["N_dense"].unique()) if joint else sorted(up["N_dense"].unique())
     ratio = float((up["N_active"] / up["N_dense"]).median())
-    d1_grid = np.geomspace(up["D1"].min() / 10, up["D1"].max() * 10, 40)
-    fig, ax = plt.subplots(figsize=(5.5, 4.0))
-    for i, n1 in enumerate(sizes):
-        laws = Laws({"upcycle": up_fit, "scratch": scratch_fit})
-        for framing, style in (("same tokens", "-"), ("same compute", "--")):
-            ys = []
-            for d1 in d1_grid:
-                value, _ = d2_threshold(laws, n1, d1, 0.0 if framing == "same tokens" else d1 / ratio)
-                ys.append(value if value is not None else np.nan)
-            ax.plot(d1_grid, ys, style, color=f"C{i}", label=f"N1 = {n1:.3g}, {framing}")
-    ax.axvspan(up["D1"].min(), up["D1"].max(), color="0.9", zorder=0, label="fitted D1 range")
-    ax.set(xscale="log", yscale="log", xlabel="sunk dense tokens D1", ylabel="threshold D2* (tokens)")
-    ax.set_title("where the two losses cross (see stages.planner for which side wins)", fontsize=8)
-    ax.legend(fontsize=6)
-    fig.tight_layout()
+    laws = Laws({"upcycle": up_fit, "scratch": scratch_fit})
+    d1_grid = np.geomspace(up["D1"].min() / 10, up["D1"].max() * 10, 81)
+    d2_grid = np.geomspace(up["D2"].min() / 100, up["D2"].max() * 1000, 161)
+    d1_mesh, d2_mesh = np.meshgrid(d1_grid, d2_grid)
+    fig, axes = plt.subplots(1, 2, figsize=(9.0, 4.3), sharey=True)
+    for ax, framing in zip(axes, ("same extra tokens", "same total compute (sunk dense cost included)"), strict=True):
+        for i, n1 in enumerate(sizes):
+            scratch_tokens = d2_mesh + (0.0 if framing == "same extra tokens" else d1_mesh / ratio)
+            with np.errstate(all="ignore"):
+                gap = (np.log(laws.upcycled(n1, d1_mesh.ravel(), d2_mesh.ravel()))
+                       - np.log(laws.loss("scratch", N=n1, D=scratch_tokens.ravel()))).reshape(d1_mesh.shape)
+            ax.contourf(d1_grid, d2_grid, np.where(gap < 0, 1.0, 0.0), levels=[0.5, 1.5], colors=[f"C{i}"],
+                        alpha=0.15)
+            if np.nanmin(gap) < 0 < np.nanmax(gap):
+                ax.contour(d1_grid, d2_grid, gap, levels=[0.0], colors=[f"C{i}"])
+        ax.scatter(up["D1"], up["D2"], color="k", s=14, zorder=3)
+        ax.add_patch(plt.Rectangle((up["D1"].min(), up["D2"].min()), up["D1"].max() - up["D1"].min(),
+                                   up["D2"].max() - up["D2"].min(), fill=False, ec="0.3", ls=":", lw=1))
+        ax.set(xscale="log", yscale="log", xlabel="sunk dense tokens D1", title=framing)
+        ax.title.set_fontsize(9)
+    axes[0].set_ylabel("upcycled tokens D2")
+    handles: list[Any] = [Line2D([], [], color=f"C{i}", label=f"D2* (tie), N1 = {n1:.3g}")
+                          for i, n1 in enumerate(sizes)]
+    handles += [Patch(color="C0" if len(sizes) == 1 else "0.5", alpha=0.15, label="shaded: upcycling wins"),
+                Line2D([], [], color="k", marker="o", ls="", ms=4, label="upcycled runs (fitted range dotted)")]
+    fig.legend(handles=handles, fontsize=7, loc="lower center", ncol=min(4, len(handles)), frameon=False)
+    fig.tight_layout(rect=(0, 0.07, 1, 1))
     return fig
 
 

@@ -118,34 +118,39 @@ class Laws:
         return out
 
 
-def threshold(gap: Callable[[Array], Array]) -> tuple[float | None, bool]:
-    """Where ``gap(log D2)`` = log L_upcycle - log L_scratch first changes sign, and whether upcycling wins below.
+def crossings(gap: Callable[[Array], Array]) -> tuple[list[float], bool]:
+    """Every D2 where ``gap(log D2)`` = log L_upcycle - log L_scratch changes sign, and whether upcycling wins below
+    the first one.
 
-    Returns (None, upcycling_wins) when the sign never changes over the searched range.
+    Fitted laws can cross more than once (e.g. a weakly identified floor E): all crossings are returned in
+    increasing order, so a caller never mistakes the first one for the whole story. Empty when the sign never
+    changes over the searched range.
     """
     grid = np.linspace(math.log(SEARCH[0]), math.log(SEARCH[1]), 241)
     values = gap(grid)
     upcycle_wins_first = bool(values[0] < 0)
-    change = np.flatnonzero(np.sign(values[:-1]) * np.sign(values[1:]) < 0)
-    if len(change) == 0:
-        return None, upcycle_wins_first
-    i = int(change[0])
-    root = optimize.brentq(lambda x: float(gap(np.array([x]))[0]), grid[i], grid[i + 1], xtol=1e-10)
-    return float(math.exp(root)), upcycle_wins_first
+    roots = []
+    for i in np.flatnonzero(np.sign(values[:-1]) * np.sign(values[1:]) < 0):
+        root = optimize.brentq(lambda x: float(gap(np.array([x]))[0]), grid[i], grid[i + 1], xtol=1e-10)
+        roots.append(float(math.exp(root)))
+    return roots, upcycle_wins_first
 
 
-def d2_threshold(laws: Laws, n1: float, d1: float, scratch_extra_tokens: float) -> tuple[float | None, bool]:
-    """D2* where the upcycled MoE and an MoE from scratch trained on D2 + ``scratch_extra_tokens`` tie."""
-    return threshold(lambda x: np.log(laws.upcycled(n1, d1, np.exp(x)))
+def d2_crossings(laws: Laws, n1: float, d1: float, scratch_extra_tokens: float) -> tuple[list[float], bool]:
+    """The D2 values where the upcycled MoE and an MoE from scratch trained on D2 + ``scratch_extra_tokens`` tie."""
+    return crossings(lambda x: np.log(laws.upcycled(n1, d1, np.exp(x)))
                      - np.log(laws.loss("scratch", N=n1, D=np.exp(x) + scratch_extra_tokens)))
 
 
-def _threshold_note(value: float | None, upcycle_first: bool) -> str:
-    if value is None:
+def _threshold_note(roots: list[float], upcycle_first: bool) -> str:
+    if not roots:
         who = "upcycling" if upcycle_first else "scratch"
         return f"no crossing for D2 in {SEARCH[0]:.0e}..{SEARCH[1]:.0e}: {who} wins throughout"
     first, then = ("upcycling", "scratch") if upcycle_first else ("scratch", "upcycling")
-    return f"D2*: {first} wins below, {then} above"
+    note = f"D2*: {first} wins below, {then} above"
+    if len(roots) > 1:
+        note += "; the laws cross again at " + ", ".join(f"{r:.4g}" for r in roots[1:])
+    return note
 
 
 def optimal_split(laws: Laws, n1: float, n_active: float, total_flops: float) -> tuple[float, float, float]:
@@ -185,9 +190,8 @@ def evaluate(laws: Laws, n1: float, n_active: float, d1: float, d2: float,
         out["scratch_same_compute"] = Outcome(float(laws.loss("scratch", N=n1, D=same_compute)[0]), same_compute,
                                               "MoE from scratch, sunk compute too", 6 * n_active * same_compute)
         for option, extra in (("threshold_same_tokens", 0.0), ("threshold_same_compute", (n1 / n_active) * d1)):
-            value, upcycle_first = d2_threshold(laws, n1, d1, extra)
-            out[option] = Outcome(math.nan, value if value is not None else math.nan,
-                                  _threshold_note(value, upcycle_first))
+            roots, upcycle_first = d2_crossings(laws, n1, d1, extra)
+            out[option] = Outcome(math.nan, roots[0] if roots else math.nan, _threshold_note(roots, upcycle_first))
     if laws.has("dense"):
         out["dense_continued"] = Outcome(float(laws.loss("dense", N=n1, D=d1 + d2)[0]), d2,
                                          "dense law at D1 + D2 (optimistic for a re-warmed continuation)",

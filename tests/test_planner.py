@@ -115,3 +115,34 @@ def test_bootstrap_resamples_give_intervals_around_the_point_estimate(fits):
         assert t.loc[option, "bootstrap_draws"] == 40
     low, high = t.loc["threshold_same_tokens", ["tokens_ci95_low", "tokens_ci95_high"]]
     assert low < t.loc["threshold_same_tokens", "tokens_this_phase"] < high
+
+
+def test_every_crossing_is_reported():
+    """Laws that tie twice (here at 1e5 and 1e8 tokens) give both roots; the note names the second one."""
+    from stages.planner import _threshold_note, crossings
+
+    roots, upcycle_first = crossings(lambda x: (x - math.log(1e5)) * (x - math.log(1e8)))
+    assert roots == pytest.approx([1e5, 1e8], rel=1e-8) and not upcycle_first
+    assert _threshold_note(roots, upcycle_first) == ("D2*: scratch wins below, upcycling above; "
+                                                     "the laws cross again at 1e+08")
+    assert crossings(lambda x: x * 0 - 1.0) == ([], True)
+
+
+def test_threshold_figure_draws_the_tie_per_dense_size(fits, tmp_path):
+    """Paper Fig. 1 right from the joint law: one tie contour per N1 and framing, bytes identical when redrawn."""
+    from stages.figures import main, threshold
+
+    runs = pd.DataFrame([{"kind": "upcycled", "N_dense": n1, "N_active": 1.6 * n1, "D1": d1, "D2": d2, "loss": 2.5}
+                         for n1 in (1e8, 1e9) for d1 in (1e9, 1e10, 1e11) for d2 in (1e9, 1e10)])
+    fig_fits = {name: json.loads((fits / f"{name}.json").read_text()) for name in ("upcycled", "scratch_chinchilla")}
+    fig = threshold(runs, fig_fits)
+    for ax in fig.axes:
+        ties = [c for c in ax.collections if list(getattr(c, "levels", [])) == [0.0]]
+        assert len(ties) == 2  # one per N1
+    runs.to_csv(tmp_path / "runs.csv", index=False)
+    fit_args = [a for name in ("upcycled", "scratch_chinchilla") for a in ("--fit", str(fits / f"{name}.json"))]
+    blobs = []
+    for i in range(2):
+        main(["threshold", "--runs", str(tmp_path / "runs.csv"), *fit_args, "--out", str(tmp_path / f"t{i}")])
+        blobs.append(((tmp_path / f"t{i}.png").read_bytes(), (tmp_path / f"t{i}.pdf").read_bytes()))
+    assert blobs[0] == blobs[1]
