@@ -36,6 +36,34 @@ def test_default_config_dry_run_lists_every_stage(tmp_path):
     assert not (tmp_path / "results").exists()
 
 
+SHIPPED_GRIDS = {
+    "paper": {"data": 1, "dense": 9, "scratch": 6, "dense_cont": 12, "evaluate": 81, "upcycle": 18, "moe": 54,
+              "collect": 1, "figures": 6, "fit": 7, "fit_table": 1, "plan": 1, "all": 1, "total": 198},
+    "methods": {"data": 1, "dense": 1, "dense_cont": 1, "evaluate": 23, "upcycle": 21, "moe": 21, "collect": 1,
+                "figures": 1, "all": 1, "total": 71},
+    "sparsity": {"data": 1, "dense": 2, "evaluate": 16, "upcycle": 14, "moe": 14, "collect": 1, "fit": 1,
+                 "figures": 3, "fit_table": 1, "all": 1, "total": 54},
+    "interaction": {"data": 1, "dense": 6, "evaluate": 30, "upcycle": 6, "moe": 24, "collect": 1, "fit": 4,
+                    "figures": 4, "fit_table": 1, "all": 1, "total": 78},
+}
+
+
+@pytest.mark.parametrize("grid", sorted(SHIPPED_GRIDS))
+def test_every_shipped_grid_validates_and_plans(grid, tmp_path):
+    """config/<grid>.yaml overlays the default config; its DAG has exactly the jobs its comment promises."""
+    counts = job_counts(snakemake(tmp_path, "-n", "--configfile", str(REPO / "config" / f"{grid}.yaml")).stdout)
+    assert counts == SHIPPED_GRIDS[grid]
+
+
+def test_paper_grid_on_the_slurm_profile_trains_on_gpus(tmp_path):
+    res = snakemake(tmp_path, "-n", "--profile", str(REPO / "profiles" / "slurm"),
+                    "--configfile", str(REPO / "config" / "paper.yaml"))
+    train = re.search(r"rule moe:[\s\S]*?resources: ([^\n]*)\nShell command: ([^\n]*)", res.stdout)
+    assert train, res.stdout[-2000:]
+    assert "slurm_partition=gpu" in train[1] and "gpu=1" in train[1]
+    assert "--device cuda" in train[2] and "--dtype bf16" in train[2]
+
+
 def test_slurm_profile_dry_run_requests_gpus_for_training(tmp_path):
     res = snakemake(tmp_path, "-n", "--profile", str(REPO / "profiles" / "slurm"))
     train = re.search(r"rule moe:[\s\S]*?resources: ([^\n]*)", res.stdout)
