@@ -168,10 +168,17 @@ def alpha_eff(runs: pd.DataFrame, fits: Fits) -> plt.Figure:
             highs.append(ci[key][1])
     if xs:
         ax.fill_between(xs, lows, highs, color="C1", alpha=0.15, lw=0, label="bootstrap 95% of alpha_eff")
+    two_stage = ((fit.get("statsmodels") or {}).get("alpha3_two_stage") or {}).get("log_excess")
+    if two_stage:
+        ax.plot(line_x, two_stage["alpha2"] - two_stage["alpha3"] * line_x, color="C2", ls=":",
+                label="WLS of the per-D1 slopes on ln D1")
     ax.set(xlabel="ln D1 (dense tokens)", ylabel="effective D2 exponent alpha_eff")
     a3 = ci.get("alpha3")
-    if a3:
-        ax.set_title(f"alpha3 = {p['alpha3']:.3g}, 95% CI [{a3[0]:.3g}, {a3[1]:.3g}]", fontsize=9)
+    title = [f"joint fit: alpha3 = {p['alpha3']:.3g}" + (f", bootstrap 95% [{a3[0]:.3g}, {a3[1]:.3g}]" if a3 else "")]
+    if two_stage:
+        lo, hi = two_stage["ci95"]
+        title.append(f"two-stage: alpha3 = {two_stage['alpha3']:.3g}, 95% [{lo:.3g}, {hi:.3g}]")
+    ax.set_title("\n".join(title), fontsize=8)
     ax.legend(fontsize=7)
     fig.tight_layout()
     return fig

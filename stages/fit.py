@@ -593,6 +593,9 @@ def statsmodels_report(law: Law, params: Mapping[str, float], frame: pd.DataFram
             res = _ols("logExcess ~ logD2", part)
             entry.update(slope_log_excess=float(res.params["logD2"]), slope_log_excess_se=float(res.bse["logD2"]))
         out["per_D1"].append(entry)
+    two_stage = interaction_from_slopes(out["per_D1"])
+    if two_stage:
+        out["alpha3_two_stage"] = two_stage
     if positive.all() and len(data) > 4:
         res = _ols("logExcess ~ logD1 * logD2", data)
         out["bilinear"] = {
@@ -616,6 +619,34 @@ def statsmodels_report(law: Law, params: Mapping[str, float], frame: pd.DataFram
     else:
         out["bilinear"] = {"skipped": f"{int((~positive).sum())} row(s) with loss <= fitted floor"}
     return out, "\n\n".join(texts) + "\n"
+
+
+def interaction_from_slopes(per_d1: list[dict[str, Any]]) -> dict[str, Any]:
+    """alpha3 by two stages: the per-D1 exponents alpha_eff(D1) regressed on ln D1 (WLS, 1/se^2 weights).
+
+    The law says alpha_eff(D1) = alpha2 - alpha3 ln D1, so the slope is -alpha3. This uses each D1's own
+    within-D1 fit, so it does not trade the interaction off against A, alpha1 and the floor the way the joint
+    fit's bootstrap does; it is the direct test of "does the D2 exponent fall with D1". Two variants: exponents
+    of L - floor (the law's D-term at the fitted floor) and of L itself (no floor: a lower bound on the exponents).
+    Needs at least 3 D1 values; the 95% interval uses Student t with (number of D1 values - 2) dof.
+    """
+    import statsmodels.api as sm
+    from scipy import stats
+
+    out: dict[str, Any] = {}
+    for variant, key in (("log_excess", "slope_log_excess"), ("log_loss", "slope_log_loss")):
+        rows = [r for r in per_d1 if key in r and r[f"{key}_se"] > 0]
+        if len(rows) < 3 or len(rows) != len(per_d1):
+            continue
+        alpha_eff = -np.array([r[key] for r in rows])
+        se = np.array([r[f"{key}_se"] for r in rows])
+        design = sm.add_constant(np.log([r["D1"] for r in rows]))
+        res = sm.WLS(alpha_eff, design, weights=1.0 / se**2).fit()
+        alpha3, alpha3_se = float(-res.params[1]), float(res.bse[1])
+        t = float(stats.t.ppf(0.975, len(rows) - 2))
+        out[variant] = {"alpha3": alpha3, "se": alpha3_se, "ci95": [alpha3 - t * alpha3_se, alpha3 + t * alpha3_se],
+                        "alpha2": float(res.params[0]), "n_D1": len(rows)}
+    return out
 
 
 def _summary_text(res: Any) -> str:

@@ -45,6 +45,10 @@ def fit_row(name: str, fit: dict[str, Any]) -> dict[str, Any]:
         row[param] = value
         interval = ci.get(param)
         row[f"{param}_ci95"] = f"[{interval[0]:.4g}, {interval[1]:.4g}]" if interval else ""
+    two_stage = ((fit.get("statsmodels") or {}).get("alpha3_two_stage") or {}).get("log_excess")
+    if two_stage:  # alpha_eff(D1) regressed on ln D1: the interaction without the joint fit's floor trade-off
+        row["alpha3_two_stage"] = two_stage["alpha3"]
+        row["alpha3_two_stage_ci95"] = "[{:.4g}, {:.4g}]".format(*two_stage["ci95"])
     return row
 
 

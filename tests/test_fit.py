@@ -280,6 +280,10 @@ def test_cli_fit_holdout_bootstrap_and_determinism(runs_table, tmp_path):
         assert -entry["slope_log_excess"] == pytest.approx(alpha_eff, abs=5 * entry["slope_log_excess_se"] + 1e-3)
     assert sm["bilinear"]["as_law"]["alpha3"] == pytest.approx(out["params"]["alpha3"], rel=0.2)
     assert "logD1:logD2" in sm["bilinear"]["se"]
+    two_stage = sm["alpha3_two_stage"]["log_excess"]  # alpha_eff(D1) regressed on ln D1
+    assert two_stage["n_D1"] == len(TOKENS)
+    assert two_stage["ci95"][0] <= UPCYCLED["alpha3"] <= two_stage["ci95"][1]
+    assert two_stage["alpha3"] == pytest.approx(out["params"]["alpha3"], rel=0.2)
 
 
 @pytest.fixture(scope="module")
@@ -332,3 +336,17 @@ def test_cli_user_errors_are_one_line_exit_2(small_table, tmp_path):
         for word in words:
             assert word in lines[0], (word, lines[0])
         assert not (tmp_path / "f.json").exists()
+
+
+def test_two_stage_interaction_is_the_slope_of_alpha_eff_in_ln_d1():
+    from stages.fit import interaction_from_slopes
+
+    wiggle = [0.004, -0.003, 0.002, -0.004, 0.001]
+    rows = [{"D1": d1, "slope_log_excess": -(0.3 - 0.02 * np.log(d1)) + w, "slope_log_excess_se": 0.01,
+             "slope_log_loss": -0.1 + w, "slope_log_loss_se": 0.01} for d1, w in zip(TOKENS[:5], wiggle, strict=True)]
+    out = interaction_from_slopes(rows)
+    assert out["log_excess"]["alpha3"] == pytest.approx(0.02, abs=2e-3) and out["log_excess"]["n_D1"] == 5
+    lo, hi = out["log_excess"]["ci95"]
+    assert lo < 0.02 < hi and lo > 0
+    assert out["log_loss"]["ci95"][0] < 0 < out["log_loss"]["ci95"][1]  # flat exponents: no interaction
+    assert interaction_from_slopes(rows[:2]) == {}
