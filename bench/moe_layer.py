@@ -5,7 +5,8 @@
 Compared (same weights, same input, same thread count):
   ours        stages.moe.MoELayer (sort by expert, one torch._grouped_mm per weight)
   loop        the same layer with a Python loop over experts for the expert matmuls (per-expert reference)
-  hf          transformers' Qwen2MoeSparseMoeBlock (eager experts: a loop over the experts that got tokens)
+  hf          transformers' Qwen2MoeSparseMoeBlock (eager experts: a loop over the experts that got tokens;
+              it always builds a shared expert: width 0 here, output exactly 0, its tiny ops are timed)
   dense       a SwiGLU FFN of width top_k * d_ff / G: the same active FLOPs with no routing at all
 Prints median milliseconds and the ratios ours/dense (the cost of routing), loop/ours and hf/ours.
 """
@@ -49,14 +50,20 @@ def interleaved_medians(fns: dict, x: torch.Tensor, repeats: int) -> dict[str, f
 
 def hf_block(layer: MoELayer, cfg: ModelConfig):
     """transformers' Qwen2-MoE sparse block holding the same router and expert weights (no shared expert)."""
+    import warnings
+
     from transformers import Qwen2MoeConfig
     from transformers.models.qwen2_moe.modeling_qwen2_moe import Qwen2MoeSparseMoeBlock
+    from transformers.utils import logging
 
+    logging.set_verbosity_error()  # the standalone block has no experts-implementation dispatch: expected here
     moe = cfg.moe
     hf_cfg = Qwen2MoeConfig(hidden_size=cfg.d_model, moe_intermediate_size=cfg.expert_d_ff, num_experts=moe.experts,
                             num_experts_per_tok=moe.top_k, norm_topk_prob=moe.norm_topk_prob,
                             shared_expert_intermediate_size=0)
-    block = Qwen2MoeSparseMoeBlock(hf_cfg)
+    with warnings.catch_warnings():  # the width-0 shared expert Qwen2-MoE always builds (its output is exactly 0)
+        warnings.simplefilter("ignore", UserWarning)
+        block = Qwen2MoeSparseMoeBlock(hf_cfg)
     with torch.no_grad():
         block.gate.weight.copy_(layer.gate.weight)
         block.experts.gate_up_proj.copy_(layer.experts.gate_up_proj)
