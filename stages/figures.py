@@ -251,7 +251,7 @@ def threshold(runs: pd.DataFrame, fits: Fits) -> plt.Figure:
     from matplotlib.lines import Line2D
     from matplotlib.patches import Patch
 
-    from stages.planner import Laws
+    from stages.planner import Laws, log_gap
 
     up_fit = _need_fit(fits, "upcycled", "threshold")
     scratch_fit = _need_fit(fits, "scratch_chinchilla", "threshold")
@@ -266,10 +266,9 @@ def threshold(runs: pd.DataFrame, fits: Fits) -> plt.Figure:
     fig, axes = plt.subplots(1, 2, figsize=(9.0, 4.3), sharey=True)
     for ax, framing in zip(axes, ("same extra tokens", "same total compute (sunk dense cost included)"), strict=True):
         for i, n1 in enumerate(sizes):
-            scratch_tokens = d2_mesh + (0.0 if framing == "same extra tokens" else d1_mesh / ratio)
+            extra = 0.0 if framing == "same extra tokens" else d1_mesh.ravel() / ratio  # sunk compute as tokens
             with np.errstate(all="ignore"):
-                gap = (np.log(laws.upcycled(n1, d1_mesh.ravel(), d2_mesh.ravel()))
-                       - np.log(laws.loss("scratch", N=n1, D=scratch_tokens.ravel()))).reshape(d1_mesh.shape)
+                gap = log_gap(laws, n1, d1_mesh.ravel(), d2_mesh.ravel(), extra).reshape(d1_mesh.shape)
             ax.contourf(d1_grid, d2_grid, np.where(gap < 0, 1.0, 0.0), levels=[0.5, 1.5], colors=[f"C{i}"],
                         alpha=0.15)
             if np.nanmin(gap) < 0 < np.nanmax(gap):

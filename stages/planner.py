@@ -136,10 +136,17 @@ def crossings(gap: Callable[[Array], Array]) -> tuple[list[float], bool]:
     return roots, upcycle_wins_first
 
 
+def log_gap(laws: Laws, n1: float, d1: float | Array, d2: float | Array,
+            scratch_extra_tokens: float | Array) -> Array:
+    """log L_upcycle - log L_scratch, the scratch MoE trained on D2 + ``scratch_extra_tokens``: < 0 where upcycling
+    wins (arrays broadcast together)."""
+    d2 = np.asarray(d2, float)
+    return np.log(laws.upcycled(n1, d1, d2)) - np.log(laws.loss("scratch", N=n1, D=d2 + scratch_extra_tokens))
+
+
 def d2_crossings(laws: Laws, n1: float, d1: float, scratch_extra_tokens: float) -> tuple[list[float], bool]:
     """The D2 values where the upcycled MoE and an MoE from scratch trained on D2 + ``scratch_extra_tokens`` tie."""
-    return crossings(lambda x: np.log(laws.upcycled(n1, d1, np.exp(x)))
-                     - np.log(laws.loss("scratch", N=n1, D=np.exp(x) + scratch_extra_tokens)))
+    return crossings(lambda x: log_gap(laws, n1, d1, np.exp(x), scratch_extra_tokens))
 
 
 def _threshold_note(roots: list[float], upcycle_first: bool) -> str:
