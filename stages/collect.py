@@ -18,10 +18,10 @@ from typing import Any
 
 import pandas as pd
 
-from stages.artifacts import atomic_path, read_json, write_text
-from stages.checkpoint import load_config, load_provenance
-from stages.cli import ArgumentParser, UserError, run
-from stages.compute import param_counts
+from stages.core.artifacts import atomic_path, read_json, write_text
+from stages.model.checkpoint import load_config, load_provenance
+from stages.core.cli import ArgumentParser, UserError, run
+from stages.model.compute import param_counts
 
 COLUMNS = [
     "run_id", "kind", "model", "moe", "n_layer", "d_model", "vocab_size", "N_total", "N_active", "N_dense",

@@ -24,11 +24,11 @@ from typing import Any
 
 import numpy as np
 
-from stages.artifacts import atomic_path, sha256_file, write_json
-from stages.cli import ArgumentParser, UserError, run
-from stages.codehash import code_hash
-from stages.corpus import SOURCES, Document, fetch, read_documents, read_user_files
-from stages.tokens import MANIFEST, TOKEN_DTYPE
+from stages.core.artifacts import atomic_path, sha256_file, write_json
+from stages.core.cli import ArgumentParser, UserError, run
+from stages.core.codehash import code_hash
+from stages.corpus.sources import SOURCES, Document, fetch, read_documents, read_user_files
+from stages.corpus.shards import MANIFEST, TOKEN_DTYPE
 
 EOT = "<|endoftext|>"
 # split points inside a document that leave the byte-level pre-tokenisation unchanged: after a newline run,

@@ -14,12 +14,12 @@ from pathlib import Path
 
 import torch
 
-from stages.artifacts import read_json, sha256_file, write_json
-from stages.checkpoint import WEIGHTS, load_model
-from stages.cli import ArgumentParser, UserError, run
-from stages.model import Transformer
-from stages.runtime import configure, device, precision
-from stages.tokens import MANIFEST, eval_windows, read_token_file
+from stages.core.artifacts import read_json, sha256_file, write_json
+from stages.model.checkpoint import WEIGHTS, load_model
+from stages.core.cli import ArgumentParser, UserError, run
+from stages.model.transformer import Transformer
+from stages.training.runtime import configure, device, precision
+from stages.corpus.shards import MANIFEST, eval_windows, read_token_file
 
 
 @torch.no_grad()

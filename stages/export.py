@@ -54,12 +54,12 @@ import yaml
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from stages.artifacts import atomic_path, read_json, replace_dir, sha256_file, write_json, write_text
-from stages.checkpoint import load_model, load_weights, save_checkpoint, state_dict_for_saving
-from stages.cli import ArgumentParser, UserError, run
-from stages.codehash import code_hash
-from stages.model import Transformer
-from stages.spec import ModelConfig, MoEConfig
+from stages.core.artifacts import atomic_path, read_json, replace_dir, sha256_file, write_json, write_text
+from stages.model.checkpoint import load_model, load_weights, save_checkpoint, state_dict_for_saving
+from stages.core.cli import ArgumentParser, UserError, run
+from stages.core.codehash import code_hash
+from stages.model.transformer import Transformer
+from stages.model.config import ModelConfig, MoEConfig
 
 HF_CONFIG = "config.json"
 HF_WEIGHTS = "model.safetensors"

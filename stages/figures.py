@@ -28,10 +28,10 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
-from stages.artifacts import atomic_path, read_json, sha256_file  # noqa: E402
-from stages.cli import ArgumentParser, UserError, run  # noqa: E402
+from stages.core.artifacts import atomic_path, read_json, sha256_file  # noqa: E402
+from stages.core.cli import ArgumentParser, UserError, run  # noqa: E402
 from stages.fit import predict, prepare, read_table, select  # noqa: E402
-from stages.laws import LOSS, get_law  # noqa: E402
+from stages.laws.forms import LOSS, get_law  # noqa: E402
 from stages.provenance import FIGURE_KEY  # noqa: E402
 
 Fits = dict[str, dict[str, Any]]

@@ -35,9 +35,9 @@ import numpy as np
 import pandas as pd
 from scipy import optimize, special
 
-from stages.artifacts import sha256_file, write_json, write_text
-from stages.cli import ArgumentParser, UserError, run
-from stages.laws import LAWS, LOSS, Law, get_law
+from stages.core.artifacts import sha256_file, write_json, write_text
+from stages.core.cli import ArgumentParser, UserError, run
+from stages.laws.forms import LAWS, LOSS, Law, get_law
 
 OBJECTIVES = ("huber", "l1", "mle")
 DEFAULT_DELTA = 1e-3

@@ -37,8 +37,8 @@ import numpy as np
 import pandas as pd
 from scipy import optimize
 
-from stages.artifacts import read_json, write_text
-from stages.cli import ArgumentParser, UserError, run
+from stages.core.artifacts import read_json, write_text
+from stages.core.cli import ArgumentParser, UserError, run
 from stages.fit import predict
 
 SEARCH = (1e3, 1e16)  # token range searched for thresholds

@@ -18,8 +18,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from stages.artifacts import read_json, sha256_file
-from stages.cli import ArgumentParser, UserError, run
+from stages.core.artifacts import read_json, sha256_file
+from stages.core.cli import ArgumentParser, UserError, run
 
 FIGURE_KEY = "provenance"  # PNG text chunk / PDF Keywords entry written by stages.figures
 

@@ -18,9 +18,9 @@ from typing import Any
 
 import pandas as pd
 
-from stages.artifacts import read_json, write_text
-from stages.cli import ArgumentParser, UserError, run
-from stages.laws import get_law
+from stages.core.artifacts import read_json, write_text
+from stages.core.cli import ArgumentParser, UserError, run
+from stages.laws.forms import get_law
 
 
 def fit_row(name: str, fit: dict[str, Any]) -> dict[str, Any]:

@@ -29,17 +29,17 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from stages.artifacts import atomic_path, dumps_json, sha256_bytes, write_text
-from stages.checkpoint import lineage_entry, load_model, save_checkpoint
-from stages.cli import ArgumentParser, UserError, parse_json_object, parse_tokens, run
-from stages.codehash import code_hash
-from stages.compute import FLOP_CONVENTIONS, flops_per_token, param_counts
-from stages.model import Output, Transformer, cross_entropy, seed_generator
-from stages.optim import AdamW
-from stages.runtime import configure, device, precision
-from stages.schedule import POLICIES, Schedule, warmup_steps
-from stages.spec import ModelConfig
-from stages.tokens import Corpus, TrainStream, open_corpus
+from stages.core.artifacts import atomic_path, dumps_json, sha256_bytes, write_text
+from stages.model.checkpoint import lineage_entry, load_model, save_checkpoint
+from stages.core.cli import ArgumentParser, UserError, parse_json_object, parse_tokens, run
+from stages.core.codehash import code_hash
+from stages.model.compute import FLOP_CONVENTIONS, flops_per_token, param_counts
+from stages.model.transformer import Output, Transformer, cross_entropy, seed_generator
+from stages.training.optimizer import AdamW
+from stages.training.runtime import configure, device, precision
+from stages.training.schedule import POLICIES, Schedule, warmup_steps
+from stages.model.config import ModelConfig
+from stages.corpus.shards import Corpus, TrainStream, open_corpus
 
 KINDS = ("dense", "scratch_moe", "upcycled", "dense_cont")
 PROGRESS = "progress.pt"

@@ -37,16 +37,16 @@ from typing import Any
 
 import torch
 
-from stages.artifacts import write_json
-from stages.checkpoint import lineage_entry, load_model, save_checkpoint
-from stages.cli import ArgumentParser, UserError, parse_json_object, run
-from stages.codehash import code_hash
-from stages.compute import param_counts
+from stages.core.artifacts import write_json
+from stages.model.checkpoint import lineage_entry, load_model, save_checkpoint
+from stages.core.cli import ArgumentParser, UserError, parse_json_object, run
+from stages.core.codehash import code_hash
+from stages.model.compute import param_counts
 from stages.evaluate import validation_loss
-from stages.model import Transformer, seed_generator
-from stages.runtime import configure
-from stages.spec import MoEConfig
-from stages.tokens import eval_windows, open_corpus
+from stages.model.transformer import Transformer, seed_generator
+from stages.training.runtime import configure
+from stages.model.config import MoEConfig
+from stages.corpus.shards import eval_windows, open_corpus
 
 METHODS = ("naive", "virtual_group", "drop")
 ROUTER_INITS = ("normal", "uniform", "zeros")

@@ -12,8 +12,8 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from stages.artifacts import sha256_file, write_json  # noqa: E402
-from stages.spec import ModelConfig, MoEConfig  # noqa: E402
+from stages.core.artifacts import sha256_file, write_json  # noqa: E402
+from stages.model.config import ModelConfig, MoEConfig  # noqa: E402
 
 
 def tiny_config(moe: MoEConfig | None = None, **overrides) -> ModelConfig:

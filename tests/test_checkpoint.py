@@ -8,10 +8,10 @@ import pytest
 import torch
 from conftest import tiny_config
 
-from stages.checkpoint import load_model, save_checkpoint
-from stages.cli import UserError
-from stages.model import Transformer, seed_generator
-from stages.spec import MoEConfig
+from stages.model.checkpoint import load_model, save_checkpoint
+from stages.core.cli import UserError
+from stages.model.transformer import Transformer, seed_generator
+from stages.model.config import MoEConfig
 
 
 def saved(tmp_path, **cfg):

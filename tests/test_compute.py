@@ -7,9 +7,9 @@ import dataclasses
 import pytest
 from conftest import tiny_config
 
-from stages.compute import flops_per_token, param_counts, run_flops, upcycled_total_flops
-from stages.model import Transformer
-from stages.spec import MoEConfig
+from stages.model.compute import flops_per_token, param_counts, run_flops, upcycled_total_flops
+from stages.model.transformer import Transformer
+from stages.model.config import MoEConfig
 
 CASES = [
     dict(),

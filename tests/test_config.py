@@ -7,9 +7,9 @@ import copy
 import pytest
 from conftest import REPO
 
-from stages.cli import UserError
-from stages.config import load_yaml, validate_config
-from stages.grid import Grid, derive_seed
+from stages.core.cli import UserError
+from stages.workflow.config import load_yaml, validate_config
+from stages.workflow.grid import Grid, derive_seed
 
 DEFAULT = load_yaml(REPO / "config" / "config.yaml")
 

@@ -18,9 +18,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from stages.artifacts import sha256_file
-from stages.cli import UserError
-from stages.corpus import SOURCES, Document, fetch, read_documents, read_user_files
+from stages.core.artifacts import sha256_file
+from stages.core.cli import UserError
+from stages.corpus.sources import SOURCES, Document, fetch, read_documents, read_user_files
 
 FIXTURES = Path(__file__).parent / "data" / "corpus"
 MARKUP = ("<", "&amp;", 'lemma="', "osisID", "[1913 Webster]", "[WordNet", "\\Ap", "{", "}", "\b", "\r")

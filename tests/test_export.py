@@ -14,11 +14,11 @@ from conftest import REPO, tiny_config
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
-from stages.checkpoint import save_checkpoint
-from stages.cli import run
+from stages.model.checkpoint import save_checkpoint
+from stages.core.cli import run
 from stages.export import main, nanotron_params, nanotron_path
-from stages.model import Transformer, seed_generator
-from stages.spec import MoEConfig
+from stages.model.transformer import Transformer, seed_generator
+from stages.model.config import MoEConfig
 
 transformers = pytest.importorskip("transformers")
 pytestmark = pytest.mark.filterwarnings("ignore:Initializing zero-element tensors is a no-op")

@@ -18,7 +18,7 @@ import pytest
 from scipy import optimize
 
 from stages.fit import bootstrap, build_parser, fit_law, grid_starts, make_problem, predict, worker_pool
-from stages.laws import LAWS, LOSS, get_law
+from stages.laws.forms import LAWS, LOSS, get_law
 
 DATA = Path(__file__).parent / "data" / "chinchilla_epoch_extracted.csv"
 TEST_GRID = 150

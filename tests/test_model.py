@@ -6,9 +6,10 @@ import pytest
 import torch
 from conftest import tiny_config
 
-from stages.cli import UserError
-from stages.model import Transformer, apply_rotary, cross_entropy, rotary_cos_sin, seed_generator
-from stages.spec import ModelConfig, MoEConfig
+from stages.core.cli import UserError
+from stages.model.layers import apply_rotary, rotary_cos_sin
+from stages.model.transformer import Transformer, cross_entropy, seed_generator
+from stages.model.config import ModelConfig, MoEConfig
 
 
 def build(cfg: ModelConfig, seed: int = 0) -> Transformer:

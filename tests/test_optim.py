@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from stages.optim import AdamW
+from stages.training.optimizer import AdamW
 
 
 def test_matches_torch_adamw_exactly():

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from stages.schedule import Schedule, warmup_steps
+from stages.training.schedule import Schedule, warmup_steps
 
 
 def test_cosine_warms_up_peaks_and_ends_at_min():

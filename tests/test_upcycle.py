@@ -10,9 +10,9 @@ import pytest
 import torch
 from conftest import REPO, tiny_config
 
-from stages.cli import UserError
-from stages.model import Transformer, seed_generator
-from stages.spec import MoEConfig
+from stages.core.cli import UserError
+from stages.model.transformer import Transformer, seed_generator
+from stages.model.config import MoEConfig
 from stages.upcycle import Recipe, drop_reinit, scaling_factor, upcycle
 
 
@@ -110,7 +110,7 @@ def test_same_seed_same_surgery():
 
 
 def test_cli_reports_step0_losses(tmp_path, corpus_dir):
-    from stages.checkpoint import save_checkpoint
+    from stages.model.checkpoint import save_checkpoint
 
     dense = dense_model()
     save_checkpoint(tmp_path / "dense", dense, {"run_id": "dense", "kind": "dense", "tokens": 0, "flops": 0.0,

@@ -9,10 +9,10 @@ from pathlib import Path
 sys.path.insert(0, workflow.basedir)
 os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (workflow.basedir, os.environ.get("PYTHONPATH")) if p)
 
-from stages.cli import UserError
-from stages.codehash import code_hash
-from stages.config import FIGURE_FITS, validate_config
-from stages.grid import RESULTS, Grid, Run
+from stages.core.cli import UserError
+from stages.core.codehash import code_hash
+from stages.workflow.config import FIGURE_FITS, validate_config
+from stages.workflow.grid import RESULTS, Grid, Run
 
 try:
     config.update(validate_config(config, Path(workflow.basedir) / "workflow" / "schemas" / "config.schema.yaml"))

@@ -14,9 +14,9 @@ import shlex
 from dataclasses import dataclass
 from typing import Any
 
-from stages.cli import parse_tokens
-from stages.compute import param_counts
-from stages.config import model_config
+from stages.core.cli import parse_tokens
+from stages.model.compute import param_counts
+from stages.workflow.config import model_config
 
 RESULTS = "results"
 

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import torch
 
-from stages.cli import UserError
+from stages.core.cli import UserError
 
 
 def configure(threads: int) -> None:

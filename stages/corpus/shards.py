@@ -17,8 +17,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from stages.artifacts import read_json, sha256_file
-from stages.cli import UserError
+from stages.core.artifacts import read_json, sha256_file
+from stages.core.cli import UserError
 
 MANIFEST = "manifest.json"
 TOKEN_DTYPE = np.dtype("<u2")

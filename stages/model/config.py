@@ -10,7 +10,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-from stages.cli import UserError
+from stages.core.cli import UserError
 
 
 @dataclass(frozen=True)

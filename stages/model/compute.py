@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from stages.spec import ModelConfig
+from stages.model.config import ModelConfig
 
 FLOP_CONVENTIONS = ("6N", "6N+attn")
 

@@ -27,8 +27,8 @@ from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
-from stages.artifacts import sha256_file
-from stages.cli import UserError
+from stages.core.artifacts import sha256_file
+from stages.core.cli import UserError
 
 
 @dataclass(frozen=True)

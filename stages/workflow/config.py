@@ -16,10 +16,10 @@ import yaml
 from jsonschema import Draft202012Validator, validators
 from jsonschema.exceptions import ValidationError, best_match
 
-from stages.cli import UserError, parse_tokens
-from stages.spec import ModelConfig, MoEConfig
+from stages.core.cli import UserError, parse_tokens
+from stages.model.config import ModelConfig, MoEConfig
 
-SCHEMA = Path(__file__).resolve().parents[1] / "workflow" / "schemas" / "config.schema.yaml"
+SCHEMA = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
 # the fits (config["fits"] names) each figure draws; "*" = every enabled fit
 FIGURE_FITS: dict[str, tuple[str, ...]] = {
     "loss_vs_d2": ("upcycled",),
@@ -131,7 +131,7 @@ def _check_semantics(cfg: dict[str, Any]) -> None:
     data = cfg["data"]
     if not data["sources"] and not data["files"]:
         raise UserError("config key 'data.sources': no text source (set data.sources or data.files)")
-    from stages.corpus import SOURCES
+    from stages.corpus.sources import SOURCES
 
     for source in data["sources"]:
         if source not in SOURCES:
@@ -173,7 +173,7 @@ def _check_semantics(cfg: dict[str, Any]) -> None:
                     raise UserError(f"config key 'grid.{kind}.{key}': {label!r} is less than one optimizer step "
                                     f"({tokens_per_step} tokens = train.batch_size x train.seq_len)")
                 values[n] = str(label)
-    from stages.laws import LAWS
+    from stages.laws.forms import LAWS
 
     enabled = [name for name, fit in cfg["fits"].items() if fit]
     for figure in cfg["figures"]:

@@ -15,10 +15,10 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from stages.artifacts import atomic_path, read_json, sha256_file, write_json
-from stages.cli import UserError
-from stages.model import Transformer
-from stages.spec import ModelConfig
+from stages.core.artifacts import atomic_path, read_json, sha256_file, write_json
+from stages.core.cli import UserError
+from stages.model.transformer import Transformer
+from stages.model.config import ModelConfig
 
 WEIGHTS = "model.safetensors"
 CONFIG = "config.json"

@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from stages.cli import UserError
+from stages.core.cli import UserError
 
 
 def sha256_file(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:

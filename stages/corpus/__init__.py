@@ -1,0 +1,1 @@
+"""Text sources, the tokenizer and uint16 token shards."""

@@ -1,0 +1,1 @@
+"""Exports and imports: Hugging Face transformers and nanotron checkpoint formats."""

@@ -1,0 +1,1 @@
+"""Scaling laws: forms, objective, fitter, bootstrap, diagnostics and the planner."""

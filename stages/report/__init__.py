@@ -1,0 +1,1 @@
+"""The runs table, figures, fit tables and the provenance tracer."""

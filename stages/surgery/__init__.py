@@ -1,0 +1,1 @@
+"""Checkpoint surgery: a dense checkpoint becomes an MoE (upcycling) or a larger model."""

@@ -1,0 +1,1 @@
+"""Config validation and the study grid; torch-free, imported by the Snakefile."""
