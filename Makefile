@@ -1,13 +1,14 @@
 # Two commands do all set-up on a fresh machine:
 #   make demo   create .venv, run the default grid end to end, write figures, fits and report
 #   make test   create .venv, run the test suite
+# While developing: make test-fast (everything not marked slow), make lint, make schema.
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 CORES  ?= all
 
-.PHONY: demo test env lint apt-lists report paper clean
+.PHONY: demo test test-fast env lint schema apt-lists report paper clean
 
 env: $(STAMP)
 
@@ -39,8 +40,18 @@ report: env
 test: env apt-lists
 	$(BIN)/python -m pytest -q
 
+test-fast: env
+	$(BIN)/python -m pytest -q -m "not slow"
+
+# ruff (lint + formatting) and Snakemake's own linter over the workflow
 lint: env
 	$(BIN)/ruff check stages tests bench
+	$(BIN)/ruff format --check stages tests bench
+	$(BIN)/snakemake --lint
+
+# workflow/schemas/config.schema.yaml is generated from the option groups (tests check it is current)
+schema: env
+	$(BIN)/python -c "from stages.workflow.schema import write_schema_file; write_schema_file()"
 
 clean:
 	rm -rf results logs benchmarks .snakemake

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from stages.fit import FitResult, fit_law, worker_pool
+from stages.laws.fitter import FitResult, fit_law, worker_pool
 
 DATA = Path(__file__).resolve().parents[1] / "tests" / "data" / "chinchilla_epoch_extracted.csv"
 

@@ -23,10 +23,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from stages.model.config import ModelConfig, MoEConfig  # noqa: E402
 from stages.model.layers import MLP  # noqa: E402
 from stages.model.moe import MoELayer, grouped_mm_loop  # noqa: E402
 from stages.training.runtime import configure  # noqa: E402
-from stages.model.config import ModelConfig, MoEConfig  # noqa: E402
 
 
 def fwd_bwd_ms(fn, x: torch.Tensor) -> float:

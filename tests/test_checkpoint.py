@@ -8,16 +8,17 @@ import pytest
 import torch
 from conftest import tiny_config
 
-from stages.model.checkpoint import load_model, save_checkpoint
 from stages.core.cli import UserError
-from stages.model.transformer import Transformer, seed_generator
+from stages.core.record import RunRecord
+from stages.model.checkpoint import load_model, save_checkpoint
 from stages.model.config import MoEConfig
+from stages.model.transformer import Transformer, seed_generator
 
 
 def saved(tmp_path, **cfg):
     model = Transformer(tiny_config(**cfg))
     model.init_weights(seed_generator(0))
-    save_checkpoint(tmp_path / "ckpt", model, {"run_id": "t", "kind": "dense"})
+    save_checkpoint(tmp_path / "ckpt", model, RunRecord(run_id="t", kind="dense", code_hash="", torch_version=""))
     return tmp_path / "ckpt", model
 
 
@@ -27,7 +28,7 @@ def test_round_trip_is_exact_and_tied_head_stored_once(tmp_path):
     for (name, a), b in zip(model.state_dict().items(), loaded.state_dict().values(), strict=True):
         assert torch.equal(a, b), name
     assert loaded.lm_head.weight is loaded.model.embed_tokens.weight
-    assert prov["weights_sha256"] and json.loads((directory / "config.json").read_text())["moe"]["experts"] == 4
+    assert prov.weights_sha256 and json.loads((directory / "config.json").read_text())["moe"]["experts"] == 4
 
 
 def test_changed_weights_are_detected_against_provenance(tmp_path):
@@ -43,7 +44,7 @@ def test_corrupt_safetensors_without_provenance_check(tmp_path):
     directory, _ = saved(tmp_path)
     (directory / "model.safetensors").write_bytes(b"\x00\x01garbage")
     with pytest.raises(UserError, match="not a readable safetensors file"):
-        load_model(directory, verify_provenance=False)
+        load_model(directory, verify_record=False)
 
 
 @pytest.mark.parametrize(("key", "value", "message"), [("d_ff", 128, "has shape"),

@@ -8,8 +8,8 @@ import pytest
 from conftest import tiny_config
 
 from stages.model.compute import flops_per_token, param_counts, run_flops, upcycled_total_flops
-from stages.model.transformer import Transformer
 from stages.model.config import MoEConfig
+from stages.model.transformer import Transformer
 
 CASES = [
     dict(),

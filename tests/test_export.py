@@ -14,11 +14,13 @@ from conftest import REPO, tiny_config
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
-from stages.model.checkpoint import save_checkpoint
 from stages.core.cli import run
-from stages.export import main, nanotron_params, nanotron_path
-from stages.model.transformer import Transformer, seed_generator
+from stages.core.record import RunRecord
+from stages.export import main
+from stages.interop.nanotron import nanotron_params, nanotron_path
+from stages.model.checkpoint import save_checkpoint
 from stages.model.config import MoEConfig
+from stages.model.transformer import Transformer, seed_generator
 
 transformers = pytest.importorskip("transformers")
 pytestmark = pytest.mark.filterwarnings("ignore:Initializing zero-element tensors is a no-op")
@@ -53,7 +55,7 @@ def random_model(seed: int = 0, **overrides) -> Transformer:
 
 def checkpoint(directory: Path, seed: int = 0, **overrides) -> tuple[Transformer, Path]:
     model = random_model(seed, **overrides)
-    save_checkpoint(directory, model, {"run_id": directory.name})
+    save_checkpoint(directory, model, RunRecord(run_id=directory.name, kind="dense", code_hash="", torch_version=""))
     return model, directory
 
 

@@ -17,14 +17,17 @@ import pandas as pd
 import pytest
 from scipy import optimize
 
-from stages.fit import bootstrap, build_parser, fit_law, grid_starts, make_problem, predict, worker_pool
-from stages.laws.forms import LAWS, LOSS, get_law
+from stages.fit import build_parser, fit_options
+from stages.laws.bootstrap import bootstrap
+from stages.laws.fitter import fit_law, grid_starts, worker_pool
+from stages.laws.forms import LAWS, LOSS, get_law, predict
+from stages.laws.objective import make_problem
 
 DATA = Path(__file__).parent / "data" / "chinchilla_epoch_extracted.csv"
 TEST_GRID = 150
 # Hoffmann et al.'s unrounded parameters (a, alpha, b, beta, e), as in Epoch's notebook
 HOFFMANN = {"A": np.exp(6.0073404), "alpha": 0.33917084, "B": np.exp(6.0179186), "beta": 0.2849083, "E": 1.6934}
-# Table 2 "Upcycled" row of 2502.03009 (reference/paper.md A1.3)
+# Table 2 "Upcycled" row of Liew et al. 2025 (arXiv 2502.03009)
 UPCYCLED = {"A": 16.3, "alpha1": 0.043, "alpha2": 0.085, "alpha3": 7.98e-4, "B": 8.53, "beta": 0.112, "E": 0.165}
 TOKENS = np.logspace(9, 12, 7)
 
@@ -75,7 +78,8 @@ def test_default_grid_is_hoffmanns_4500_points():
     assert values["alpha"] == values["beta"] == [0.0, 0.5, 1.0, 1.5, 2.0]
     assert values["e"] == [-1.0, -0.5, 0.0, 0.5, 1.0]
     assert values["a"] == values["b"] == [0.0, 5.0, 10.0, 15.0, 20.0, 25.0]
-    assert build_parser().parse_args(["--table", "t.csv", "--law", "chinchilla", "--out", "f.json"]).grid == "default"
+    args = build_parser().parse_args(["--table", "t.csv", "--law", "chinchilla", "--out", "f.json"])
+    assert fit_options(args).grid == "default"
 
 
 def test_sum_huber_reproduces_approach_3(huber_fit):
@@ -339,7 +343,7 @@ def test_cli_user_errors_are_one_line_exit_2(small_table, tmp_path):
 
 
 def test_two_stage_interaction_is_the_slope_of_alpha_eff_in_ln_d1():
-    from stages.fit import interaction_from_slopes
+    from stages.laws.diagnostics import interaction_from_slopes
 
     wiggle = [0.004, -0.003, 0.002, -0.004, 0.001]
     rows = [{"D1": d1, "slope_log_excess": -(0.3 - 0.02 * np.log(d1)) + w, "slope_log_excess_se": 0.01,

@@ -7,9 +7,9 @@ import torch
 from conftest import tiny_config
 
 from stages.core.cli import UserError
+from stages.model.config import ModelConfig, MoEConfig
 from stages.model.layers import apply_rotary, rotary_cos_sin
 from stages.model.transformer import Transformer, cross_entropy, seed_generator
-from stages.model.config import ModelConfig, MoEConfig
 
 
 def build(cfg: ModelConfig, seed: int = 0) -> Transformer:

@@ -5,9 +5,9 @@ from __future__ import annotations
 import torch
 from conftest import tiny_config
 
-from stages.model.transformer import seed_generator
-from stages.model.moe import MoELayer, grouped_mm, grouped_mm_loop, route
 from stages.model.config import MoEConfig
+from stages.model.moe import MoELayer, grouped_mm, grouped_mm_loop, route
+from stages.model.transformer import seed_generator
 
 
 def layer(**moe) -> MoELayer:

@@ -11,9 +11,9 @@ import pandas as pd
 import pytest
 from conftest import REPO
 
-from stages.planner import Laws, plan
+from stages.laws.planner import Laws, plan
 
-# Table 2 of Liew et al. 2025 (reference/paper.md A1.3), natural logs, raw counts. In our chinchilla naming the
+# Table 2 of Liew et al. 2025 (arXiv 2502.03009), natural logs, raw counts. In our chinchilla naming the
 # N term is A N^-alpha and the D term B D^-beta, so the paper's (A, alpha) for data are our (B, beta).
 UPCYCLED = {"A": 16.3, "alpha1": 0.043, "alpha2": 0.085, "alpha3": 7.98e-4, "B": 8.53, "beta": 0.112, "E": 0.165}
 SCRATCH = {"A": 7.05, "alpha": 0.080, "B": 32.0, "beta": 0.161, "E": 0.165}
@@ -37,7 +37,7 @@ def laws(fits_dir) -> Laws:
 
 @pytest.mark.parametrize(("n1", "log10_d2_star"), [(1e9, 9.85), (1e8, 10.11)])
 def test_same_token_threshold_matches_the_paper_derivation(fits, n1, log10_d2_star):
-    """reference/paper.md A1.5/D6: D1 = 1e10 gives D2* = 10^9.85 (N1 = 1e9) and 10^10.11 (N1 = 1e8)."""
+    """The paper's derivation (appendix A1.5): D1 = 1e10 gives D2* = 10^9.85 (N1 = 1e9), 10^10.11 (N1 = 1e8)."""
     table, _ = plan(laws(fits), n1, 1.6 * n1, 1e10, 1e10, None, 100.0)
     row = table.set_index("option").loc["threshold_same_tokens"]
     assert abs(math.log10(row["tokens_this_phase"]) - log10_d2_star) < 0.025
@@ -119,7 +119,7 @@ def test_bootstrap_resamples_give_intervals_around_the_point_estimate(fits):
 
 def test_every_crossing_is_reported():
     """Laws that tie twice (here at 1e5 and 1e8 tokens) give both roots; the note names the second one."""
-    from stages.planner import _threshold_note, crossings
+    from stages.laws.planner import _threshold_note, crossings
 
     roots, upcycle_first = crossings(lambda x: (x - math.log(1e5)) * (x - math.log(1e8)))
     assert roots == pytest.approx([1e5, 1e8], rel=1e-8) and not upcycle_first
@@ -130,7 +130,8 @@ def test_every_crossing_is_reported():
 
 def test_threshold_figure_draws_the_tie_per_dense_size(fits, tmp_path):
     """Paper Fig. 1 right from the joint law: one tie contour per N1 and framing, bytes identical when redrawn."""
-    from stages.figures import main, threshold
+    from stages.figures import main
+    from stages.report.figures import threshold
 
     runs = pd.DataFrame([{"kind": "upcycled", "N_dense": n1, "N_active": 1.6 * n1, "D1": d1, "D2": d2, "loss": 2.5}
                          for n1 in (1e8, 1e9) for d1 in (1e9, 1e10, 1e11) for d2 in (1e9, 1e10)])

@@ -17,10 +17,11 @@ MODEL = json.dumps({"n_layer": 1, "d_model": 32, "n_head": 2, "d_ff": 64})
 MOE = json.dumps({"n_layer": 1, "d_model": 32, "n_head": 2, "d_ff": 64, "moe": {"experts": 4, "top_k": 2}})
 
 
-def train_cmd(corpus: Path, out: Path, *extra: str, tokens: str = "8K", kind: str = "dense") -> list[str]:
+def train_cmd(corpus: Path, out: Path, *extra: str, tokens: str = "8K", kind: str = "dense", **train) -> list[str]:
+    options = json.dumps({"seq_len": 32, "batch_size": 8, "log_every": 1, **train})
     base = [sys.executable, "-m", "stages.train", "--kind", kind, "--run-id", f"test/{out.name}", "--data",
-            str(corpus), "--tokens", tokens, "--out", str(out), "--seed", "3", "--data-seed", "4", "--seq-len", "32",
-            "--batch-size", "8", "--log-every", "1", "--work-dir", str(out.parent / f".work-{out.name}")]
+            str(corpus), "--tokens", tokens, "--out", str(out), "--seed", "3", "--data-seed", "4", "--train", options,
+            "--work-dir", str(out.parent / f".work-{out.name}")]
     if "--init" not in extra:
         base += ["--model", MOE if kind == "scratch_moe" else MODEL]
     return base + list(extra)
@@ -76,8 +77,8 @@ def test_killed_run_resumes_to_identical_bytes(tmp_path, corpus_dir):
 
 def test_continued_run_starts_where_its_parent_stopped(tmp_path, corpus_dir):
     run_ok(train_cmd(corpus_dir, tmp_path / "parent"))
-    run_ok(train_cmd(corpus_dir, tmp_path / "child", "--init", str(tmp_path / "parent"), "--lr-policy", "continue",
-                     kind="dense_cont"))
+    run_ok(train_cmd(corpus_dir, tmp_path / "child", "--init", str(tmp_path / "parent"), kind="dense_cont",
+                     lr_policy="continue"))
     parent = json.loads((tmp_path / "parent" / "provenance.json").read_text())
     child = json.loads((tmp_path / "child" / "provenance.json").read_text())
     assert child["data"]["start_sequence"] == parent["data"]["end_sequence"] == parent["steps"] * 8
@@ -86,7 +87,7 @@ def test_continued_run_starts_where_its_parent_stopped(tmp_path, corpus_dir):
 
 
 def test_non_finite_loss_stops_with_one_line(tmp_path, corpus_dir):
-    res = subprocess.run(train_cmd(corpus_dir, tmp_path / "nan", "--lr", "1e30", "--grad-clip", "0"), cwd=REPO,
+    res = subprocess.run(train_cmd(corpus_dir, tmp_path / "nan", lr=1e30, grad_clip=0), cwd=REPO,
                          capture_output=True, text=True)
     assert res.returncode == 2, res.stderr
     last = res.stderr.strip().splitlines()[-1]
@@ -95,12 +96,13 @@ def test_non_finite_loss_stops_with_one_line(tmp_path, corpus_dir):
 
 
 @pytest.mark.parametrize(
-    ("extra", "message"),
-    [(["--tokens", "10"], "fewer than one step"), (["--model", "{bad json"], "--model"),
-     (["--min-lr-ratio", "2"], "--min-lr-ratio")],
+    ("extra", "train", "message"),
+    [(["--tokens", "10"], {}, "fewer than one step"), (["--model", "{bad json"], {}, "--model"),
+     ([], {"min_lr_ratio": 2}, "--train: config key 'train.min_lr_ratio'"), ([], {"lr_sched": "wsd"}, "unknown key")],
 )
-def test_bad_arguments_exit_2(tmp_path, corpus_dir, extra, message):
-    res = subprocess.run(train_cmd(corpus_dir, tmp_path / "x", *extra), cwd=REPO, capture_output=True, text=True)
+def test_bad_arguments_exit_2(tmp_path, corpus_dir, extra, train, message):
+    cmd = train_cmd(corpus_dir, tmp_path / "x", *extra, **train)
+    res = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
     assert res.returncode == 2 and message in res.stderr and "Traceback" not in res.stderr
 
 

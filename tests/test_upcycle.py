@@ -11,9 +11,10 @@ import torch
 from conftest import REPO, tiny_config
 
 from stages.core.cli import UserError
-from stages.model.transformer import Transformer, seed_generator
 from stages.model.config import MoEConfig
-from stages.upcycle import Recipe, drop_reinit, scaling_factor, upcycle
+from stages.model.transformer import Transformer, seed_generator
+from stages.surgery.recipe import UpcycleRecipe as Recipe
+from stages.surgery.upcycling import drop_reinit, scaling_factor, upcycle
 
 
 def dense_model(seed: int = 0, **kw) -> Transformer:
@@ -110,20 +111,20 @@ def test_same_seed_same_surgery():
 
 
 def test_cli_reports_step0_losses(tmp_path, corpus_dir):
+    from stages.core.record import RunRecord
     from stages.model.checkpoint import save_checkpoint
 
     dense = dense_model()
-    save_checkpoint(tmp_path / "dense", dense, {"run_id": "dense", "kind": "dense", "tokens": 0, "flops": 0.0,
-                                                "data": {"end_sequence": 0}})
+    save_checkpoint(tmp_path / "dense", dense, RunRecord(run_id="dense", kind="dense", code_hash="", torch_version=""))
     out = tmp_path / "moe"
     base = [sys.executable, "-m", "stages.upcycle", "--dense", str(tmp_path / "dense"), "--out", str(out),
             "--data", str(corpus_dir), "--seed", "1", "--eval-tokens", "512"]
-    subprocess.run(base + ["--experts", "4", "--top-k", "2", "--norm-topk-prob"], check=True, cwd=REPO,
+    subprocess.run(base + ["--moe", '{"experts": 4, "top_k": 2, "norm_topk_prob": true}'], check=True, cwd=REPO,
                    capture_output=True)
     report = json.loads((out / "surgery.json").read_text())
     assert abs(report["moe_val_loss"] - report["dense_val_loss"]) < 1e-5
     assert report["max_rel_logit_diff"] <= 1e-6
     prov = json.loads((out / "provenance.json").read_text())
     assert prov["lineage"][-1]["run_id"] == "dense" and prov["kind"] == "upcycle"
-    bad = subprocess.run(base + ["--experts", "2", "--top-k", "3"], cwd=REPO, capture_output=True, text=True)
+    bad = subprocess.run(base + ["--moe", '{"experts": 2, "top_k": 3}'], cwd=REPO, capture_output=True, text=True)
     assert bad.returncode == 2 and "top_k" in bad.stderr and "Traceback" not in bad.stderr

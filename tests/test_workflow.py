@@ -61,7 +61,7 @@ def test_paper_grid_on_the_slurm_profile_trains_on_gpus(tmp_path):
     train = re.search(r"rule moe:[\s\S]*?resources: ([^\n]*)\nShell command: ([^\n]*)", res.stdout)
     assert train, res.stdout[-2000:]
     assert "slurm_partition=gpu" in train[1] and "gpu=1" in train[1]
-    assert "--device cuda" in train[2] and "--dtype bf16" in train[2]
+    assert '"device":"cuda"' in train[2] and '"dtype":"bf16"' in train[2]
 
 
 def test_slurm_profile_dry_run_requests_gpus_for_training(tmp_path):

@@ -44,6 +44,19 @@ class Corpus:
     def tokens(self, split: str) -> np.ndarray:
         return read_token_file(self.path(split), self.vocab_size)
 
+    def check_checkpoint(self, vocab_size: int, tokenizer_sha256: str, who: str) -> None:
+        """Refuse a checkpoint trained with another tokenizer (the one check train, surgery and eval share)."""
+        if vocab_size != self.vocab_size:
+            raise UserError(
+                f"{who}: vocab_size {vocab_size} does not match {self.directory / MANIFEST} ({self.vocab_size}); "
+                "the checkpoint was trained with another tokenizer"
+            )
+        if tokenizer_sha256 and tokenizer_sha256 != self.sha256("tokenizer"):
+            raise UserError(
+                f"{who}: its tokenizer sha256 {tokenizer_sha256[:12]}... differs from {self.path('tokenizer')} "
+                f"({self.sha256('tokenizer')[:12]}...); data and checkpoint do not match"
+            )
+
 
 def open_corpus(directory: str | Path, verify: tuple[str, ...] = ("train", "val", "tokenizer")) -> Corpus:
     """Read ``manifest.json`` and check the sha256 of the files a stage is about to use."""

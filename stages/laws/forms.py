@@ -308,3 +308,8 @@ def get_law(name: str) -> Law:
         return LAWS[name]
     except KeyError:
         raise KeyError(f"unknown law {name!r}; valid laws: {', '.join(sorted(LAWS))}") from None
+
+
+def predict(law_name: str, params: Mapping[str, float], frame: pd.DataFrame) -> np.ndarray:
+    """Predicted loss at each row of ``frame`` from reported parameters (e.g. a fit JSON's ``params``)."""
+    return np.exp(get_law(law_name).log_predict(params, frame))

@@ -1,53 +1,83 @@
-"""Model shapes as plain data: what ``config.json`` holds and what config validation checks.
+"""Model shapes as typed option groups: what ``config.json`` holds and what config validation checks.
 
-Kept free of torch so that the Snakefile can validate a grid's model and MoE settings while building
-the DAG, with the same rules the model itself enforces.
+Each field is declared once, with its help, unit and bounds; the workflow's config schema (the ``models``
+entries and the routing half of each ``moe`` entry) is generated from these classes. Kept free of torch
+so that the Snakefile can validate a grid's model and MoE settings while building the DAG, with the same
+rules the model itself enforces.
 """
 
 from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import Any, Literal
 
+from stages.core.artifacts import read_json
 from stages.core.cli import UserError
+from stages.core.options import as_dict, check_bounds, option
+
+CONFIG = "config.json"  # the model's shape, next to its weights in every checkpoint directory
+
+LAYERS_SCHEMA = {
+    "oneOf": [
+        {"enum": ["all", "every_other"]},
+        {"type": "array", "items": {"type": "integer", "minimum": 0}, "minItems": 1, "uniqueItems": True},
+    ]
+}
 
 
 @dataclass(frozen=True)
 class MoEConfig:
-    """Mixture-of-experts settings; ``experts`` counts all routed experts (E, not the expansion rate)."""
+    """Mixture-of-experts routing; ``experts`` counts all routed experts (E, not the expansion rate)."""
 
-    experts: int
-    top_k: int
-    granularity: int = 1  # G: expert width = d_ff // G
-    norm_topk_prob: bool = False  # renormalise the k weights (== top-k then softmax, Mixtral style)
-    layers: tuple[int, ...] | None = None  # None: every layer
-    shared_expert_d_ff: int = 0  # 0: no shared expert
-    aux_loss_coef: float = 0.01  # Switch load-balancing loss, mean over MoE layers
-    z_loss_coef: float = 0.0  # router z-loss, mean over MoE layers
-    capacity_factor: float = 0.0  # 0: dropless; else drop lowest-probability assignments over capacity
+    experts: int = option(help="number of routed experts E", minimum=1)
+    top_k: int = option(help="experts per token", minimum=1)
+    granularity: int = option(1, help="G: expert width = d_ff / G", minimum=1)
+    norm_topk_prob: bool = option(False, help="renormalise the k weights (= top-k then softmax, Mixtral style)")
+    layers: tuple[int, ...] | Literal["all", "every_other"] = option(
+        "all", help="'all', 'every_other' (layers 1, 3, ...) or a list of layer indices", schema=LAYERS_SCHEMA
+    )
+    shared_expert_d_ff: int = option(0, help="width of a shared expert with a sigmoid gate (0: none)", minimum=0)
+    aux_loss_coef: float = option(0.01, help="Switch load-balancing loss coefficient, mean over MoE layers", minimum=0)
+    z_loss_coef: float = option(0.0, help="router z-loss coefficient, mean over MoE layers", minimum=0)
+    capacity_factor: float = option(
+        0.0, help="0: dropless; else drop the lowest-probability assignments over capacity", minimum=0
+    )
 
     def __post_init__(self) -> None:
-        if self.layers is not None:
+        if self.layers is None:  # checkpoints written before 'all' was spelled out
+            object.__setattr__(self, "layers", "all")
+        elif not isinstance(self.layers, str):
             object.__setattr__(self, "layers", tuple(int(i) for i in self.layers))
+
+    def layer_indices(self, n_layer: int) -> tuple[int, ...]:
+        """Indices of the MoE layers of an ``n_layer`` model (the one place 'every_other' is read)."""
+        if self.layers == "all":
+            return tuple(range(n_layer))
+        if self.layers == "every_other":
+            return tuple(range(1, n_layer, 2))
+        if isinstance(self.layers, str):
+            raise UserError(f"moe.layers: expected 'all', 'every_other' or a list of indices, got {self.layers!r}")
+        return tuple(sorted(set(self.layers)))
 
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """Shape of a transformer; stored as ``config.json`` next to the weights."""
+    """Shape of a transformer (Qwen2 conventions); stored as ``config.json`` next to the weights."""
 
-    vocab_size: int
-    n_layer: int
-    d_model: int
-    n_head: int
-    d_ff: int
-    n_kv_head: int = 0  # 0: same as n_head (plain multi-head attention)
-    max_seq_len: int = 256
-    rope_theta: float = 10000.0
-    norm_eps: float = 1e-6
-    qkv_bias: bool = False
-    tie_embeddings: bool = True
-    init_std: float = 0.02
+    vocab_size: int = option(help="vocabulary size (from the corpus tokenizer)", minimum=1)
+    n_layer: int = option(help="transformer blocks", minimum=1)
+    d_model: int = option(help="hidden width", minimum=1)
+    n_head: int = option(help="attention heads", minimum=1)
+    d_ff: int = option(help="SwiGLU hidden width", minimum=1)
+    n_kv_head: int = option(0, help="key/value heads (0 = n_head, no grouped KV)", minimum=0)
+    max_seq_len: int = option(256, help="context length (the training sequence length)", unit="tokens", minimum=1)
+    rope_theta: float = option(10000.0, help="rotary base", exclusive_minimum=0)
+    norm_eps: float = option(1e-6, help="RMSNorm epsilon", exclusive_minimum=0)
+    qkv_bias: bool = option(False, help="biases on the q/k/v projections")
+    tie_embeddings: bool = option(True, help="output head shares the input embedding")
+    init_std: float = option(0.02, help="std of the normal initialisation of every matrix", exclusive_minimum=0)
     moe: MoEConfig | None = field(default=None)
 
     def __post_init__(self) -> None:
@@ -68,18 +98,11 @@ class ModelConfig:
 
     def moe_layers(self) -> tuple[int, ...]:
         """Indices of the layers whose feed-forward block is an MoE layer."""
-        if self.moe is None:
-            return ()
-        if self.moe.layers is None:
-            return tuple(range(self.n_layer))
-        return tuple(sorted(set(self.moe.layers)))
+        return () if self.moe is None else self.moe.layer_indices(self.n_layer)
 
     def validate(self) -> None:
         """Reject shapes the model cannot build, naming the offending key."""
-        positive = ("vocab_size", "n_layer", "d_model", "n_head", "d_ff", "n_kv_head", "max_seq_len")
-        for key in positive:
-            if int(getattr(self, key)) <= 0:
-                raise UserError(f"model.{key}: must be a positive integer, got {getattr(self, key)}")
+        check_bounds(self, "model")
         if self.d_model % self.n_head:
             raise UserError(f"model.n_head: {self.n_head} does not divide d_model={self.d_model}")
         if self.head_dim % 2:
@@ -91,24 +114,33 @@ class ModelConfig:
         moe = self.moe
         if moe is None:
             return
-        if moe.experts < 1:
-            raise UserError(f"moe.experts: must be >= 1, got {moe.experts}")
+        check_bounds(moe, "moe")
         if not 1 <= moe.top_k <= moe.experts:
             raise UserError(f"moe.top_k: must be between 1 and experts={moe.experts}, got {moe.top_k}")
-        if moe.granularity < 1 or self.d_ff % moe.granularity:
+        if self.d_ff % moe.granularity:
             raise UserError(f"moe.granularity: {moe.granularity} does not divide d_ff={self.d_ff}")
-        for key in ("aux_loss_coef", "z_loss_coef", "capacity_factor", "shared_expert_d_ff"):
-            if getattr(moe, key) < 0:
-                raise UserError(f"moe.{key}: must be >= 0, got {getattr(moe, key)}")
         for i in self.moe_layers():
             if not 0 <= i < self.n_layer:
                 raise UserError(f"moe.layers: layer {i} outside 0..{self.n_layer - 1}")
 
     def to_dict(self) -> dict[str, Any]:
-        d = dataclasses.asdict(self)
-        if self.moe is not None and self.moe.layers is not None:
-            d["moe"]["layers"] = list(self.moe.layers)
+        d = as_dict(dataclasses.replace(self, moe=None))
+        d["moe"] = None if self.moe is None else as_dict(self.moe)
         return d
+
+    @classmethod
+    def read(cls, directory: str | Path) -> ModelConfig:
+        """The ``config.json`` of a checkpoint directory, checked (torch-free: collect reads it too)."""
+        path = Path(directory) / CONFIG
+        data = read_json(path)
+        if not isinstance(data, dict):
+            raise UserError(f"{path}: expected a JSON object")
+        try:
+            return cls.from_dict(data)
+        except TypeError as err:
+            raise UserError(f"{path}: invalid model config ({err})") from None
+        except UserError as err:
+            raise UserError(f"{path}: {err}") from None
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ModelConfig:

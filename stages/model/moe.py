@@ -16,8 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from stages.model.layers import MLP, at_least_fp32
 from stages.model.config import ModelConfig
+from stages.model.layers import MLP, at_least_fp32
 
 
 def route(logits: torch.Tensor, top_k: int, norm_topk_prob: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

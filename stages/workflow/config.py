@@ -8,18 +8,17 @@ a half-finished grid. Torch-free on purpose (DAG building must stay fast).
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import yaml
-from jsonschema import Draft202012Validator, validators
-from jsonschema.exceptions import ValidationError, best_match
 
 from stages.core.cli import UserError, parse_tokens
+from stages.core.options import from_mapping, pick, validate
 from stages.model.config import ModelConfig, MoEConfig
+from stages.surgery.recipe import UpcycleRecipe, check_compatible
+from stages.workflow.schema import config_schema
 
-SCHEMA = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
 # the fits (config["fits"] names) each figure draws; "*" = every enabled fit
 FIGURE_FITS: dict[str, tuple[str, ...]] = {
     "loss_vs_d2": ("upcycled",),
@@ -35,54 +34,6 @@ REQUIRED_FITS = {"alpha_eff": ("upcycled",), "threshold": ("upcycled", "scratch_
 TOKEN_KEYS = {"dense": ("d1",), "upcycled": ("d1", "d2"), "scratch_moe": ("d",), "dense_cont": ("d1", "d2")}
 
 
-def _with_defaults(validator_class: Any) -> Any:
-    """A validator that fills ``default`` values of missing properties before validating them."""
-    validate_properties = validator_class.VALIDATORS["properties"]
-
-    def set_defaults(validator: Any, properties: dict, instance: Any, schema: dict) -> Iterator[ValidationError]:
-        if isinstance(instance, dict):
-            for key, sub in properties.items():
-                if isinstance(sub, dict) and "default" in sub and key not in instance:
-                    instance[key] = copy.deepcopy(sub["default"])
-        yield from validate_properties(validator, properties, instance, schema)
-
-    return validators.extend(validator_class, {"properties": set_defaults})
-
-
-DefaultingValidator = _with_defaults(Draft202012Validator)
-
-
-def _key(path: Any) -> str:
-    return ".".join(str(p) for p in path) or "<top level>"
-
-
-def _describe(error: ValidationError) -> str:
-    """One line for a schema error, naming the key."""
-    key = _key(error.absolute_path)
-    v, value = error.validator, error.instance
-    if v == "additionalProperties":
-        allowed = sorted(error.schema.get("properties", {}))
-        unknown = sorted(set(value) - set(allowed)) if isinstance(value, dict) else []
-        where = f"{key}.{unknown[0]}" if unknown and key != "<top level>" else (unknown[0] if unknown else key)
-        hint = f" (allowed: {', '.join(allowed)})" if allowed else ""
-        return f"config key '{where}': unknown key{hint}"
-    if v == "required":
-        return f"config key '{key}': {error.message}"
-    if v == "type":
-        return f"config key '{key}': expected {error.validator_value}, got {value!r}"
-    if v in ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"):
-        return f"config key '{key}': {value!r} is out of range ({v} {error.validator_value})"
-    if v in ("minItems", "minProperties"):
-        return f"config key '{key}': must not be empty"
-    if v == "uniqueItems":
-        return f"config key '{key}': has duplicate entries {value!r}"
-    if v == "pattern":
-        return f"config key '{key}': {value!r} is not valid (expected e.g. 250K, 1M, 4096 or a simple name)"
-    if v == "enum":
-        return f"config key '{key}': {value!r} is not one of {error.validator_value}"
-    return f"config key '{key}': {error.message}"
-
-
 def load_yaml(path: str | Path) -> dict[str, Any]:
     try:
         with open(path, encoding="utf-8") as f:
@@ -96,35 +47,29 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     return data
 
 
-def validate_config(config: dict[str, Any], schema_path: str | Path = SCHEMA) -> dict[str, Any]:
+def validate_config(config: dict[str, Any]) -> dict[str, Any]:
     """Return a validated copy of ``config`` with defaults filled in; raise UserError naming the key."""
-    schema = load_yaml(schema_path)
     cfg = copy.deepcopy(dict(config))
-    error = best_match(DefaultingValidator(schema).iter_errors(cfg))
-    if error is not None:
-        raise UserError(_describe(error))
+    validate(cfg, config_schema())
     _check_semantics(cfg)
     return cfg
+
+
+def moe_config(cfg: dict[str, Any], moe: str) -> MoEConfig:
+    """The routing group of MoE variant ``moe`` (its other keys belong to the recipe and the lr policy)."""
+    return from_mapping(MoEConfig, pick(MoEConfig, cfg["moe"][moe]), f"moe.{moe}")
+
+
+def upcycle_recipe(cfg: dict[str, Any], moe: str) -> UpcycleRecipe:
+    """The upcycling recipe of MoE variant ``moe``."""
+    return from_mapping(UpcycleRecipe, pick(UpcycleRecipe, cfg["moe"][moe]), f"moe.{moe}")
 
 
 def model_config(cfg: dict[str, Any], name: str, moe: str | None = None) -> ModelConfig:
     """The ModelConfig of grid model ``name`` (optionally with MoE variant ``moe``)."""
     spec = dict(cfg["models"][name])
     spec.update(vocab_size=cfg["data"]["vocab_size"], max_seq_len=cfg["train"]["seq_len"])
-    moe_spec = None
-    if moe is not None:
-        m = cfg["moe"][moe]
-        layers = m["layers"]
-        if layers == "all":
-            layers = None
-        elif layers == "every_other":
-            layers = list(range(1, spec["n_layer"], 2))
-        moe_spec = MoEConfig(
-            experts=m["experts"], top_k=m["top_k"], granularity=m["granularity"], norm_topk_prob=m["norm_topk_prob"],
-            layers=layers, shared_expert_d_ff=m["shared_expert_d_ff"], aux_loss_coef=m["aux_loss_coef"],
-            z_loss_coef=m["z_loss_coef"], capacity_factor=m["capacity_factor"],
-        )
-    return ModelConfig(**spec, moe=moe_spec)
+    return ModelConfig(**spec, moe=moe_config(cfg, moe) if moe is not None else None)
 
 
 def _check_semantics(cfg: dict[str, Any]) -> None:
@@ -142,12 +87,11 @@ def _check_semantics(cfg: dict[str, Any]) -> None:
             model_config(cfg, name)
         except UserError as err:
             raise UserError(f"config key 'models.{name}': {err}") from None
-    for name, m in cfg["moe"].items():
-        if m["method"] == "virtual_group" and m["experts"] % m["granularity"]:
-            raise UserError(f"config key 'moe.{name}.experts': {m['experts']} is not a multiple of granularity "
-                            f"{m['granularity']} (virtual_group)")
-        if m["drop_ratio"] and m["method"] != "drop":
-            raise UserError(f"config key 'moe.{name}.drop_ratio': only used by method 'drop'")
+    for name in cfg["moe"]:
+        try:
+            upcycle_recipe(cfg, name)
+        except UserError as err:
+            raise UserError(f"config key 'moe.{name}': {err}") from None
     tokens_per_step = cfg["train"]["batch_size"] * cfg["train"]["seq_len"]
     for kind, section in cfg["grid"].items():
         if not section:
@@ -160,6 +104,8 @@ def _check_semantics(cfg: dict[str, Any]) -> None:
                     raise UserError(f"config key 'grid.{kind}.moe': {moe!r} is not defined under 'moe'")
                 try:
                     model_config(cfg, model, moe)
+                    if kind == "upcycled":
+                        check_compatible(upcycle_recipe(cfg, moe), moe_config(cfg, moe), cfg["models"][model]["d_ff"])
                 except UserError as err:
                     raise UserError(f"config key 'moe.{moe}' (with model {model!r}): {err}") from None
         for key in TOKEN_KEYS[kind]:

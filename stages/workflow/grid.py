@@ -1,6 +1,6 @@
 """The study's grid: which runs exist, where they live, and the seeds and arguments they get.
 
-Paths follow DESIGN section 3; the prefix of a path names its upstream run, so one dense checkpoint
+The prefix of a path names its upstream run, so one dense checkpoint
 feeds every upcycled and continued run built on it with no extra code. Seeds derive from a run's
 identity without its token budgets, so runs that differ only in D share initialisation and data order
 (common random numbers: smoother curves for the same compute). Torch-free: the Snakefile uses it.
@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shlex
 from dataclasses import dataclass
 from typing import Any
 
 from stages.core.cli import parse_tokens
+from stages.core.options import from_mapping, pick, to_json
 from stages.model.compute import param_counts
-from stages.workflow.config import model_config
+from stages.training.options import TrainConfig
+from stages.workflow.config import model_config, moe_config, upcycle_recipe
 
 RESULTS = "results"
 
@@ -107,46 +108,24 @@ class Grid:
         return derive_seed(self.cfg["seed"], kind, model, moe)
 
     def model_json(self, model: str, moe: str | None = None) -> str:
-        """The JSON model spec for ``stages.train --model`` (vocab and context filled in by the stage)."""
+        """The JSON model shape for ``stages.train --model`` (vocab and context filled in by the stage)."""
         spec = model_config(self.cfg, model, moe).to_dict()
         for key in ("vocab_size", "max_seq_len"):
             spec.pop(key)
         return json.dumps(spec, sort_keys=True, separators=(",", ":"))
 
-    def train_args(self, lr_policy: str = "cosine") -> str:
-        """Command-line flags shared by every training job (a Snakemake param: a change reruns training)."""
-        t = self.cfg["train"]
-        flags = {
-            "--seq-len": t["seq_len"], "--batch-size": t["batch_size"], "--lr": t["lr"],
-            "--min-lr-ratio": t["min_lr_ratio"], "--warmup-frac": t["warmup_frac"],
-            "--weight-decay": t["weight_decay"], "--beta1": t["beta1"], "--beta2": t["beta2"],
-            "--adam-eps": t["adam_eps"], "--grad-clip": t["grad_clip"], "--flops-convention": t["flops_convention"],
-            "--device": t["device"], "--dtype": t["dtype"], "--lr-policy": lr_policy,
-        }
-        return " ".join(f"{k} {shlex.quote(str(v))}" for k, v in flags.items())
+    def train_json(self, lr_policy: str = "cosine") -> str:
+        """The training option group every training job gets (a Snakemake param: a change reruns training)."""
+        return to_json(from_mapping(TrainConfig, {**pick(TrainConfig, self.cfg["train"]), "lr_policy": lr_policy},
+                                    "train"))
 
-    def runtime_args(self) -> str:
-        """Flags that do not change results (threads, logging, progress checkpoints): not rerun triggers."""
-        t = self.cfg["train"]
-        return f"--threads {t['threads']} --log-every {t['log_every']} --save-every {t['save_every']}"
+    def moe_json(self, moe: str) -> str:
+        """The routing group of MoE variant ``moe`` for ``stages.upcycle --moe``."""
+        return to_json(moe_config(self.cfg, moe))
 
-    def upcycle_args(self, moe: str) -> str:
-        """Flags of ``stages.upcycle`` for MoE variant ``moe``."""
-        m = self.cfg["moe"][moe]
-        layers = m["layers"] if isinstance(m["layers"], str) else ",".join(str(i) for i in m["layers"])
-        flags = [
-            f"--experts {m['experts']}", f"--top-k {m['top_k']}", f"--granularity {m['granularity']}",
-            f"--moe-layers {shlex.quote(layers)}", f"--shared-expert-d-ff {m['shared_expert_d_ff']}",
-            f"--aux-loss-coef {m['aux_loss_coef']}", f"--z-loss-coef {m['z_loss_coef']}",
-            f"--capacity-factor {m['capacity_factor']}", f"--method {m['method']}",
-            f"--router-init {m['router_init']}", f"--router-std {m['router_std']}",
-            f"--scale-spread {m['scale_spread']}", f"--noise-std {m['noise_std']}", f"--drop-ratio {m['drop_ratio']}",
-        ]
-        if m["norm_topk_prob"]:
-            flags.append("--norm-topk-prob")
-        if m["drop_per_matrix_indices"]:
-            flags.append("--drop-per-matrix-indices")
-        return " ".join(flags)
+    def recipe_json(self, moe: str) -> str:
+        """The upcycling recipe of MoE variant ``moe`` for ``stages.upcycle --recipe``."""
+        return to_json(upcycle_recipe(self.cfg, moe))
 
     def labels_json(self, run: Run) -> str:
         return json.dumps(run.labels(), sort_keys=True, separators=(",", ":"))

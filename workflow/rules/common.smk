@@ -1,33 +1,53 @@
-# Config -> grid, path templates, wildcard constraints, code hashes. No torch here: DAG building stays fast.
+# Config -> grid, path templates, wildcard constraints, code hashes and the helper functions of the rules.
+# No torch here: DAG building stays fast.
+import json
 import os
 import shlex
 import sys
 from pathlib import Path
 
-# Jobs run `python -m stages.X` from this checkout (the same code the rerun hashes below are taken from),
-# whether or not the package is installed.
+from snakemake.settings.types import DeploymentMethod
+
+# The stages package is imported from this checkout (the same code the rerun hashes below are taken from),
+# whether or not it is installed.
 sys.path.insert(0, workflow.basedir)
-os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (workflow.basedir, os.environ.get("PYTHONPATH")) if p)
 
 from stages.core.cli import UserError
 from stages.core.codehash import code_hash
 from stages.workflow.config import FIGURE_FITS, validate_config
 from stages.workflow.grid import RESULTS, Grid, Run
 
+
+def _job_environment():
+    """Shell prefix of every job: `python -m stages.X` runs this checkout's code with the interpreter that runs
+    Snakemake (or, under --software-deployment-method conda, the rule's conda environment)."""
+    prefix = f"export PYTHONPATH={shlex.quote(workflow.basedir)}${{PYTHONPATH:+:$PYTHONPATH}}; "
+    if DeploymentMethod.CONDA not in workflow.deployment_settings.deployment_method:
+        prefix += f"export PATH={shlex.quote(str(Path(sys.executable).parent))}:$PATH; "
+    return prefix.replace("{", "{{").replace("}", "}}")  # shell.prefix formats its text
+
+
+shell.prefix(_job_environment())
+
 try:
-    config.update(validate_config(config, Path(workflow.basedir) / "workflow" / "schemas" / "config.schema.yaml"))
+    config.update(validate_config(config))
 except UserError as err:
     print(f"error: {err}", file=sys.stderr)
     sys.exit(2)
 
 GRID = Grid(config)
-PYTHON = shlex.quote(sys.executable)
 CORPUS = GRID.corpus_dir
 DATA = multiext(f"{CORPUS}/", "train.bin", "val.bin", "tokenizer.json", "manifest.json")
 CKPT = ("model.safetensors", "config.json", "provenance.json")
-SAVE_EVERY = config["train"]["save_every"]  # progress checkpoints only: deliberately not a rerun trigger
 RUNS_TABLE = [f"{RESULTS}/tables/runs.csv", f"{RESULTS}/tables/runs.parquet"]
-FIT_FILES = [f"{RESULTS}/fits/{name}.json" for name, fit in config["fits"].items() if fit]
+ENABLED_FITS = [name for name, fit in config["fits"].items() if fit]
+FIT_FILES = [f"{RESULTS}/fits/{name}.json" for name in ENABLED_FITS]
+FIGURE_FILES = [f"{RESULTS}/figures/{name}.{ext}" for name in config["figures"] for ext in ("png", "pdf")]
+TABLE_FILES = [f"{RESULTS}/fits/fit_params.{ext}" for ext in ("csv", "md")] if ENABLED_FITS else []
+PLAN_FILES = [f"{RESULTS}/tables/plan.csv"] if config["planner"] else []
+# Runtime settings of training jobs, passed as arguments but deliberately not params (not rerun triggers):
+# progress checkpoints only resume a killed job.
+RUNTIME = {"save_every": config["train"]["save_every"]}
 
 
 wildcard_constraints:
@@ -44,3 +64,15 @@ wildcard_constraints:
 def checkpoint_files(directory, *extra):
     """The declared files of a checkpoint directory (model.safetensors, config.json, provenance.json, ...)."""
     return multiext(f"{directory}/", *CKPT, *extra)
+
+
+def fit_spec(w):
+    """The fit option group of config["fits"][name] as the JSON `stages.fit --spec` reads."""
+    return json.dumps(config["fits"][w.fit], sort_keys=True, separators=(",", ":"))
+
+
+def figure_fits(w):
+    """The fit files a figure draws (stages.workflow.config.FIGURE_FITS; "*" = every enabled fit)."""
+    wanted = FIGURE_FITS[w.figure]
+    names = ENABLED_FITS if "*" in wanted else [f for f in wanted if f in ENABLED_FITS]
+    return [f"{RESULTS}/fits/{name}.json" for name in names]

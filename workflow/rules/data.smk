@@ -7,6 +7,7 @@ rule data:
     output:
         multiext(f"{RESULTS}/data/{{corpus}}/", "train.bin", "val.bin", "tokenizer.json", "manifest.json"),
     params:
+        out=lambda w: f"{RESULTS}/data/{w.corpus}",
         sources=",".join(config["data"]["sources"]),
         vocab_size=config["data"]["vocab_size"],
         val_fraction=config["data"]["val_fraction"],
@@ -16,7 +17,8 @@ rule data:
     benchmark:
         "benchmarks/data/{corpus}.tsv"
     threads: 2
+    conda:
+        "../envs/stages.yaml"
     shell:
-        "{PYTHON} -m stages.data --out {RESULTS}/data/{wildcards.corpus} --sources {params.sources:q} "
-        "--files {input:q} --vocab-size {params.vocab_size} --val-fraction {params.val_fraction} "
-        "--threads {threads} > {log} 2>&1"
+        "python -m stages.data --out {params.out} --sources {params.sources:q} --files {input:q} "
+        "--vocab-size {params.vocab_size} --val-fraction {params.val_fraction} --threads {threads} > {log} 2>&1"

@@ -1,54 +1,66 @@
 # Dense pretraining over model sizes x D1, and the dense-continued baseline (D1 then D2 more tokens).
+# Every training job gets one validated JSON per option group (--model, --train); `save_every` is a resource,
+# not a param: progress checkpoints only resume a killed job and must not trigger reruns.
 
 
 rule dense:
     input:
-        DATA,
+        corpus=DATA,
     output:
         checkpoint_files(f"{RESULTS}/dense/{{model}}/d1_{{d1}}", "metrics.csv"),
     params:
+        run_id=lambda w: Run("dense", w.model, d1=w.d1).run_id,
+        out=lambda w: Run("dense", w.model, d1=w.d1).directory,
+        data=lambda w, input: os.path.dirname(input.corpus[0]),
         model=lambda w: GRID.model_json(w.model),
+        train=GRID.train_json(),
         labels=lambda w: GRID.labels_json(Run("dense", w.model, d1=w.d1)),
         seed=lambda w: GRID.seed("dense", w.model),
         data_seed=GRID.data_seed(),
-        train=GRID.train_args(),
-        log_every=config["train"]["log_every"],
         code=code_hash("train"),
+    resources:
+        save_every=RUNTIME["save_every"],
     log:
         "logs/dense/{model}/d1_{d1}.log",
     benchmark:
         "benchmarks/dense/{model}/d1_{d1}.tsv"
     threads: config["train"]["threads"]
+    conda:
+        "../envs/stages.yaml"
     shell:
-        "{PYTHON} -m stages.train --kind dense --run-id dense/{wildcards.model}/d1_{wildcards.d1} "
-        "--data {CORPUS} --tokens {wildcards.d1} --model {params.model:q} --labels {params.labels:q} "
-        "--seed {params.seed} --data-seed {params.data_seed} {params.train} --log-every {params.log_every} "
-        "--threads {threads} --save-every {SAVE_EVERY} --out {RESULTS}/dense/{wildcards.model}/d1_{wildcards.d1} "
-        "> {log} 2>&1"
+        "python -m stages.train --kind dense --run-id {params.run_id} --data {params.data} --tokens {wildcards.d1} "
+        "--model {params.model:q} --train {params.train:q} --labels {params.labels:q} --seed {params.seed} "
+        "--data-seed {params.data_seed} --threads {threads} --save-every {resources.save_every} "
+        "--out {params.out} > {log} 2>&1"
 
 
 rule dense_cont:
     input:
-        DATA,
-        checkpoint_files(f"{RESULTS}/dense/{{model}}/d1_{{d1}}"),
+        corpus=DATA,
+        parent=checkpoint_files(f"{RESULTS}/dense/{{model}}/d1_{{d1}}"),
     output:
         checkpoint_files(f"{RESULTS}/dense_cont/{{model}}/d1_{{d1}}/d2_{{d2}}", "metrics.csv"),
     params:
+        run_id=lambda w: Run("dense_cont", w.model, d1=w.d1, d2=w.d2).run_id,
+        out=lambda w: Run("dense_cont", w.model, d1=w.d1, d2=w.d2).directory,
+        init=lambda w: Run("dense", w.model, d1=w.d1).directory,
+        data=lambda w, input: os.path.dirname(input.corpus[0]),
+        train=GRID.train_json(config["train"]["dense_cont_lr_policy"]),
         labels=lambda w: GRID.labels_json(Run("dense_cont", w.model, d1=w.d1, d2=w.d2)),
         seed=lambda w: GRID.seed("dense_cont", w.model),
         data_seed=GRID.data_seed(),
-        train=GRID.train_args(config["train"]["dense_cont_lr_policy"]),
-        log_every=config["train"]["log_every"],
         code=code_hash("train"),
+    resources:
+        save_every=RUNTIME["save_every"],
     log:
         "logs/dense_cont/{model}/d1_{d1}/d2_{d2}.log",
     benchmark:
         "benchmarks/dense_cont/{model}/d1_{d1}/d2_{d2}.tsv"
     threads: config["train"]["threads"]
+    conda:
+        "../envs/stages.yaml"
     shell:
-        "{PYTHON} -m stages.train --kind dense_cont "
-        "--run-id dense_cont/{wildcards.model}/d1_{wildcards.d1}/d2_{wildcards.d2} "
-        "--data {CORPUS} --tokens {wildcards.d2} --init {RESULTS}/dense/{wildcards.model}/d1_{wildcards.d1} "
-        "--labels {params.labels:q} --seed {params.seed} --data-seed {params.data_seed} {params.train} "
-        "--log-every {params.log_every} --threads {threads} --save-every {SAVE_EVERY} "
-        "--out {RESULTS}/dense_cont/{wildcards.model}/d1_{wildcards.d1}/d2_{wildcards.d2} > {log} 2>&1"
+        "python -m stages.train --kind dense_cont --run-id {params.run_id} --data {params.data} "
+        "--tokens {wildcards.d2} --init {params.init} --train {params.train:q} --labels {params.labels:q} "
+        "--seed {params.seed} --data-seed {params.data_seed} --threads {threads} "
+        "--save-every {resources.save_every} --out {params.out} > {log} 2>&1"

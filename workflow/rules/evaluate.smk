@@ -9,29 +9,33 @@ rule evaluate:
     output:
         f"{RESULTS}/eval/{{run}}/eval.json",
     params:
+        checkpoint=lambda w: f"{RESULTS}/{w.run}",
         max_tokens=config["evaluate"]["max_tokens"],
         batch_size=config["evaluate"]["batch_size"],
         code=code_hash("evaluate"),
     log:
         "logs/eval/{run}.log",
     threads: config["train"]["threads"]
+    conda:
+        "../envs/stages.yaml"
     shell:
-        "{PYTHON} -m stages.evaluate --checkpoint {RESULTS}/{wildcards.run} --tokens {input.val} "
+        "python -m stages.evaluate --checkpoint {params.checkpoint} --tokens {input.val} "
         "--max-tokens {params.max_tokens} --batch-size {params.batch_size} --threads {threads} "
         "--out {output} > {log} 2>&1"
 
 
 rule collect:
     input:
-        [run.eval_json for run in GRID.runs],
-        [f"{d}/surgery.json" for d in GRID.upcycle_inits()],
+        evals=[run.eval_json for run in GRID.runs],
+        surgery=[f"{d}/surgery.json" for d in GRID.upcycle_inits()],
     output:
         csv=RUNS_TABLE[0],
         parquet=RUNS_TABLE[1],
     params:
-        evals=" ".join(run.eval_json for run in GRID.runs),
         code=code_hash("collect"),
     log:
         "logs/collect.log",
+    conda:
+        "../envs/stages.yaml"
     shell:
-        "{PYTHON} -m stages.collect --evals {params.evals} --out {output.csv} --parquet {output.parquet} > {log} 2>&1"
+        "python -m stages.collect --evals {input.evals} --out {output.csv} --parquet {output.parquet} > {log} 2>&1"

@@ -4,12 +4,17 @@
 
 rule upcycle:
     input:
-        DATA,
-        checkpoint_files(f"{RESULTS}/dense/{{model}}/d1_{{d1}}"),
+        corpus=DATA,
+        dense=checkpoint_files(f"{RESULTS}/dense/{{model}}/d1_{{d1}}"),
     output:
         checkpoint_files(f"{RESULTS}/upcycled/{{model}}/d1_{{d1}}/{{moe}}", "surgery.json"),
     params:
-        recipe=lambda w: GRID.upcycle_args(w.moe),
+        run_id=lambda w: f"upcycled/{w.model}/d1_{w.d1}/{w.moe}",
+        out=lambda w: f"{RESULTS}/upcycled/{w.model}/d1_{w.d1}/{w.moe}",
+        dense=lambda w: Run("dense", w.model, d1=w.d1).directory,
+        data=lambda w, input: os.path.dirname(input.corpus[0]),
+        moe=lambda w: GRID.moe_json(w.moe),
+        recipe=lambda w: GRID.recipe_json(w.moe),
         labels=lambda w: GRID.labels_json(Run("upcycled", w.model, w.moe, d1=w.d1)),
         seed=lambda w: GRID.seed("upcycle", w.model, w.moe),
         eval_tokens=config["upcycle_eval_tokens"],
@@ -17,9 +22,9 @@ rule upcycle:
     log:
         "logs/upcycled/{model}/d1_{d1}/{moe}.log",
     threads: config["train"]["threads"]
+    conda:
+        "../envs/stages.yaml"
     shell:
-        "{PYTHON} -m stages.upcycle --dense {RESULTS}/dense/{wildcards.model}/d1_{wildcards.d1} "
-        "--data {CORPUS} --eval-tokens {params.eval_tokens} --seed {params.seed} {params.recipe} "
-        "--run-id upcycled/{wildcards.model}/d1_{wildcards.d1}/{wildcards.moe} --labels {params.labels:q} "
-        "--threads {threads} --out {RESULTS}/upcycled/{wildcards.model}/d1_{wildcards.d1}/{wildcards.moe} "
-        "> {log} 2>&1"
+        "python -m stages.upcycle --dense {params.dense} --data {params.data} --eval-tokens {params.eval_tokens} "
+        "--seed {params.seed} --moe {params.moe:q} --recipe {params.recipe:q} --run-id {params.run_id} "
+        "--labels {params.labels:q} --threads {threads} --out {params.out} > {log} 2>&1"

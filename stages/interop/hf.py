@@ -1,0 +1,236 @@
+"""Hugging Face transformers checkpoints (``config.json`` + ``model.safetensors``, loaded by
+``AutoModelForCausalLM``) to and from ours, as exact renames of the same fp32 tensors.
+
+- A dense model becomes ``Qwen2ForCausalLM``; an MoE model ``Qwen2MoeForCausalLM`` with
+  ``decoder_sparse_step=1`` and the non-MoE layers in ``mlp_only_layers`` (any layer set fits).
+- Qwen2 always has q/k/v biases: a dense model without them gets zero biases (exact). The import
+  reads a dense model's ``qkv_bias`` from the weights (any non-zero bias); Qwen2-MoE has the flag.
+- Qwen2-MoE always builds a shared expert: without ours it gets width 0, whose output is exactly zero.
+  The import drops a shared expert of width 0 or with all-zero down projections (also exactly zero).
+- Experts are written one module per expert (``mlp.experts.{e}.{gate,up,down}_proj.weight``), the
+  layout transformers itself saves and 4.x loads (checked with 4.57 and 5.23); the import also reads
+  the packed 3-D layout and sharded (``model.safetensors.index.json``) directories.
+- The import refuses what the model cannot compute (other activations, sliding windows, scaled RoPE,
+  a head_dim other than hidden_size / heads, an expert width that does not divide intermediate_size)
+  and ignores ``attention_dropout`` (training-only).
+- The balancing coefficient is written as ``aux_loss_coef / top_k``: Qwen2-MoE counts k assignments
+  per token where we count fractions, so the terms agree for one MoE layer; with several, transformers
+  averages the layers' statistics before the product, we average per-layer losses.
+- Token dropping (``capacity_factor > 0``) cannot be expressed (Qwen2-MoE is dropless): an error.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import save_file
+
+from stages.core.artifacts import atomic_path, read_json, sha256_file, write_json
+from stages.core.cli import UserError
+from stages.interop.common import require, save_import, staged_dir
+from stages.model.checkpoint import checked_model, load_model, load_weights, state_dict_for_saving
+from stages.model.config import ModelConfig, MoEConfig
+
+HF_CONFIG = "config.json"
+HF_WEIGHTS = "model.safetensors"
+HF_INDEX = "model.safetensors.index.json"
+_PER_EXPERT = re.compile(r"(.+\.mlp\.experts)\.(\d+)\.(gate|up|down)_proj\.weight")
+_QKV_BIAS = re.compile(r".+\.self_attn\.[qkv]_proj\.bias")
+
+
+def hf_config(cfg: ModelConfig) -> dict[str, Any]:
+    """``config.json`` of the Qwen2 (dense) or Qwen2-MoE model that computes the same function."""
+    moe = cfg.moe
+    if moe is not None and moe.capacity_factor > 0:
+        raise UserError(f"moe.capacity_factor={moe.capacity_factor}: Hugging Face Qwen2-MoE is dropless and cannot "
+                        "express token dropping; export a model trained with capacity_factor 0")
+    out: dict[str, Any] = {
+        "architectures": ["Qwen2MoeForCausalLM" if moe else "Qwen2ForCausalLM"],
+        "model_type": "qwen2_moe" if moe else "qwen2",
+        "vocab_size": cfg.vocab_size,
+        "hidden_size": cfg.d_model,
+        "intermediate_size": cfg.d_ff,
+        "num_hidden_layers": cfg.n_layer,
+        "num_attention_heads": cfg.n_head,
+        "num_key_value_heads": cfg.n_kv_head,
+        "hidden_act": "silu",
+        "max_position_embeddings": cfg.max_seq_len,
+        "initializer_range": cfg.init_std,
+        "rms_norm_eps": cfg.norm_eps,
+        "tie_word_embeddings": cfg.tie_embeddings,
+        "rope_theta": float(cfg.rope_theta),  # transformers 4.x; 5.x reads rope_parameters
+        "rope_parameters": {"rope_type": "default", "rope_theta": float(cfg.rope_theta)},
+        "use_sliding_window": False,
+        "attention_dropout": 0.0,
+        "torch_dtype": "float32",
+    }
+    if moe is not None:
+        sparse = set(cfg.moe_layers())
+        out.update({
+            "num_experts": moe.experts,
+            "num_experts_per_tok": moe.top_k,
+            "norm_topk_prob": moe.norm_topk_prob,
+            "moe_intermediate_size": cfg.expert_d_ff,
+            "shared_expert_intermediate_size": moe.shared_expert_d_ff,
+            "decoder_sparse_step": 1,
+            "mlp_only_layers": [i for i in range(cfg.n_layer) if i not in sparse],
+            "router_aux_loss_coef": moe.aux_loss_coef / moe.top_k,
+            "output_router_logits": False,
+            "qkv_bias": cfg.qkv_bias,
+        })
+    return out
+
+
+def hf_state(cfg: ModelConfig, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Our tensors under Hugging Face names: experts split per expert, absent biases and shared experts zero."""
+    out: dict[str, torch.Tensor] = {}
+    for name, tensor in state.items():
+        if name.endswith(".mlp.experts.gate_up_proj"):
+            prefix = name.removesuffix("gate_up_proj")
+            gate, up = tensor.chunk(2, dim=1)
+            for e in range(tensor.shape[0]):
+                out[f"{prefix}{e}.gate_proj.weight"] = gate[e].contiguous()
+                out[f"{prefix}{e}.up_proj.weight"] = up[e].contiguous()
+        elif name.endswith(".mlp.experts.down_proj"):
+            prefix = name.removesuffix("down_proj")
+            for e in range(tensor.shape[0]):
+                out[f"{prefix}{e}.down_proj.weight"] = tensor[e].contiguous()
+        else:
+            out[name] = tensor
+    d, kv = cfg.d_model, cfg.n_kv_head * cfg.head_dim
+    for i in range(cfg.n_layer):
+        layer = f"model.layers.{i}"
+        if cfg.moe is None and not cfg.qkv_bias:
+            for proj, width in (("q", cfg.n_head * cfg.head_dim), ("k", kv), ("v", kv)):
+                out[f"{layer}.self_attn.{proj}_proj.bias"] = torch.zeros(width)
+        if cfg.moe is not None and cfg.moe.shared_expert_d_ff == 0 and i in cfg.moe_layers():
+            out[f"{layer}.mlp.shared_expert.gate_proj.weight"] = torch.zeros(0, d)
+            out[f"{layer}.mlp.shared_expert.up_proj.weight"] = torch.zeros(0, d)
+            out[f"{layer}.mlp.shared_expert.down_proj.weight"] = torch.zeros(d, 0)
+            out[f"{layer}.mlp.shared_expert_gate.weight"] = torch.zeros(1, d)
+    return out
+
+
+def export_hf(checkpoint: Path, out: Path) -> None:
+    """Write ``config.json`` + ``model.safetensors`` that ``AutoModelForCausalLM.from_pretrained`` loads."""
+    model, _ = load_model(checkpoint)
+    config = hf_config(model.cfg)
+    tensors = hf_state(model.cfg, state_dict_for_saving(model))
+    with staged_dir(out) as tmp:
+        write_json(tmp / HF_CONFIG, config)
+        with atomic_path(tmp / HF_WEIGHTS) as path:
+            save_file(tensors, str(path), metadata={"format": "pt"})  # one key: safetensors orders keys at random
+
+
+def _nonzero(tensors: dict[str, torch.Tensor], names: Sequence[str]) -> bool:
+    """Whether any named tensor has a non-zero entry (a missing one counts as non-zero: the load names it)."""
+    return any(name not in tensors or bool(tensors[name].any()) for name in names)
+
+
+def config_from_hf(hf: dict[str, Any], tensors: dict[str, torch.Tensor], where: Path) -> ModelConfig:
+    """Our config for a Qwen2 / Qwen2-MoE ``config.json``; refuses what our model cannot compute."""
+    model_type = hf.get("model_type")
+    if model_type not in ("qwen2", "qwen2_moe"):
+        raise UserError(f"{where}: model_type {model_type!r} is not qwen2 or qwen2_moe")
+    if hf.get("hidden_act", "silu") != "silu":
+        raise UserError(f"{where}: hidden_act {hf['hidden_act']!r} is not supported (SwiGLU needs silu)")
+    if hf.get("use_sliding_window"):
+        raise UserError(f"{where}: use_sliding_window is true; sliding-window attention is not supported")
+    rope = hf.get("rope_parameters") or {}
+    if hf.get("rope_scaling") or rope.get("rope_type", rope.get("type", "default")) != "default":
+        raise UserError(f"{where}: rope_parameters: only the default (unscaled) RoPE is supported")
+    d_model, n_head = require(hf, "hidden_size", where), require(hf, "num_attention_heads", where)
+    if hf.get("head_dim") not in (None, d_model // n_head):
+        raise UserError(f"{where}: head_dim {hf['head_dim']} is not hidden_size / num_attention_heads")
+    n_layer, d_ff = require(hf, "num_hidden_layers", where), require(hf, "intermediate_size", where)
+    layers = [f"model.layers.{i}" for i in range(n_layer)]
+    moe = None
+    if model_type == "qwen2_moe":
+        qkv_bias = bool(hf.get("qkv_bias", True))
+        experts, top_k = require(hf, "num_experts", where), require(hf, "num_experts_per_tok", where)
+        width = require(hf, "moe_intermediate_size", where)
+        shared = require(hf, "shared_expert_intermediate_size", where)
+        step, dense = hf.get("decoder_sparse_step", 1), set(hf.get("mlp_only_layers") or [])
+        sparse = [i for i in range(n_layer) if i not in dense and experts > 0 and (i + 1) % step == 0]
+        if sparse:
+            if width <= 0 or d_ff % width:
+                raise UserError(f"{where}: moe_intermediate_size {width} does not divide intermediate_size {d_ff} "
+                                "(expert width must be d_ff / granularity)")
+            if shared and not _nonzero(tensors, [f"{layers[i]}.mlp.shared_expert.down_proj.weight" for i in sparse]):
+                shared = 0
+            moe = MoEConfig(
+                experts=experts, top_k=top_k, granularity=d_ff // width, norm_topk_prob=bool(hf.get("norm_topk_prob")),
+                layers=None if len(sparse) == n_layer else tuple(sparse), shared_expert_d_ff=shared,
+                aux_loss_coef=hf.get("router_aux_loss_coef", 0.001) * top_k,
+            )
+    else:
+        qkv_bias = _nonzero(tensors, [f"{p}.self_attn.{x}_proj.bias" for p in layers for x in "qkv"])
+    rope_theta = rope.get("rope_theta", hf.get("rope_theta", 10000.0))
+    try:
+        return ModelConfig(
+            vocab_size=require(hf, "vocab_size", where), n_layer=n_layer, d_model=d_model, n_head=n_head, d_ff=d_ff,
+            n_kv_head=hf.get("num_key_value_heads") or n_head, max_seq_len=hf.get("max_position_embeddings", 32768),
+            rope_theta=float(rope_theta), norm_eps=hf.get("rms_norm_eps", 1e-6), qkv_bias=qkv_bias,
+            tie_embeddings=bool(hf.get("tie_word_embeddings", False)), init_std=hf.get("initializer_range", 0.02),
+            moe=moe,
+        )
+    except UserError as err:
+        raise UserError(f"{where}: {err}") from None
+
+
+def state_from_hf(cfg: ModelConfig, tensors: dict[str, torch.Tensor], where: Path) -> dict[str, torch.Tensor]:
+    """Hugging Face tensors under our names (fp32), experts packed, exactly-zero extras dropped."""
+    state: dict[str, torch.Tensor] = {}
+    per_expert: dict[str, dict[tuple[int, str], torch.Tensor]] = {}
+    no_shared = cfg.moe is None or cfg.moe.shared_expert_d_ff == 0
+    for name, tensor in tensors.items():
+        if (name.endswith("rotary_emb.inv_freq") or (name == "lm_head.weight" and cfg.tie_embeddings)
+                or (not cfg.qkv_bias and _QKV_BIAS.fullmatch(name)) or (no_shared and ".mlp.shared_expert" in name)):
+            continue
+        if match := _PER_EXPERT.fullmatch(name):
+            per_expert.setdefault(match[1], {})[int(match[2]), match[3]] = tensor
+        else:
+            state[name] = tensor
+    for prefix, parts in per_expert.items():
+        n = 1 + max(e for e, _ in parts)
+        names = [(e, p) for e in range(n) for p in ("gate", "up", "down")]
+        missing = [f"{prefix}.{e}.{p}_proj.weight" for e, p in names if (e, p) not in parts]
+        if missing:
+            raise UserError(f"{where}: missing tensor {missing[0]!r}")
+        state[f"{prefix}.gate_up_proj"] = torch.stack([torch.cat([parts[e, "gate"], parts[e, "up"]]) for e in range(n)])
+        state[f"{prefix}.down_proj"] = torch.stack([parts[e, "down"] for e in range(n)])
+    return {name: tensor.float().contiguous() for name, tensor in state.items()}
+
+
+def read_hf_weights(directory: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """All tensors of a single-file or sharded safetensors model, and the sha256 of each file read."""
+    if (directory / HF_WEIGHTS).exists():
+        files = [HF_WEIGHTS]
+    elif (directory / HF_INDEX).exists():
+        index = read_json(directory / HF_INDEX)
+        weight_map = index.get("weight_map") if isinstance(index, dict) else None
+        if not isinstance(weight_map, dict):
+            raise UserError(f"{directory / HF_INDEX}: no weight_map object")
+        files = sorted(set(weight_map.values()))
+    else:
+        raise UserError(f"{directory}: no {HF_WEIGHTS} or {HF_INDEX} (only safetensors weights are read)")
+    tensors: dict[str, torch.Tensor] = {}
+    for name in files:
+        tensors.update(load_weights(directory / name))
+    return tensors, {name: sha256_file(directory / name) for name in files}
+
+
+def import_hf(directory: Path, out: Path) -> None:
+    """Read a Qwen2 / Qwen2-MoE directory (single-file or sharded safetensors) into our checkpoint format."""
+    hf = read_json(directory / HF_CONFIG)
+    if not isinstance(hf, dict):
+        raise UserError(f"{directory / HF_CONFIG}: expected a JSON object")
+    tensors, shas = read_hf_weights(directory)
+    cfg = config_from_hf(hf, tensors, directory / HF_CONFIG)
+    model = checked_model(cfg, state_from_hf(cfg, tensors, directory), directory / HF_CONFIG, directory)
+    shas[HF_CONFIG] = sha256_file(directory / HF_CONFIG)
+    save_import(model, out, "hf", directory, shas)

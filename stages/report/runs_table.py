@@ -1,0 +1,123 @@
+"""The runs table: one row per evaluated run, the input of every fit, figure and plan.
+
+Sizes and FLOPs come from the one counting convention of ``stages.model.compute``; D1, D2 and the sunk
+dense compute come from the run record's lineage, so a row can always be traced back to the runs that
+produced it. Torch-free: it reads JSON files only.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from stages.core.artifacts import read_json
+from stages.core.cli import UserError
+from stages.core.record import RunRecord, read_record
+from stages.model.compute import param_counts
+from stages.model.config import ModelConfig
+
+COLUMNS = [
+    "run_id", "kind", "model", "moe", "n_layer", "d_model", "vocab_size", "N_total", "N_active", "N_dense",
+    "N_embedding", "experts", "top_k", "granularity", "norm_topk_prob", "method", "sparsity", "D1", "D2", "D",
+    "D_total", "flops_per_token", "flops_run", "flops_total", "flops_convention", "val_loss", "eval_tokens",
+    "seed", "schedule", "peak_lr", "seq_len", "batch_size", "checkpoint_sha256",
+    # MoE routing and upcycling recipe (empty for dense runs), and the surgery's step-0 losses
+    "moe_layers", "shared_expert_d_ff", "aux_loss_coef", "z_loss_coef", "capacity_factor", "router_init",
+    "router_std", "scale_spread", "noise_std", "drop_ratio", "drop_indices", "step0_val_loss",
+    "parent_val_loss",
+]
+
+
+def row_for(eval_path: Path) -> dict[str, Any]:
+    """The runs-table row of one eval.json and the checkpoint it names."""
+    ev = read_json(eval_path)
+    ckpt = Path(ev.get("checkpoint", ""))
+    rec = read_record(ckpt)
+    cfg = ModelConfig.read(ckpt)
+    counts = param_counts(cfg)
+    dense_counts = param_counts(dataclasses.replace(cfg, moe=None))
+    lineage = rec.lineage
+    labels = rec.labels
+    kind = rec.kind
+    own = rec.tokens
+    dense_ancestors = sum(a.tokens for a in lineage if a.kind == "dense")
+    d1 = own if kind == "dense" else dense_ancestors
+    d2 = own if kind in ("upcycled", "dense_cont") else 0
+    recipe = next((a.recipe for a in reversed(lineage) if a.recipe), None) or {}
+    moe = cfg.moe
+    train = rec.train or {}
+    surgery = _surgery(rec) if kind == "upcycled" else {}
+    return {
+        "run_id": rec.run_id,
+        "kind": kind,
+        "model": labels.get("model", ""),
+        "moe": labels.get("moe", ""),
+        "n_layer": cfg.n_layer,
+        "d_model": cfg.d_model,
+        "vocab_size": cfg.vocab_size,
+        "N_total": counts.total(),
+        "N_active": counts.active(),
+        "N_dense": dense_counts.total(),
+        "N_embedding": counts.embedding + counts.lm_head,
+        "experts": moe.experts if moe else 0,
+        "top_k": moe.top_k if moe else 0,
+        "granularity": moe.granularity if moe else 0,
+        "norm_topk_prob": bool(moe.norm_topk_prob) if moe else False,
+        "method": recipe.get("method", "scratch" if kind == "scratch_moe" else ""),
+        "sparsity": counts.total() / counts.active(),
+        "D1": d1,
+        "D2": d2,
+        "D": own,
+        "D_total": own + sum(a.tokens for a in lineage),
+        "flops_per_token": float(rec.flops_per_token),
+        "flops_run": float(rec.flops),
+        "flops_total": float(rec.flops) + sum(float(a.flops) for a in lineage),
+        "flops_convention": rec.flops_convention,
+        "val_loss": float(ev["val_loss"]),
+        "eval_tokens": int(ev["tokens"]),
+        "seed": rec.seed,
+        "schedule": rec.lr_policy or "",
+        "peak_lr": float(rec.peak_lr or 0.0),
+        "seq_len": int(train.get("seq_len", 0)),
+        "batch_size": int(train.get("batch_size", 0)),
+        "checkpoint_sha256": ev["checkpoint_sha256"],
+        "moe_layers": ",".join(str(i) for i in cfg.moe_layers()) if moe else "",
+        "shared_expert_d_ff": moe.shared_expert_d_ff if moe else 0,
+        "aux_loss_coef": moe.aux_loss_coef if moe else 0.0,
+        "z_loss_coef": moe.z_loss_coef if moe else 0.0,
+        "capacity_factor": moe.capacity_factor if moe else 0.0,
+        "router_init": recipe.get("router_init", ""),
+        "router_std": recipe.get("router_std", float("nan")),
+        "scale_spread": recipe.get("scale_spread", ""),
+        "noise_std": recipe.get("noise_std", float("nan")),
+        "drop_ratio": recipe.get("drop_ratio", float("nan")),
+        "drop_indices": ("per_matrix" if recipe["drop_per_matrix_indices"] else "shared") if recipe else "",
+        "step0_val_loss": surgery.get("moe_val_loss", float("nan")),
+        "parent_val_loss": surgery.get("dense_val_loss", float("nan")),
+    }
+
+
+def _surgery(record: RunRecord) -> dict[str, Any]:
+    """The surgery report of an upcycled run's initialisation (its parent directory)."""
+    path = Path(record.parent.path if record.parent else "") / "surgery.json"
+    return read_json(path) if path.exists() else {}
+
+
+def collect(eval_paths: Sequence[str | Path]) -> pd.DataFrame:
+    rows = []
+    for path in eval_paths:
+        try:
+            rows.append(row_for(Path(path)))
+        except KeyError as err:
+            raise UserError(f"{path}: its checkpoint's run record lacks {err}; rerun that run") from None
+    if not rows:
+        raise UserError("collect: no eval.json files given")
+    table = pd.DataFrame(rows, columns=COLUMNS).sort_values("run_id", kind="stable").reset_index(drop=True)
+    conventions = set(table["flops_convention"])
+    if len(conventions) > 1:
+        raise UserError(f"collect: runs mix FLOP conventions {sorted(conventions)}; use one train.flops_convention")
+    return table

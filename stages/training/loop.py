@@ -1,0 +1,303 @@
+"""One training loop for every run kind: dense, MoE from scratch, upcycled MoE, dense continued.
+
+AdamW with a schedule that ends at this run's own token budget, gradient clipping, and a deterministic
+data stream (a continued run starts where its parent stopped). The run directory receives the checkpoint
+and ``metrics.csv`` (step, tokens, lr, train loss, router losses, drop rate, per-layer per-expert token
+fractions).
+
+Resumable: every ``save_every`` steps the model, optimizer and step go to an undeclared scratch folder; a
+rerun of a killed job continues from there and ends with the same bytes as an uninterrupted run. The
+scratch state is removed on success.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import shutil
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm import tqdm
+
+from stages.core.artifacts import atomic_path, dumps_json, sha256_bytes, write_text
+from stages.core.cli import UserError
+from stages.core.codehash import code_hash
+from stages.core.options import as_dict
+from stages.core.record import Ancestor, DataRef, ParentRef, RunRecord
+from stages.corpus.shards import Corpus, TrainStream, open_corpus
+from stages.model.checkpoint import load_model, save_checkpoint
+from stages.model.compute import flops_per_token, param_counts
+from stages.model.config import ModelConfig
+from stages.model.transformer import Output, Transformer, cross_entropy, seed_generator
+from stages.training.optimizer import AdamW
+from stages.training.options import TrainConfig
+from stages.training.runtime import configure, device, precision
+from stages.training.schedule import Schedule, warmup_steps
+
+KINDS = ("dense", "scratch_moe", "upcycled", "dense_cont")
+PROGRESS = "progress.pt"
+
+
+@dataclass(frozen=True)
+class Job:
+    """One training job: its identity, inputs and options (what ``python -m stages.train`` parses)."""
+
+    kind: str
+    run_id: str
+    data: Path
+    tokens: int
+    out: Path
+    seed: int  # initialisation seed, derived from the run identity
+    data_seed: int  # seed of the shared data order
+    train: TrainConfig
+    model: dict[str, Any] | None = None  # a fresh model's shape (vocab and context come from the run)
+    init: Path | None = None  # or the checkpoint to continue from
+    labels: dict[str, str] = field(default_factory=dict)
+    threads: int = 1
+    save_every: int = 0  # progress checkpoint every N steps (0: never); not a result
+    work_dir: Path | None = None
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise UserError(f"--kind: expected one of {', '.join(KINDS)}, got {self.kind!r}")
+        if (self.model is None) == (self.init is None):
+            raise UserError("give exactly one of --model (a fresh model) and --init (a parent checkpoint)")
+        if self.save_every < 0:
+            raise UserError(f"--save-every: must be >= 0, got {self.save_every}")
+
+    @property
+    def scratch(self) -> Path:
+        return self.work_dir or Path("results/.work") / self.run_id
+
+
+def fresh_model(spec: dict[str, Any], corpus: Corpus, seq_len: int, seed: int) -> Transformer:
+    """Build and initialise a model from a shape; vocabulary and context come from the run."""
+    try:
+        cfg = ModelConfig.from_dict({**spec, "vocab_size": corpus.vocab_size, "max_seq_len": seq_len})
+    except TypeError as err:
+        raise UserError(f"--model: {err}") from None
+    except UserError as err:
+        raise UserError(f"--model: {err}") from None
+    model = Transformer(cfg)
+    model.init_weights(seed_generator(seed))
+    return model
+
+
+def _check_parent(job: Job, model: Transformer, parent: RunRecord, corpus: Corpus) -> None:
+    kind_needs_moe = job.kind == "upcycled"
+    if (model.cfg.moe is not None) != kind_needs_moe:
+        want = "an MoE" if kind_needs_moe else "a dense"
+        raise UserError(f"--init {job.init}: --kind {job.kind} needs {want} checkpoint")
+    corpus.check_checkpoint(model.cfg.vocab_size, parent.data.tokenizer_sha256, f"--init {job.init}")
+    if model.cfg.max_seq_len < job.train.seq_len:
+        raise UserError(f"seq_len {job.train.seq_len}: exceeds the checkpoint's max_seq_len {model.cfg.max_seq_len}")
+
+
+def make_optimizer(model: Transformer, train: TrainConfig) -> AdamW:
+    """AdamW; matrices decay, norms and biases do not."""
+    decay = [p for _, p in model.named_parameters() if p.ndim >= 2]
+    no_decay = [p for _, p in model.named_parameters() if p.ndim < 2]
+    groups = [{"params": decay, "weight_decay": train.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return AdamW(groups, lr=train.lr, betas=(train.beta1, train.beta2), eps=train.adam_eps)
+
+
+def metrics_header(model: Transformer) -> list[str]:
+    cols = ["step", "tokens", "lr", "train_loss", "aux_loss", "z_loss", "drop_rate", "grad_norm"]
+    if model.cfg.moe is not None:
+        cols += [f"frac_l{layer}_e{e}" for layer in model.cfg.moe_layers() for e in range(model.cfg.moe.experts)]
+    return cols
+
+
+def _csv_text(header: list[str], rows: list[dict[str, Any]]) -> str:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=header, lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: (f"{v:.8g}" if isinstance(v, float) else v) for k, v in row.items()})
+    return buf.getvalue()
+
+
+def _job_digest(job: Job, model: Transformer, corpus: Corpus) -> str:
+    """Identity of a training job; a progress checkpoint is only resumed by the same job."""
+    spec = {k: str(v) for k, v in dataclasses.asdict(job).items() if k not in ("threads", "save_every", "work_dir", "out", "train")}
+    spec["train"] = as_dict(job.train)
+    spec["config"] = model.cfg.to_dict()
+    spec["train_sha256"] = corpus.sha256("train")
+    return sha256_bytes(dumps_json(spec).encode())
+
+
+def _save_progress(path: Path, state: dict[str, Any]) -> None:
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+
+
+@dataclass
+class StartingPoint:
+    """The model a run starts from and what it inherits from its parent checkpoint, if any."""
+
+    model: Transformer
+    lineage: tuple[Ancestor, ...] = ()
+    start_sequence: int = 0  # position in the shared data stream where the parent stopped
+    parent: ParentRef | None = None
+    prior_steps: int = 0  # optimizer steps of the last trained ancestor (``continue`` schedule)
+
+
+def starting_point(job: Job, corpus: Corpus) -> StartingPoint:
+    """A fresh model or a parent checkpoint with its lineage and data position."""
+    if job.init is None:
+        assert job.model is not None
+        if job.kind in ("upcycled", "dense_cont"):
+            raise UserError(f"--kind {job.kind}: needs --init (a parent checkpoint), not --model")
+        model = fresh_model(job.model, corpus, job.train.seq_len, job.seed)
+        if (model.cfg.moe is not None) != (job.kind == "scratch_moe"):
+            want = "an MoE" if job.kind == "scratch_moe" else "a dense"
+            raise UserError(f"--model: --kind {job.kind} needs {want} model spec")
+        return StartingPoint(model)
+    model, parent = load_model(job.init)
+    _check_parent(job, model, parent, corpus)
+    lineage = parent.child_lineage()
+    return StartingPoint(
+        model=model,
+        lineage=lineage,
+        start_sequence=parent.data.end_sequence,
+        parent=parent.as_parent(str(job.init)),
+        prior_steps=next((int(a.steps) for a in reversed(lineage) if a.steps), 0),
+    )
+
+
+def metrics_row(step: int, tokens_per_step: int, lr: float, ce: torch.Tensor, out: Output,
+                grad_norm: torch.Tensor, moe_layers: tuple[int, ...]) -> dict[str, Any]:
+    """One metrics.csv row; router statistics are averaged (drop rate) or listed per layer and expert."""
+    stats = out.router_stats
+    row: dict[str, Any] = {
+        "step": step + 1, "tokens": (step + 1) * tokens_per_step, "lr": lr,
+        "train_loss": float(ce.detach()), "aux_loss": float(out.aux_loss.detach()),
+        "z_loss": float(out.z_loss.detach()), "grad_norm": float(grad_norm),
+        "drop_rate": float(sum(s["drop_rate"] for s in stats) / max(1, len(stats))),
+    }
+    for layer, layer_stats in zip(moe_layers, stats, strict=True):
+        for e, frac in enumerate(layer_stats["expert_fraction"].tolist()):
+            row[f"frac_l{layer}_e{e}"] = frac
+    return row
+
+
+def resume(progress_path: Path, digest: str, model: Transformer, optimizer: AdamW,
+           dev: torch.device) -> tuple[list[dict[str, Any]], int]:
+    """Metrics rows and the next step from a progress checkpoint of this same job, else ([], 0)."""
+    if not progress_path.exists():
+        return [], 0
+    state = torch.load(progress_path, map_location=dev, weights_only=True)
+    if state.get("digest") != digest:
+        print(f"ignoring {progress_path}: it belongs to a different job spec", file=sys.stderr)
+        return [], 0
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    print(f"resuming from step {state['step']} ({progress_path})", file=sys.stderr)
+    return list(state["rows"]), int(state["step"])
+
+
+def train(job: Job) -> None:
+    """Run ``job`` to the end and write its checkpoint, run record and metrics.csv."""
+    t = job.train
+    configure(job.threads)
+    dev = device(t.device)
+    corpus = open_corpus(job.data, verify=("train", "tokenizer"))
+    tokens_per_step = t.batch_size * t.seq_len
+    steps = job.tokens // tokens_per_step
+    if steps < 1:
+        raise UserError(f"--tokens {job.tokens}: fewer than one step of {tokens_per_step} tokens")
+    start = starting_point(job, corpus)
+    if t.lr_policy == "continue" and not start.prior_steps:
+        raise UserError("train.lr_policy continue: needs a trained parent (--init)")
+
+    model = start.model.to(dev).train()
+    optimizer = make_optimizer(model, t)
+    schedule = Schedule(
+        policy=t.lr_policy, peak_lr=t.lr, min_lr=t.lr * t.min_lr_ratio, total_steps=steps,
+        warmup_steps=warmup_steps(steps, t.warmup_frac), prior_steps=start.prior_steps,
+    )
+    stream = TrainStream(corpus.tokens("train"), t.seq_len, job.data_seed)
+    moe = model.cfg.moe
+    aux_coef, z_coef = (moe.aux_loss_coef, moe.z_loss_coef) if moe else (0.0, 0.0)
+    progress_path = job.scratch / PROGRESS
+    digest = _job_digest(job, model, corpus)
+    rows, first_step = resume(progress_path, digest, model, optimizer, dev)
+
+    params = list(model.parameters())
+    max_norm = t.grad_clip if t.grad_clip > 0 else float("inf")
+    t0 = time.perf_counter()
+    with tqdm(total=steps, initial=first_step, desc=job.run_id, mininterval=5.0, file=sys.stderr) as bar:
+        for step in range(first_step, steps):
+            batch = stream.batch(start.start_sequence + step * t.batch_size, t.batch_size).to(dev)
+            with precision(dev, t.dtype):
+                out = model(batch[:, :-1])
+            ce = cross_entropy(out.logits, batch[:, 1:])
+            loss = ce + aux_coef * out.aux_loss + z_coef * out.z_loss
+            if not torch.isfinite(loss):
+                kept = f"; last good progress checkpoint kept at {progress_path}" if progress_path.exists() else ""
+                raise UserError(f"{job.run_id}: non-finite training loss {float(loss)} at step {step}{kept}")
+            lr = schedule.lr(step)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            optimizer.zero_grad()
+            loss.backward()
+            grad_norm = torch.nn.utils.clip_grad_norm_(params, max_norm)
+            optimizer.step()
+            bar.update(1)
+            if step % t.log_every == 0 or step == steps - 1:
+                rows.append(metrics_row(step, tokens_per_step, lr, ce, out, grad_norm, model.cfg.moe_layers()))
+            if job.save_every and (step + 1) % job.save_every == 0 and step + 1 < steps:
+                _save_progress(progress_path, {"digest": digest, "step": step + 1, "rows": rows,
+                                               "model": model.state_dict(), "optimizer": optimizer.state_dict()})
+    seconds = time.perf_counter() - t0
+
+    fpt = flops_per_token(model.cfg, t.seq_len, t.flops_convention)
+    if steps > first_step:
+        rate = (steps - first_step) * tokens_per_step / seconds
+        print(f"{job.run_id}: {rate:,.0f} tokens/s, {rate * fpt / 1e9:.2f} GFLOP/s achieved "
+              f"({t.flops_convention}), {seconds:.1f} s for {steps - first_step} steps", file=sys.stderr)
+    model.to("cpu")
+    counts = param_counts(model.cfg)
+    end_sequence = start.start_sequence + steps * t.batch_size
+    record = RunRecord(
+        run_id=job.run_id,
+        kind=job.kind,
+        code_hash=code_hash("train"),
+        torch_version=torch.__version__,
+        labels=job.labels,
+        seed=job.seed,
+        tokens=steps * tokens_per_step,
+        steps=steps,
+        tokens_per_step=tokens_per_step,
+        flops=fpt * steps * tokens_per_step,
+        flops_per_token=fpt,
+        flops_convention=t.flops_convention,
+        N_total=counts.total(),
+        N_active=counts.active(),
+        lr_policy=t.lr_policy,
+        peak_lr=t.lr,
+        train=as_dict(t),
+        schedule={"warmup_steps": schedule.warmup_steps, "prior_steps": start.prior_steps, "total_steps": steps},
+        threads=job.threads,
+        data=DataRef(
+            manifest=str(corpus.directory / "manifest.json"),
+            train_sha256=corpus.sha256("train"),
+            tokenizer_sha256=corpus.sha256("tokenizer"),
+            data_seed=job.data_seed,
+            start_sequence=start.start_sequence,
+            end_sequence=end_sequence,
+            epochs=stream.epochs_for(end_sequence),
+        ),
+        parent=start.parent,
+        lineage=start.lineage,
+    )
+    write_text(job.out / "metrics.csv", _csv_text(metrics_header(model), rows))
+    save_checkpoint(job.out, model, record)
+    if job.scratch.exists():
+        shutil.rmtree(job.scratch)

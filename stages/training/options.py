@@ -1,0 +1,52 @@
+"""Typed option groups of training and evaluation: optimizer, schedule, batch, precision, device.
+
+Torch-free: the workflow's config schema (``train`` and ``evaluate``) is generated from these classes, and
+the rules hand each training job one validated ``--train`` JSON built from them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from stages.core.options import check_bounds, option
+
+LRPolicy = Literal["cosine", "constant_min", "continue"]
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that changes what a training job computes (threads and progress saves do not)."""
+
+    seq_len: int = option(128, help="training sequence length", unit="tokens", minimum=2)
+    batch_size: int = option(16, help="sequences per optimizer step", minimum=1)
+    lr: float = option(0.003, help="peak learning rate", exclusive_minimum=0)
+    min_lr_ratio: float = option(0.1, help="final learning rate / peak", minimum=0, maximum=1)
+    warmup_frac: float = option(0.05, help="warmup steps / run steps", minimum=0, exclusive_maximum=1)
+    lr_policy: LRPolicy = option(
+        "cosine", help="cosine: warm up and decay over this run (He et al.'s reset); constant_min: stay at the "
+        "minimum; continue: the parent's cosine continued"
+    )
+    weight_decay: float = option(0.1, help="AdamW decoupled weight decay (matrices only)", minimum=0)
+    beta1: float = option(0.9, help="AdamW beta1", minimum=0, exclusive_maximum=1)
+    beta2: float = option(0.95, help="AdamW beta2", minimum=0, exclusive_maximum=1)
+    adam_eps: float = option(1e-8, help="AdamW epsilon", exclusive_minimum=0)
+    grad_clip: float = option(1.0, help="max global gradient norm (0: off)", minimum=0)
+    flops_convention: Literal["6N", "6N+attn"] = option("6N", help="training FLOPs per token counted as")
+    device: str = option("cpu", help="cpu, cuda or auto")
+    dtype: Literal["fp32", "bf16"] = option("fp32", help="compute precision (bf16: autocast, fp32 master weights)")
+    log_every: int = option(10, help="a metrics.csv row every N steps (and the last)", unit="steps", minimum=1)
+
+    def __post_init__(self) -> None:
+        check_bounds(self, "train")
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """The held-out measurement every run gets: the same tokens for all, so losses compare across the grid."""
+
+    max_tokens: int = option(65536, help="predicted validation tokens per evaluation", unit="tokens", minimum=1)
+    batch_size: int = option(32, help="windows per forward pass (does not change the result)", minimum=1)
+
+    def __post_init__(self) -> None:
+        check_bounds(self, "evaluate")

