@@ -58,9 +58,14 @@ def hf_block(layer: MoELayer, cfg: ModelConfig):
 
     logging.set_verbosity_error()  # the standalone block has no experts-implementation dispatch: expected here
     moe = cfg.moe
-    hf_cfg = Qwen2MoeConfig(hidden_size=cfg.d_model, moe_intermediate_size=cfg.expert_d_ff, num_experts=moe.experts,
-                            num_experts_per_tok=moe.top_k, norm_topk_prob=moe.norm_topk_prob,
-                            shared_expert_intermediate_size=0)
+    hf_cfg = Qwen2MoeConfig(
+        hidden_size=cfg.d_model,
+        moe_intermediate_size=cfg.expert_d_ff,
+        num_experts=moe.experts,
+        num_experts_per_tok=moe.top_k,
+        norm_topk_prob=moe.norm_topk_prob,
+        shared_expert_intermediate_size=0,
+    )
     with warnings.catch_warnings():  # the width-0 shared expert Qwen2-MoE always builds (its output is exactly 0)
         warnings.simplefilter("ignore", UserWarning)
         block = Qwen2MoeSparseMoeBlock(hf_cfg)
@@ -83,9 +88,14 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=20)
     args = p.parse_args()
     configure(args.threads)
-    cfg = ModelConfig(vocab_size=256, n_layer=1, d_model=args.d_model, n_head=1, d_ff=args.d_ff,
-                      moe=MoEConfig(experts=args.experts, top_k=args.top_k, granularity=args.granularity,
-                                    norm_topk_prob=True))
+    cfg = ModelConfig(
+        vocab_size=256,
+        n_layer=1,
+        d_model=args.d_model,
+        n_head=1,
+        d_ff=args.d_ff,
+        moe=MoEConfig(experts=args.experts, top_k=args.top_k, granularity=args.granularity, norm_topk_prob=True),
+    )
     gen = torch.Generator().manual_seed(0)
     layer = MoELayer(cfg)
     with torch.no_grad():
@@ -104,8 +114,10 @@ def main() -> None:
     except ImportError:
         print("transformers not installed: skipping the Hugging Face reference")
     results = interleaved_medians(fns, x, args.repeats)
-    print(f"shapes: tokens={args.tokens} d_model={args.d_model} d_ff={args.d_ff} experts={args.experts} "
-          f"top_k={args.top_k} G={args.granularity} threads={args.threads}")
+    print(
+        f"shapes: tokens={args.tokens} d_model={args.d_model} d_ff={args.d_ff} experts={args.experts} "
+        f"top_k={args.top_k} G={args.granularity} threads={args.threads}"
+    )
     print(f"median of {args.repeats} interleaved forward+backward calls per variant")
     for name, ms in results.items():
         print(f"  {name:6s} {ms:8.2f} ms")

@@ -82,8 +82,11 @@ def main(argv: Sequence[str] | None = None) -> None:
         "code_hash": code_hash("data"),
     }
     write_json(out / MANIFEST, manifest)
-    print(f"{out}: {len(train_docs)} train / {len(val_docs)} val documents, "
-          f"{train_ids.size:,} / {val_ids.size:,} tokens, vocab {vocab}", file=sys.stderr)
+    print(
+        f"{out}: {len(train_docs)} train / {len(val_docs)} val documents, "
+        f"{train_ids.size:,} / {val_ids.size:,} tokens, vocab {vocab}",
+        file=sys.stderr,
+    )
 
 
 if __name__ == "__main__":

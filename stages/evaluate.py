@@ -40,8 +40,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     model, record = load_model(args.checkpoint)
     seq_len = args.seq_len or model.cfg.max_seq_len
     tokens_path = Path(args.tokens)
-    tokens = read_checked_shard(tokens_path, model.cfg.vocab_size, record.data.tokenizer_sha256,
-                                f"--checkpoint {args.checkpoint}")
+    tokens = read_checked_shard(
+        tokens_path, model.cfg.vocab_size, record.data.tokenizer_sha256, f"--checkpoint {args.checkpoint}"
+    )
     windows = eval_windows(tokens, seq_len, options.max_tokens)
     model.to(dev)
     loss = validation_loss(model, windows, options.batch_size, dev, args.dtype)

@@ -38,8 +38,12 @@ def main(argv: Sequence[str] | None = None) -> None:
             print(f"warning: {path}: the fit did not converge to finite parameters; not drawn", file=sys.stderr)
             continue
         fits[Path(path).stem] = fit
-    record = {"figure": args.figure, "runs": args.runs, "runs_sha256": sha256_file(args.runs),
-              "fits": {path: sha256_file(path) for path in args.fit}}
+    record = {
+        "figure": args.figure,
+        "runs": args.runs,
+        "runs_sha256": sha256_file(args.runs),
+        "fits": {path: sha256_file(path) for path in args.fit},
+    }
     style()
     try:
         fig = FIGURES[args.figure](runs, fits)

@@ -38,8 +38,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     p.add_argument("--upcycled-fit", default="upcycled", help="fit name of the upcycled law (file stem)")
     p.add_argument("--scratch-fit", default="scratch_chinchilla", help="fit name of the MoE-from-scratch law")
     p.add_argument("--dense-fit", default="dense_chinchilla", help="fit name of the dense law")
-    p.add_argument("--max-extrapolation", type=float, default=100.0,
-                   help="refuse predictions further than this factor outside the fitted range")
+    p.add_argument(
+        "--max-extrapolation",
+        type=float,
+        default=100.0,
+        help="refuse predictions further than this factor outside the fitted range",
+    )
     p.add_argument("--out", help="CSV to write (the table is also printed)")
     args = p.parse_args(argv)
     for key in ("n1", "n_active", "d1", "extra_tokens", "extra_flops", "total_flops"):
@@ -52,8 +56,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     roles = {"upcycle": args.upcycled_fit, "scratch": args.scratch_fit, "dense": args.dense_fit}
     laws = Laws.read(fits_dir, roles)
     extra_tokens = args.extra_tokens if args.extra_tokens is not None else args.extra_flops / (6 * args.n_active)
-    table, warnings = plan(laws, args.n1, args.n_active, args.d1, extra_tokens, args.total_flops,
-                           args.max_extrapolation)
+    table, warnings = plan(
+        laws, args.n1, args.n_active, args.d1, extra_tokens, args.total_flops, args.max_extrapolation
+    )
     for role in ("scratch", "dense"):
         if not laws.has(role):
             warnings.append(f"no {role} fit in {fits_dir}: {role} options not predicted")

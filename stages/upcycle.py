@@ -78,8 +78,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     out = Path(args.out)
     save_checkpoint(out, model, record)
     write_json(out / "surgery.json", report)
-    print(f"{out}: step-0 val loss dense {report['dense_val_loss']:.4f} -> MoE {report['moe_val_loss']:.4f} "
-          f"({recipe.method})", file=sys.stderr)
+    print(
+        f"{out}: step-0 val loss dense {report['dense_val_loss']:.4f} -> MoE {report['moe_val_loss']:.4f} "
+        f"({recipe.method})",
+        file=sys.stderr,
+    )
 
 
 if __name__ == "__main__":

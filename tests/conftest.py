@@ -31,8 +31,10 @@ def write_corpus(directory: Path, vocab: int = 96, n_train: int = 60_000, n_val:
     tokens[:n_train].tofile(directory / "train.bin")
     tokens[n_train:].tofile(directory / "val.bin")
     (directory / "tokenizer.json").write_text('{"synthetic": true}\n')
-    files = {k: {"name": f, "sha256": sha256_file(directory / f)}
-             for k, f in (("train", "train.bin"), ("val", "val.bin"), ("tokenizer", "tokenizer.json"))}
+    files = {
+        k: {"name": f, "sha256": sha256_file(directory / f)}
+        for k, f in (("train", "train.bin"), ("val", "val.bin"), ("tokenizer", "tokenizer.json"))
+    }
     write_json(directory / "manifest.json", {"vocab_size": vocab, "files": files})
     return directory
 
@@ -46,8 +48,16 @@ WORKFLOW_FILES = ("Snakefile", "workflow", "stages", "config", "profiles")
 
 
 def snakemake_cmd(repo: Path, workdir: Path, *args: str) -> list[str]:
-    return [sys.executable, "-m", "snakemake", "--snakefile", str(repo / "Snakefile"), "--directory", str(workdir),
-            *args]
+    return [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "--snakefile",
+        str(repo / "Snakefile"),
+        "--directory",
+        str(workdir),
+        *args,
+    ]
 
 
 def run_snakemake(repo: Path, workdir: Path, *args: str, check: bool = True):

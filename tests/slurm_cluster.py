@@ -51,9 +51,19 @@ class LocalSlurm:
         key.chmod(0o600)
         (r / "munge").chmod(0o755)
         socket_path = r / "munge" / "munge.socket"
-        subprocess.run(["munged", "--force", "-S", str(socket_path), f"--key-file={key}",
-                        f"--log-file={r / 'log' / 'munged.log'}", f"--pid-file={r / 'munge' / 'munged.pid'}",
-                        f"--seed-file={r / 'munge' / 'munged.seed'}"], check=True)
+        subprocess.run(
+            [
+                "munged",
+                "--force",
+                "-S",
+                str(socket_path),
+                f"--key-file={key}",
+                f"--log-file={r / 'log' / 'munged.log'}",
+                f"--pid-file={r / 'munge' / 'munged.pid'}",
+                f"--seed-file={r / 'munge' / 'munged.seed'}",
+            ],
+            check=True,
+        )
         self.pids.append(r / "munge" / "munged.pid")
         for i in range(2):
             dev = r / "dev" / f"fakegpu{i}"
@@ -61,8 +71,9 @@ class LocalSlurm:
                 os.mknod(dev, 0o666 | 0o020000, os.makedev(1, 3))  # a character device, like /dev/null
         ETC.mkdir(parents=True, exist_ok=True)
         (ETC / "slurm.conf").write_text(self._slurm_conf(socket_path))
-        (ETC / "gres.conf").write_text(f"{MARKER}\nAutoDetect=off\nNodeName={self.host} Name=gpu "
-                                       f"File={r / 'dev'}/fakegpu[0-1]\n")
+        (ETC / "gres.conf").write_text(
+            f"{MARKER}\nAutoDetect=off\nNodeName={self.host} Name=gpu File={r / 'dev'}/fakegpu[0-1]\n"
+        )
         subprocess.run(["slurmctld"], check=True)
         subprocess.run(["slurmd"], check=True)
         self.pids += [r / "slurmctld.pid", r / "slurmd.pid"]
@@ -84,12 +95,12 @@ AuthInfo=socket={munge_socket}
 CredType=cred/munge
 SlurmUser=root
 SlurmdUser=root
-StateSaveLocation={r / 'state'}
-SlurmdSpoolDir={r / 'spool'}
-SlurmctldPidFile={r / 'slurmctld.pid'}
-SlurmdPidFile={r / 'slurmd.pid'}
-SlurmctldLogFile={r / 'log' / 'slurmctld.log'}
-SlurmdLogFile={r / 'log' / 'slurmd.log'}
+StateSaveLocation={r / "state"}
+SlurmdSpoolDir={r / "spool"}
+SlurmctldPidFile={r / "slurmctld.pid"}
+SlurmdPidFile={r / "slurmd.pid"}
+SlurmctldLogFile={r / "log" / "slurmctld.log"}
+SlurmdLogFile={r / "log" / "slurmd.log"}
 ProctrackType=proctrack/linuxproc
 TaskPlugin=task/none
 SelectType=select/cons_tres

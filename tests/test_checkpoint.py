@@ -47,9 +47,10 @@ def test_corrupt_safetensors_without_provenance_check(tmp_path):
         load_model(directory, verify_record=False)
 
 
-@pytest.mark.parametrize(("key", "value", "message"), [("d_ff", 128, "has shape"),
-                                                        ("n_layer", 3, "missing"),
-                                                        ("tie_embeddings", False, "missing 'lm_head.weight'")])
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [("d_ff", 128, "has shape"), ("n_layer", 3, "missing"), ("tie_embeddings", False, "missing 'lm_head.weight'")],
+)
 def test_config_that_does_not_match_the_weights(tmp_path, key, value, message):
     directory, _ = saved(tmp_path)
     cfg = json.loads((directory / "config.json").read_text())

@@ -97,8 +97,12 @@ def test_seeds_derive_from_identity_not_budget():
     grid = Grid(validate_config(DEFAULT))
     # pinned: a change to the derivation silently changes every run of every study
     assert grid.seed("dense", "s") == derive_seed(20250205, "dense", "s", "") == SEED_DENSE_S
-    seeds = {grid.seed(kind, model, moe) for kind in ("dense", "scratch_moe", "upcycled", "dense_cont")
-             for model in ("xs", "s", "m") for moe in ("", "e8k2")}
+    seeds = {
+        grid.seed(kind, model, moe)
+        for kind in ("dense", "scratch_moe", "upcycled", "dense_cont")
+        for model in ("xs", "s", "m")
+        for moe in ("", "e8k2")
+    }
     assert len(seeds) == 24  # every identity its own seed
     assert derive_seed(1, "dense", "s") != derive_seed(2, "dense", "s")
     assert all(0 <= s < 2**63 for s in seeds)
@@ -147,8 +151,11 @@ def test_config_defaults_build_each_group():
     cfg = validate_config(DEFAULT)
     grid = Grid(cfg)
     train = json.loads(grid.train_json("constant_min"))
-    assert train == {**as_dict(TrainConfig()), **{k: cfg["train"][k] for k in train if k in cfg["train"]},
-                     "lr_policy": "constant_min"}
+    assert train == {
+        **as_dict(TrainConfig()),
+        **{k: cfg["train"][k] for k in train if k in cfg["train"]},
+        "lr_policy": "constant_min",
+    }
     assert json.loads(grid.moe_json("e8k2"))["norm_topk_prob"] is True
     assert json.loads(grid.recipe_json("e8k2")) == as_dict(UpcycleRecipe())
 
@@ -156,12 +163,18 @@ def test_config_defaults_build_each_group():
 def test_a_new_option_is_one_field():
     """A field added to a group appears in its schema, its defaults, its JSON and its validation."""
     extended = dataclasses.make_dataclass(
-        "MoEWithJitter", [("router_jitter", float, option(0.0, help="router input jitter", minimum=0))],
-        bases=(MoEConfig,), frozen=True,
+        "MoEWithJitter",
+        [("router_jitter", float, option(0.0, help="router input jitter", minimum=0))],
+        bases=(MoEConfig,),
+        frozen=True,
     )
     schema = schema_of(extended)
-    assert schema["properties"]["router_jitter"] == {"type": "number", "minimum": 0, "default": 0.0,
-                                                     "description": "router input jitter"}
+    assert schema["properties"]["router_jitter"] == {
+        "type": "number",
+        "minimum": 0,
+        "default": 0.0,
+        "description": "router input jitter",
+    }
     built = from_json(extended, '{"experts": 4, "top_k": 2, "router_jitter": 0.5}', "--moe")
     assert built.router_jitter == 0.5 and json.loads(to_json(built))["router_jitter"] == 0.5
     with pytest.raises(UserError, match="--moe: .*router_jitter"):

@@ -128,7 +128,12 @@ def test_austen_six_novels_from_the_r_lazy_load_database(tmp_path):
     docs = read_documents(SOURCES["austen"], make_deb(tmp_path, "r-cran-janeaustenr"))
     _assert_clean(docs, "austen")
     assert [d.doc_id for d in docs] == [
-        "emma", "mansfieldpark", "northangerabbey", "persuasion", "prideprejudice", "sensesensibility",
+        "emma",
+        "mansfieldpark",
+        "northangerabbey",
+        "persuasion",
+        "prideprejudice",
+        "sensesensibility",
     ]
     emma = docs[0].text
     assert emma.startswith("EMMA\n\nBy Jane Austen\n\nVOLUME I\n\nCHAPTER I\n\nEmma Woodhouse, handsome, clever")

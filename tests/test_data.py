@@ -61,8 +61,20 @@ def test_stage_on_user_files_writes_verified_shards(tmp_path):
     jsonl = tmp_path / "extra.jsonl"
     jsonl.write_text("\n".join(json.dumps({"text": f"Line {i}: a short document about crowns."}) for i in range(20)))
     out = tmp_path / "corpus"
-    cmd = [sys.executable, "-m", "stages.data", "--out", str(out), "--files", *files, str(jsonl),
-           "--vocab-size", "320", "--val-fraction", "0.2"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "stages.data",
+        "--out",
+        str(out),
+        "--files",
+        *files,
+        str(jsonl),
+        "--vocab-size",
+        "320",
+        "--val-fraction",
+        "0.2",
+    ]
     subprocess.run(cmd, check=True, cwd=REPO, capture_output=True)
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["vocab_size"] == 320
@@ -76,9 +88,11 @@ def test_stage_on_user_files_writes_verified_shards(tmp_path):
 
 @pytest.mark.parametrize(
     ("args", "message"),
-    [(["--files", "/nonexistent/file.txt"], "/nonexistent/file.txt"),
-     (["--sources", "gutenberg"], "unknown source"),
-     (["--files", "README.md"], "README.md")],
+    [
+        (["--files", "/nonexistent/file.txt"], "/nonexistent/file.txt"),
+        (["--sources", "gutenberg"], "unknown source"),
+        (["--files", "README.md"], "README.md"),
+    ],
 )
 def test_bad_inputs_exit_2(tmp_path, args, message):
     cmd = [sys.executable, "-m", "stages.data", "--out", str(tmp_path / "c"), "--vocab-size", "300", *args]

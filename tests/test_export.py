@@ -34,8 +34,13 @@ CASES = {
     "moe_no_norm_top1": dict(moe=MoEConfig(experts=4, top_k=1)),
     "moe_granularity4": dict(moe=MoEConfig(experts=8, top_k=2, granularity=4)),
     "moe_shared_untied": dict(tie_embeddings=False, moe=MoEConfig(experts=4, top_k=2, shared_expert_d_ff=48)),
-    "moe_one_layer_of_3_bias_gqa": dict(n_layer=3, n_kv_head=2, qkv_bias=True, rope_theta=500.0,
-                                        moe=MoEConfig(experts=4, top_k=2, layers=(1,), shared_expert_d_ff=16)),
+    "moe_one_layer_of_3_bias_gqa": dict(
+        n_layer=3,
+        n_kv_head=2,
+        qkv_bias=True,
+        rope_theta=500.0,
+        moe=MoEConfig(experts=4, top_k=2, layers=(1,), shared_expert_d_ff=16),
+    ),
 }
 
 
@@ -191,19 +196,34 @@ def test_unknown_format_and_missing_checkpoint_are_one_line_errors(tmp_path, cap
 
 def test_cli_exit_status_and_message(tmp_path):
     result = subprocess.run(
-        [sys.executable, "-m", "stages.export", "--checkpoint", str(tmp_path / "missing"), "--to", "hf",
-         "--out", str(tmp_path / "out")], cwd=REPO, capture_output=True, text=True,
+        [
+            sys.executable,
+            "-m",
+            "stages.export",
+            "--checkpoint",
+            str(tmp_path / "missing"),
+            "--to",
+            "hf",
+            "--out",
+            str(tmp_path / "out"),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
     )
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [f"error: --checkpoint {tmp_path / 'missing'}: not a directory"]
 
 
-@pytest.mark.parametrize(("key", "value", "named"), [
-    ("hidden_act", "gelu", "hidden_act"),
-    ("use_sliding_window", True, "use_sliding_window"),
-    ("rope_parameters", {"rope_type": "linear", "factor": 2.0, "rope_theta": 1e4}, "rope_parameters"),
-    ("moe_intermediate_size", 24, "moe_intermediate_size"),
-])
+@pytest.mark.parametrize(
+    ("key", "value", "named"),
+    [
+        ("hidden_act", "gelu", "hidden_act"),
+        ("use_sliding_window", True, "use_sliding_window"),
+        ("rope_parameters", {"rope_type": "linear", "factor": 2.0, "rope_theta": 1e4}, "rope_parameters"),
+        ("moe_intermediate_size", 24, "moe_intermediate_size"),
+    ],
+)
 def test_hf_import_refuses_what_the_model_cannot_compute(key, value, named, tmp_path, capsys):
     _, ckpt = checkpoint(tmp_path / "ours", moe=MoEConfig(experts=4, top_k=2))
     out = convert(ckpt, tmp_path / "hf", "--to", "hf")
@@ -214,8 +234,13 @@ def test_hf_import_refuses_what_the_model_cannot_compute(key, value, named, tmp_
     assert named in err
 
 
-NANOTRON_CASES = ["dense_tied", "dense_qkv_bias_mqa", "moe_no_norm_top1", "moe_shared_untied",
-                  "moe_one_layer_of_3_bias_gqa"]
+NANOTRON_CASES = [
+    "dense_tied",
+    "dense_qkv_bias_mqa",
+    "moe_no_norm_top1",
+    "moe_shared_untied",
+    "moe_one_layer_of_3_bias_gqa",
+]
 
 
 @pytest.mark.parametrize("case", NANOTRON_CASES)
@@ -233,8 +258,10 @@ def test_nanotron_file_layout(tmp_path):
     suffix = "_pp-rank-0-of-1_tp-rank-0-of-1.safetensors"
     layer0, layer1 = out / "model/model/decoder/0/pp_block", out / "model/model/decoder/1/pp_block"
     expected = {  # path -> (shape, sharded)
-        out / f"model/model/token_position_embeddings/pp_block/token_embedding/model_weight{suffix}":
-            ((cfg.vocab_size, cfg.d_model), True),
+        out / f"model/model/token_position_embeddings/pp_block/token_embedding/model_weight{suffix}": (
+            (cfg.vocab_size, cfg.d_model),
+            True,
+        ),
         layer0 / f"attn/qkv_proj/model_weight{suffix}": ((q + 2 * kv, cfg.d_model), True),
         layer0 / f"attn/qkv_proj/model_bias{suffix}": ((q + 2 * kv,), True),
         layer0 / "input_layernorm/model_weight.safetensors": ((cfg.d_model,), False),
@@ -256,13 +283,16 @@ def test_nanotron_file_layout(tmp_path):
             meta = f.metadata() or {}
         if sharded:
             full = "|".join(["None,None,None"] * len(shape))
-            assert meta == {"version": "1.2", "unsharded_shape": str(shape),
-                            "local_global_slices_pairs": f"{full}#{full}"}
+            assert meta == {
+                "version": "1.2",
+                "unsharded_shape": str(shape),
+                "local_global_slices_pairs": f"{full}#{full}",
+            }
         else:
             assert meta == {}
     state = model.state_dict()
     qkv = load_file(layer0 / f"attn/qkv_proj/model_weight{suffix}")["data"]
-    assert torch.equal(qkv[q: q + kv], state["model.layers.0.self_attn.k_proj.weight"])
+    assert torch.equal(qkv[q : q + kv], state["model.layers.0.self_attn.k_proj.weight"])
     merged = load_file(layer1 / "mlp/experts/model_merged_gate_up_proj.safetensors")["data"]
     assert torch.equal(merged[2, :, : cfg.d_ff], state["model.layers.1.mlp.experts.gate_up_proj"][2, : cfg.d_ff].T)
     model_config = json.loads((out / "model_config.json").read_text())
@@ -281,16 +311,20 @@ def test_nanotron_import_merges_tensor_parallel_shards(tmp_path):
         data = load_file(path)["data"]
         half, rest = data.shape[0] // 2, "|None,None,None" * (data.ndim - 1)
         for rank, (start, stop) in enumerate([(0, half), (half, data.shape[0])]):
-            meta = {"version": "1.5", "unsharded_shape": str(tuple(data.shape)),
-                    "local_global_slices_pairs": f"0,{stop - start},None{rest}#{start},{stop},None{rest}"}
+            meta = {
+                "version": "1.5",
+                "unsharded_shape": str(tuple(data.shape)),
+                "local_global_slices_pairs": f"0,{stop - start},None{rest}#{start},{stop},None{rest}",
+            }
             name = path.name.replace("tp-rank-0-of-1", f"tp-rank-{rank}-of-2")
             save_file({"data": data[start:stop].contiguous()}, str(path.with_name(name)), metadata=meta)
         path.unlink()
     same_checkpoint(ckpt, convert(out, tmp_path / "back", "--from", "nanotron"))
 
 
-@pytest.mark.parametrize(("key", "value"), [("rope_interleaved", True), ("sliding_window_size", 8),
-                                            ("hidden_act", "gelu")])
+@pytest.mark.parametrize(
+    ("key", "value"), [("rope_interleaved", True), ("sliding_window_size", 8), ("hidden_act", "gelu")]
+)
 def test_nanotron_import_refuses_what_the_model_cannot_compute(key, value, tmp_path, capsys):
     _, ckpt = checkpoint(tmp_path / "ours")
     out = convert(ckpt, tmp_path / "nt", "--to", "nanotron")
@@ -315,4 +349,3 @@ def test_import_names_a_missing_tensor(tmp_path, capsys):
     save_file(state, str(out / "model.safetensors"), metadata={"format": "pt"})
     err = one_line_error(["--checkpoint", str(out), "--from", "hf", "--out", str(tmp_path / "back")], capsys)
     assert "model.layers.1.mlp.up_proj.weight" in err
-

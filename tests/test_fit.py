@@ -346,8 +346,16 @@ def test_two_stage_interaction_is_the_slope_of_alpha_eff_in_ln_d1():
     from stages.laws.diagnostics import interaction_from_slopes
 
     wiggle = [0.004, -0.003, 0.002, -0.004, 0.001]
-    rows = [{"D1": d1, "slope_log_excess": -(0.3 - 0.02 * np.log(d1)) + w, "slope_log_excess_se": 0.01,
-             "slope_log_loss": -0.1 + w, "slope_log_loss_se": 0.01} for d1, w in zip(TOKENS[:5], wiggle, strict=True)]
+    rows = [
+        {
+            "D1": d1,
+            "slope_log_excess": -(0.3 - 0.02 * np.log(d1)) + w,
+            "slope_log_excess_se": 0.01,
+            "slope_log_loss": -0.1 + w,
+            "slope_log_loss_se": 0.01,
+        }
+        for d1, w in zip(TOKENS[:5], wiggle, strict=True)
+    ]
     out = interaction_from_slopes(rows)
     assert out["log_excess"]["alpha3"] == pytest.approx(0.02, abs=2e-3) and out["log_excess"]["n_D1"] == 5
     lo, hi = out["log_excess"]["ci95"]

@@ -71,8 +71,11 @@ def test_gradient_matches_finite_differences_in_float64(moe):
     loss().backward()
     params = dict(model.named_parameters())
     names = ["model.layers.0.self_attn.q_proj.weight", "model.embed_tokens.weight", "model.norm.weight"]
-    names += ["model.layers.0.mlp.experts.down_proj", "model.layers.0.mlp.gate.weight"] if moe else [
-        "model.layers.0.mlp.up_proj.weight"]
+    names += (
+        ["model.layers.0.mlp.experts.down_proj", "model.layers.0.mlp.gate.weight"]
+        if moe
+        else ["model.layers.0.mlp.up_proj.weight"]
+    )
     eps = 1e-6
     for name in names:
         p = params[name]
@@ -99,8 +102,12 @@ def test_same_seed_same_weights_different_seed_different_weights():
 
 @pytest.mark.parametrize(
     ("overrides", "key"),
-    [({"n_layer": 0}, "n_layer"), ({"n_head": 5}, "n_head"), ({"n_kv_head": 3}, "n_kv_head"),
-     ({"vocab_size": 70000}, "vocab_size")],
+    [
+        ({"n_layer": 0}, "n_layer"),
+        ({"n_head": 5}, "n_head"),
+        ({"n_kv_head": 3}, "n_kv_head"),
+        ({"vocab_size": 70000}, "vocab_size"),
+    ],
 )
 def test_invalid_shapes_name_the_key(overrides, key):
     with pytest.raises(UserError, match=key):
@@ -109,9 +116,12 @@ def test_invalid_shapes_name_the_key(overrides, key):
 
 @pytest.mark.parametrize(
     ("moe", "key"),
-    [(dict(experts=2, top_k=3), "top_k"), (dict(experts=4, top_k=2, granularity=3), "granularity"),
-     (dict(experts=4, top_k=2, aux_loss_coef=-1.0), "aux_loss_coef"),
-     (dict(experts=4, top_k=2, layers=(5,)), "layers")],
+    [
+        (dict(experts=2, top_k=3), "top_k"),
+        (dict(experts=4, top_k=2, granularity=3), "granularity"),
+        (dict(experts=4, top_k=2, aux_loss_coef=-1.0), "aux_loss_coef"),
+        (dict(experts=4, top_k=2, layers=(5,)), "layers"),
+    ],
 )
 def test_invalid_moe_names_the_key(moe, key):
     with pytest.raises(UserError, match=key):

@@ -11,10 +11,19 @@ def test_matches_torch_adamw_exactly():
     torch.manual_seed(0)
     params = [torch.nn.Parameter(torch.randn(5, 3)), torch.nn.Parameter(torch.randn(5))]
     twins = [torch.nn.Parameter(p.detach().clone()) for p in params]
-    ours = AdamW([{"params": params[:1], "weight_decay": 0.1}, {"params": params[1:], "weight_decay": 0.0}],
-                 lr=0.01, betas=(0.9, 0.95), eps=1e-8)
-    ref = torch.optim.AdamW([{"params": twins[:1], "weight_decay": 0.1}, {"params": twins[1:], "weight_decay": 0.0}],
-                            lr=0.01, betas=(0.9, 0.95), eps=1e-8, foreach=False)
+    ours = AdamW(
+        [{"params": params[:1], "weight_decay": 0.1}, {"params": params[1:], "weight_decay": 0.0}],
+        lr=0.01,
+        betas=(0.9, 0.95),
+        eps=1e-8,
+    )
+    ref = torch.optim.AdamW(
+        [{"params": twins[:1], "weight_decay": 0.1}, {"params": twins[1:], "weight_decay": 0.0}],
+        lr=0.01,
+        betas=(0.9, 0.95),
+        eps=1e-8,
+        foreach=False,
+    )
     for step in range(20):
         lr = 0.01 * (1 + step) / 20
         for group in ours.param_groups + ref.param_groups:

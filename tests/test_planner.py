@@ -23,11 +23,15 @@ RANGES = {"N1": [1e8, 1e10], "D1": [1e9, 1e12], "D2": [1e9, 1e12], "N": [1e8, 1e
 
 @pytest.fixture
 def fits(tmp_path):
-    for name, law, params in (("upcycled", "joint_upcycled", UPCYCLED), ("scratch_chinchilla", "chinchilla", SCRATCH),
-                              ("dense_chinchilla", "chinchilla", DENSE)):
+    for name, law, params in (
+        ("upcycled", "joint_upcycled", UPCYCLED),
+        ("scratch_chinchilla", "chinchilla", SCRATCH),
+        ("dense_chinchilla", "chinchilla", DENSE),
+    ):
         cols = ("N1", "D1", "D2") if law == "joint_upcycled" else ("N", "D")
-        (tmp_path / f"{name}.json").write_text(json.dumps(
-            {"law": law, "params": params, "ranges": {c: RANGES[c] for c in cols}}))
+        (tmp_path / f"{name}.json").write_text(
+            json.dumps({"law": law, "params": params, "ranges": {c: RANGES[c] for c in cols}})
+        )
     return tmp_path
 
 
@@ -53,7 +57,8 @@ def test_framings_and_options(fits):
     assert t.loc["upcycle", "flops_total"] == pytest.approx(6 * 1e9 * 1e10 + 6 * 1.6e9 * 1e10)
     up = float(laws(fits).upcycled(1e9, 1e10, 1e10)[0])
     assert t.loc["upcycle", "predicted_loss"] == pytest.approx(
-        16.3 * 1e10**-0.043 * 1e10 ** (-0.085 + 7.98e-4 * math.log(1e10)) + 8.53 * 1e9**-0.112 + 0.165)
+        16.3 * 1e10**-0.043 * 1e10 ** (-0.085 + 7.98e-4 * math.log(1e10)) + 8.53 * 1e9**-0.112 + 0.165
+    )
     assert up == pytest.approx(t.loc["upcycle", "predicted_loss"])
 
 
@@ -77,23 +82,50 @@ def run_planner(*args: str) -> subprocess.CompletedProcess:
 
 def test_cli_writes_a_table_and_warns_on_extrapolation(fits, tmp_path):
     out = tmp_path / "plan.csv"
-    res = run_planner("--fits", str(fits), "--n1", "1e9", "--n-active", "1.6e9", "--d1", "1e10",
-                      "--extra-flops", "1e20", "--total-flops", "1e21", "--out", str(out))
+    res = run_planner(
+        "--fits",
+        str(fits),
+        "--n1",
+        "1e9",
+        "--n-active",
+        "1.6e9",
+        "--d1",
+        "1e10",
+        "--extra-flops",
+        "1e20",
+        "--total-flops",
+        "1e21",
+        "--out",
+        str(out),
+    )
     assert res.returncode == 0, res.stderr
     table = pd.read_csv(out)
-    assert set(table["option"]) >= {"upcycle", "scratch_same_tokens", "scratch_same_compute", "dense_continued",
-                                    "threshold_same_tokens", "threshold_same_compute", "optimal_split"}
+    assert set(table["option"]) >= {
+        "upcycle",
+        "scratch_same_tokens",
+        "scratch_same_compute",
+        "dense_continued",
+        "threshold_same_tokens",
+        "threshold_same_compute",
+        "optimal_split",
+    }
     assert "lowest predicted loss" in res.stdout
-    res = run_planner("--fits", str(fits), "--n1", "1e9", "--n-active", "1.6e9", "--d1", "2e12",
-                      "--extra-tokens", "1e10")
+    res = run_planner(
+        "--fits", str(fits), "--n1", "1e9", "--n-active", "1.6e9", "--d1", "2e12", "--extra-tokens", "1e10"
+    )
     assert res.returncode == 0 and "outside the fitted range [1e+09, 1e+12]" in res.stderr
 
 
 @pytest.mark.parametrize(
     ("args", "message"),
-    [(["--d1", "1e15", "--extra-tokens", "1e10"], "refusing to predict"),
-     (["--d1", "1e10", "--extra-tokens", "0"], "--extra-tokens: must be a positive number"),
-     (["--d1", "1e10", "--extra-tokens", "1e10", "--upcycled-fit", "missing"], "missing.json: no fit of the upcycled")],
+    [
+        (["--d1", "1e15", "--extra-tokens", "1e10"], "refusing to predict"),
+        (["--d1", "1e10", "--extra-tokens", "0"], "--extra-tokens: must be a positive number"),
+        (
+            ["--d1", "1e10", "--extra-tokens", "1e10", "--upcycled-fit", "missing"],
+            "missing.json: no fit of the upcycled",
+        ),
+    ],
 )
 def test_cli_user_errors(fits, args, message):
     res = run_planner("--fits", str(fits), "--n1", "1e9", "--n-active", "1.6e9", *args)
@@ -105,8 +137,11 @@ def test_bootstrap_resamples_give_intervals_around_the_point_estimate(fits):
     for name in ("upcycled", "scratch_chinchilla", "dense_chinchilla"):
         path = fits / f"{name}.json"
         fit = json.loads(path.read_text())
-        fit["bootstrap"] = {"samples": [{k: v * (1 + 0.01 * rng.standard_normal()) for k, v in fit["params"].items()}
-                                        for _ in range(40)]}
+        fit["bootstrap"] = {
+            "samples": [
+                {k: v * (1 + 0.01 * rng.standard_normal()) for k, v in fit["params"].items()} for _ in range(40)
+            ]
+        }
         path.write_text(json.dumps(fit))
     table, _ = plan(laws(fits), 1e9, 1.6e9, 1e10, 1e10, 1e21, 100.0)
     t = table.set_index("option")
@@ -123,8 +158,9 @@ def test_every_crossing_is_reported():
 
     roots, upcycle_first = crossings(lambda x: (x - math.log(1e5)) * (x - math.log(1e8)))
     assert roots == pytest.approx([1e5, 1e8], rel=1e-8) and not upcycle_first
-    assert _threshold_note(roots, upcycle_first) == ("D2*: scratch wins below, upcycling above; "
-                                                     "the laws cross again at 1e+08")
+    assert _threshold_note(roots, upcycle_first) == (
+        "D2*: scratch wins below, upcycling above; the laws cross again at 1e+08"
+    )
     assert crossings(lambda x: x * 0 - 1.0) == ([], True)
 
 
@@ -133,8 +169,14 @@ def test_threshold_figure_draws_the_tie_per_dense_size(fits, tmp_path):
     from stages.figures import main
     from stages.report.figures import threshold
 
-    runs = pd.DataFrame([{"kind": "upcycled", "N_dense": n1, "N_active": 1.6 * n1, "D1": d1, "D2": d2, "loss": 2.5}
-                         for n1 in (1e8, 1e9) for d1 in (1e9, 1e10, 1e11) for d2 in (1e9, 1e10)])
+    runs = pd.DataFrame(
+        [
+            {"kind": "upcycled", "N_dense": n1, "N_active": 1.6 * n1, "D1": d1, "D2": d2, "loss": 2.5}
+            for n1 in (1e8, 1e9)
+            for d1 in (1e9, 1e10, 1e11)
+            for d2 in (1e9, 1e10)
+        ]
+    )
     fig_fits = {name: json.loads((fits / f"{name}.json").read_text()) for name in ("upcycled", "scratch_chinchilla")}
     fig = threshold(runs, fig_fits)
     for ax in fig.axes:

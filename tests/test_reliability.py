@@ -13,12 +13,29 @@ from conftest import run_snakemake, snakemake_cmd
 
 pytestmark = pytest.mark.slow
 
-COMPARED = ["tables/runs.csv", "tables/runs.parquet", "fits/fit_params.csv", "fits/fit_params.md",
-            "tables/plan.csv", *(f"fits/{name}.json" for name in (
-                "dense_chinchilla", "scratch_chinchilla", "upcycled", "upcycled_heldout", "upcycled_no_interaction",
-                "upcycled_additive")),
-            *(f"figures/{name}.{ext}" for name in ("loss_vs_d2", "alpha_eff", "loss_vs_compute", "threshold",
-                                                    "predicted_vs_observed", "residuals") for ext in ("png", "pdf"))]
+COMPARED = [
+    "tables/runs.csv",
+    "tables/runs.parquet",
+    "fits/fit_params.csv",
+    "fits/fit_params.md",
+    "tables/plan.csv",
+    *(
+        f"fits/{name}.json"
+        for name in (
+            "dense_chinchilla",
+            "scratch_chinchilla",
+            "upcycled",
+            "upcycled_heldout",
+            "upcycled_no_interaction",
+            "upcycled_additive",
+        )
+    ),
+    *(
+        f"figures/{name}.{ext}"
+        for name in ("loss_vs_d2", "alpha_eff", "loss_vs_compute", "threshold", "predicted_vs_observed", "residuals")
+        for ext in ("png", "pdf")
+    ),
+]
 
 
 def tiny(repo: Path) -> list[str]:
@@ -27,8 +44,12 @@ def tiny(repo: Path) -> list[str]:
 
 def test_killed_workflow_resumes_to_byte_identical_outputs(repo_copy, tiny_run, tmp_path):
     """SIGKILL the whole workflow mid-way (as a node failure would), unlock, rerun: same bytes as a clean run."""
-    proc = subprocess.Popen(snakemake_cmd(repo_copy, tmp_path, *tiny(repo_copy), "--cores", "2"),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    proc = subprocess.Popen(
+        snakemake_cmd(repo_copy, tmp_path, *tiny(repo_copy), "--cores", "2"),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     deadline = time.time() + 300
     while time.time() < deadline and proc.poll() is None:
         if len(list((tmp_path / "results").glob("eval/**/eval.json"))) >= 4:
@@ -73,22 +94,27 @@ def planned(repo: Path, workdir: Path) -> dict[str, int]:
     return counts
 
 
-def test_editing_a_stage_module_reruns_exactly_its_rules(repo_copy, tiny_run):
+def test_editing_a_module_reruns_exactly_the_stages_that_import_it(repo_copy, tiny_run):
     stages = repo_copy / "stages"
-    with edited(stages / "figures.py"):
+    with edited(stages / "figures.py"):  # a stage command
         assert planned(repo_copy, tiny_run) == {"figures": 6}
     with edited(stages / "tables.py"):
         assert planned(repo_copy, tiny_run) == {"fit_table": 1}
-    with edited(stages / "laws.py"):  # imported by fit, figures, tables and the planner
+    with edited(stages / "report" / "figures.py"):  # a library module only the figures command imports
+        assert planned(repo_copy, tiny_run) == {"figures": 6}
+    with edited(stages / "laws" / "bootstrap.py"):  # only the fitter: the fits rerun, then what reads them
+        assert planned(repo_copy, tiny_run) == {"fit": 6, "figures": 5, "fit_table": 1, "plan": 1}
+    with edited(stages / "laws" / "forms.py"):  # imported by fit, figures, tables and the planner
         assert planned(repo_copy, tiny_run) == {"fit": 6, "figures": 6, "fit_table": 1, "plan": 1}
-    with edited(stages / "evaluate.py"):  # also imported by upcycle (step-0 loss), so surgery reruns too
+    with edited(stages / "training" / "evaluation.py"):  # evaluate, and the surgery's step-0 loss
         counts = planned(repo_copy, tiny_run)
         assert counts["evaluate"] == 25 and counts["upcycle"] == 3 and "dense" not in counts and "data" not in counts
-    with edited(stages / "model.py"):
+    with edited(stages / "model" / "moe.py"):
         counts = planned(repo_copy, tiny_run)
         assert {"dense", "upcycle", "moe", "scratch", "dense_cont", "evaluate", "collect"} <= set(counts)
         assert "data" not in counts
     (stages / "train.py").touch()  # a touch is not a change
+    (stages / "training" / "loop.py").touch()
     assert planned(repo_copy, tiny_run) == {}
 
 
@@ -101,8 +127,9 @@ def test_failed_job_names_the_file_and_keeps_other_results(repo_copy, tiny_run, 
     before = {p: p.stat().st_mtime_ns for p in (work / "results").rglob("*") if p.is_file()}
     weights = work / "results" / "dense" / "xs" / "d1_16K" / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[:1000])
-    res = run_snakemake(repo_copy, work, *tiny(repo_copy), "--cores", "1", "-R", "upcycle", "--allowed-rules",
-                        "upcycle", check=False)
+    res = run_snakemake(
+        repo_copy, work, *tiny(repo_copy), "--cores", "1", "-R", "upcycle", "--allowed-rules", "upcycle", check=False
+    )
     assert res.returncode != 0
     log = (work / "logs" / "upcycled" / "xs" / "d1_16K" / "e4k2.log").read_text().strip().splitlines()
     assert "model.safetensors" in log[-1] and "sha256" in log[-1] and "Traceback" not in "\n".join(log)

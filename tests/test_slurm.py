@@ -31,10 +31,25 @@ def cluster(tmp_path_factory):
 
 def test_profile_runs_training_and_evaluation_through_sbatch(cluster, tmp_path):
     target = "results/eval/dense/xs/d1_16K/eval.json"
-    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), "--directory", str(tmp_path),
-           "--profile", str(REPO / "profiles" / "slurm"), "--configfile", str(REPO / "config" / "tiny.yaml"),
-           "--slurm-no-account", "--slurm-status-command", "squeue",
-           "--slurm-init-seconds-before-status-checks", "2", target]
+    cmd = [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "--snakefile",
+        str(REPO / "Snakefile"),
+        "--directory",
+        str(tmp_path),
+        "--profile",
+        str(REPO / "profiles" / "slurm"),
+        "--configfile",
+        str(REPO / "config" / "tiny.yaml"),
+        "--slurm-no-account",
+        "--slurm-status-command",
+        "squeue",
+        "--slurm-init-seconds-before-status-checks",
+        "2",
+        target,
+    ]
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     assert json.loads((tmp_path / target).read_text())["val_loss"] > 0

@@ -19,9 +19,29 @@ MOE = json.dumps({"n_layer": 1, "d_model": 32, "n_head": 2, "d_ff": 64, "moe": {
 
 def train_cmd(corpus: Path, out: Path, *extra: str, tokens: str = "8K", kind: str = "dense", **train) -> list[str]:
     options = json.dumps({"seq_len": 32, "batch_size": 8, "log_every": 1, **train})
-    base = [sys.executable, "-m", "stages.train", "--kind", kind, "--run-id", f"test/{out.name}", "--data",
-            str(corpus), "--tokens", tokens, "--out", str(out), "--seed", "3", "--data-seed", "4", "--train", options,
-            "--work-dir", str(out.parent / f".work-{out.name}")]
+    base = [
+        sys.executable,
+        "-m",
+        "stages.train",
+        "--kind",
+        kind,
+        "--run-id",
+        f"test/{out.name}",
+        "--data",
+        str(corpus),
+        "--tokens",
+        tokens,
+        "--out",
+        str(out),
+        "--seed",
+        "3",
+        "--data-seed",
+        "4",
+        "--train",
+        options,
+        "--work-dir",
+        str(out.parent / f".work-{out.name}"),
+    ]
     if "--init" not in extra:
         base += ["--model", MOE if kind == "scratch_moe" else MODEL]
     return base + list(extra)
@@ -34,8 +54,10 @@ def run_ok(cmd: list[str]) -> subprocess.CompletedProcess:
 
 
 def files(run: Path) -> dict[str, bytes]:
-    return {name: (run / name).read_bytes() for name in ("model.safetensors", "metrics.csv", "config.json",
-                                                          "provenance.json")}
+    return {
+        name: (run / name).read_bytes()
+        for name in ("model.safetensors", "metrics.csv", "config.json", "provenance.json")
+    }
 
 
 def test_same_inputs_give_identical_bytes(tmp_path, corpus_dir):
@@ -77,8 +99,11 @@ def test_killed_run_resumes_to_identical_bytes(tmp_path, corpus_dir):
 
 def test_continued_run_starts_where_its_parent_stopped(tmp_path, corpus_dir):
     run_ok(train_cmd(corpus_dir, tmp_path / "parent"))
-    run_ok(train_cmd(corpus_dir, tmp_path / "child", "--init", str(tmp_path / "parent"), kind="dense_cont",
-                     lr_policy="continue"))
+    run_ok(
+        train_cmd(
+            corpus_dir, tmp_path / "child", "--init", str(tmp_path / "parent"), kind="dense_cont", lr_policy="continue"
+        )
+    )
     parent = json.loads((tmp_path / "parent" / "provenance.json").read_text())
     child = json.loads((tmp_path / "child" / "provenance.json").read_text())
     assert child["data"]["start_sequence"] == parent["data"]["end_sequence"] == parent["steps"] * 8
@@ -87,8 +112,9 @@ def test_continued_run_starts_where_its_parent_stopped(tmp_path, corpus_dir):
 
 
 def test_non_finite_loss_stops_with_one_line(tmp_path, corpus_dir):
-    res = subprocess.run(train_cmd(corpus_dir, tmp_path / "nan", lr=1e30, grad_clip=0), cwd=REPO,
-                         capture_output=True, text=True)
+    res = subprocess.run(
+        train_cmd(corpus_dir, tmp_path / "nan", lr=1e30, grad_clip=0), cwd=REPO, capture_output=True, text=True
+    )
     assert res.returncode == 2, res.stderr
     last = res.stderr.strip().splitlines()[-1]
     assert "non-finite training loss" in last and "at step" in last and "Traceback" not in res.stderr
@@ -97,8 +123,12 @@ def test_non_finite_loss_stops_with_one_line(tmp_path, corpus_dir):
 
 @pytest.mark.parametrize(
     ("extra", "train", "message"),
-    [(["--tokens", "10"], {}, "fewer than one step"), (["--model", "{bad json"], {}, "--model"),
-     ([], {"min_lr_ratio": 2}, "--train: config key 'train.min_lr_ratio'"), ([], {"lr_sched": "wsd"}, "unknown key")],
+    [
+        (["--tokens", "10"], {}, "fewer than one step"),
+        (["--model", "{bad json"], {}, "--model"),
+        ([], {"min_lr_ratio": 2}, "--train: config key 'train.min_lr_ratio'"),
+        ([], {"lr_sched": "wsd"}, "unknown key"),
+    ],
 )
 def test_bad_arguments_exit_2(tmp_path, corpus_dir, extra, train, message):
     cmd = train_cmd(corpus_dir, tmp_path / "x", *extra, **train)
@@ -112,8 +142,12 @@ def test_truncated_shard_and_tokenizer_mismatch(tmp_path, corpus_dir):
     from conftest import write_corpus
 
     write_corpus(other, vocab=128)
-    res = subprocess.run(train_cmd(other, tmp_path / "child", "--init", str(tmp_path / "parent"), kind="dense_cont"),
-                         cwd=REPO, capture_output=True, text=True)
+    res = subprocess.run(
+        train_cmd(other, tmp_path / "child", "--init", str(tmp_path / "parent"), kind="dense_cont"),
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+    )
     assert res.returncode == 2 and "vocab_size" in res.stderr
     with open(corpus_dir / "train.bin", "r+b") as f:
         f.truncate(1001)

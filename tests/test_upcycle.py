@@ -39,8 +39,9 @@ def test_naive_copies_every_tensor_and_the_ffn_into_each_expert():
             assert torch.equal(d[name], m[name]), name
     gate_up = m["model.layers.0.mlp.experts.gate_up_proj"]
     for e in range(4):
-        assert torch.equal(gate_up[e], torch.cat([d["model.layers.0.mlp.gate_proj.weight"],
-                                                  d["model.layers.0.mlp.up_proj.weight"]]))
+        assert torch.equal(
+            gate_up[e], torch.cat([d["model.layers.0.mlp.gate_proj.weight"], d["model.layers.0.mlp.up_proj.weight"]])
+        )
         assert torch.equal(m["model.layers.0.mlp.experts.down_proj"][e], d["model.layers.0.mlp.down_proj.weight"])
 
 
@@ -117,10 +118,27 @@ def test_cli_reports_step0_losses(tmp_path, corpus_dir):
     dense = dense_model()
     save_checkpoint(tmp_path / "dense", dense, RunRecord(run_id="dense", kind="dense", code_hash="", torch_version=""))
     out = tmp_path / "moe"
-    base = [sys.executable, "-m", "stages.upcycle", "--dense", str(tmp_path / "dense"), "--out", str(out),
-            "--data", str(corpus_dir), "--seed", "1", "--eval-tokens", "512"]
-    subprocess.run(base + ["--moe", '{"experts": 4, "top_k": 2, "norm_topk_prob": true}'], check=True, cwd=REPO,
-                   capture_output=True)
+    base = [
+        sys.executable,
+        "-m",
+        "stages.upcycle",
+        "--dense",
+        str(tmp_path / "dense"),
+        "--out",
+        str(out),
+        "--data",
+        str(corpus_dir),
+        "--seed",
+        "1",
+        "--eval-tokens",
+        "512",
+    ]
+    subprocess.run(
+        base + ["--moe", '{"experts": 4, "top_k": 2, "norm_topk_prob": true}'],
+        check=True,
+        cwd=REPO,
+        capture_output=True,
+    )
     report = json.loads((out / "surgery.json").read_text())
     assert abs(report["moe_val_loss"] - report["dense_val_loss"]) < 1e-5
     assert report["max_rel_logit_diff"] <= 1e-6

@@ -30,21 +30,80 @@ def job_counts(stdout: str) -> dict[str, int]:
 
 def test_default_config_dry_run_lists_every_stage(tmp_path):
     counts = job_counts(snakemake(tmp_path, "-n").stdout)
-    assert counts == {"data": 1, "dense": 9, "upcycle": 3, "moe": 9, "scratch": 6, "dense_cont": 6,
-                      "evaluate": 30, "collect": 1, "fit": 6, "figures": 6, "fit_table": 1, "plan": 1, "all": 1,
-                      "total": 80}
+    assert counts == {
+        "data": 1,
+        "dense": 9,
+        "upcycle": 3,
+        "moe": 9,
+        "scratch": 6,
+        "dense_cont": 6,
+        "evaluate": 30,
+        "collect": 1,
+        "fit": 6,
+        "figures": 6,
+        "fit_table": 1,
+        "plan": 1,
+        "all": 1,
+        "total": 80,
+    }
     assert not (tmp_path / "results").exists()
 
 
 SHIPPED_GRIDS = {
-    "paper": {"data": 1, "dense": 9, "scratch": 6, "dense_cont": 12, "evaluate": 81, "upcycle": 18, "moe": 54,
-              "collect": 1, "figures": 6, "fit": 7, "fit_table": 1, "plan": 1, "all": 1, "total": 198},
-    "methods": {"data": 1, "dense": 1, "dense_cont": 1, "evaluate": 23, "upcycle": 21, "moe": 21, "collect": 1,
-                "figures": 1, "all": 1, "total": 71},
-    "sparsity": {"data": 1, "dense": 2, "evaluate": 16, "upcycle": 14, "moe": 14, "collect": 1, "fit": 1,
-                 "figures": 3, "fit_table": 1, "all": 1, "total": 54},
-    "interaction": {"data": 1, "dense": 6, "evaluate": 30, "upcycle": 6, "moe": 24, "collect": 1, "fit": 4,
-                    "figures": 4, "fit_table": 1, "all": 1, "total": 78},
+    "paper": {
+        "data": 1,
+        "dense": 9,
+        "scratch": 6,
+        "dense_cont": 12,
+        "evaluate": 81,
+        "upcycle": 18,
+        "moe": 54,
+        "collect": 1,
+        "figures": 6,
+        "fit": 7,
+        "fit_table": 1,
+        "plan": 1,
+        "all": 1,
+        "total": 198,
+    },
+    "methods": {
+        "data": 1,
+        "dense": 1,
+        "dense_cont": 1,
+        "evaluate": 23,
+        "upcycle": 21,
+        "moe": 21,
+        "collect": 1,
+        "figures": 1,
+        "all": 1,
+        "total": 71,
+    },
+    "sparsity": {
+        "data": 1,
+        "dense": 2,
+        "evaluate": 16,
+        "upcycle": 14,
+        "moe": 14,
+        "collect": 1,
+        "fit": 1,
+        "figures": 3,
+        "fit_table": 1,
+        "all": 1,
+        "total": 54,
+    },
+    "interaction": {
+        "data": 1,
+        "dense": 6,
+        "evaluate": 30,
+        "upcycle": 6,
+        "moe": 24,
+        "collect": 1,
+        "fit": 4,
+        "figures": 4,
+        "fit_table": 1,
+        "all": 1,
+        "total": 78,
+    },
 }
 
 
@@ -56,8 +115,14 @@ def test_every_shipped_grid_validates_and_plans(grid, tmp_path):
 
 
 def test_paper_grid_on_the_slurm_profile_trains_on_gpus(tmp_path):
-    res = snakemake(tmp_path, "-n", "--profile", str(REPO / "profiles" / "slurm"),
-                    "--configfile", str(REPO / "config" / "paper.yaml"))
+    res = snakemake(
+        tmp_path,
+        "-n",
+        "--profile",
+        str(REPO / "profiles" / "slurm"),
+        "--configfile",
+        str(REPO / "config" / "paper.yaml"),
+    )
     train = re.search(r"rule moe:[\s\S]*?resources: ([^\n]*)\nShell command: ([^\n]*)", res.stdout)
     assert train, res.stdout[-2000:]
     assert "slurm_partition=gpu" in train[1] and "gpu=1" in train[1]
@@ -89,8 +154,14 @@ def test_tiny_grid_end_to_end(tiny_run, repo_copy):
     assert (up["N_total"] > up["N_active"]).all() and (up["N_dense"] < up["N_active"]).all()
     parquet = pd.read_parquet(results / "tables" / "runs.parquet")
     assert list(parquet.columns) == list(runs.columns) and parquet["val_loss"].tolist() == runs["val_loss"].tolist()
-    for name in ("dense_chinchilla", "scratch_chinchilla", "upcycled", "upcycled_heldout", "upcycled_no_interaction",
-                 "upcycled_additive"):
+    for name in (
+        "dense_chinchilla",
+        "scratch_chinchilla",
+        "upcycled",
+        "upcycled_heldout",
+        "upcycled_no_interaction",
+        "upcycled_additive",
+    ):
         fit = json.loads((results / "fits" / f"{name}.json").read_text())
         assert all(v is not None and math.isfinite(v) for v in fit["params"].values()), (name, fit["params"])
     assert json.loads((results / "fits" / "upcycled_heldout.json").read_text())["holdout"]["n"] == 1
@@ -116,10 +187,14 @@ def test_tiny_grid_end_to_end(tiny_run, repo_copy):
     [
         (["-R", "fit"], {"fit": 6, "figures": 5, "fit_table": 1, "plan": 1}),  # loss_vs_compute draws no fit
         (["-R", "figures"], {"figures": 6}),
-        (["-R", "collect", "--allowed-rules", "collect", "fit", "figures", "fit_table", "plan"],
-         {"collect": 1, "fit": 6, "figures": 6, "fit_table": 1, "plan": 1}),
-        (["-R", "results/dense/xs/d1_16K/model.safetensors", "-U", "evaluate"],
-         {"dense": 1, "upcycle": 1, "moe": 3, "evaluate": 4}),
+        (
+            ["-R", "collect", "--allowed-rules", "collect", "fit", "figures", "fit_table", "plan"],
+            {"collect": 1, "fit": 6, "figures": 6, "fit_table": 1, "plan": 1},
+        ),
+        (
+            ["-R", "results/dense/xs/d1_16K/model.safetensors", "-U", "evaluate"],
+            {"dense": 1, "upcycle": 1, "moe": 3, "evaluate": 4},
+        ),
         (["results/moe/xs/d1_32K/e4k2/d2_16K/model.safetensors", "-R", "moe"], {"moe": 1}),
     ],
 )

@@ -35,8 +35,8 @@ def _with_parents(module: str) -> set[str]:
 
 
 @functools.cache
-def _imports(module: str) -> frozenset[str]:
-    """The package modules that ``module`` imports (dotted names relative to the package)."""
+def direct_imports(module: str) -> frozenset[str]:
+    """The package modules that ``module`` names in its import statements (dotted, relative to the package)."""
     path = module_file(module)
     assert path is not None, module
     found: set[str] = set()
@@ -57,8 +57,12 @@ def _imports(module: str) -> frozenset[str]:
                 parts = alias.name.split(".")
                 if parts[0] == PACKAGE and len(parts) > 1:
                     found.add(".".join(parts[1:]))
-    expanded = set().union(*(_with_parents(m) for m in found)) if found else set()
-    return frozenset(m for m in expanded if module_file(m) is not None)
+    return frozenset(m for m in found if module_file(m) is not None)
+
+
+def _imports(module: str) -> frozenset[str]:
+    """What importing ``module`` loads: its direct imports and the packages they sit in."""
+    return frozenset(p for m in direct_imports(module) for p in _with_parents(m) if module_file(p) is not None)
 
 
 def dependencies(module: str) -> list[str]:

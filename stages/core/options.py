@@ -43,10 +43,13 @@ def option(
     schema: dict[str, Any] | None = None,
 ) -> Any:
     """A dataclass field that carries its own documentation and bounds (``schema`` overrides the type's)."""
-    bounds = {"minimum": minimum, "maximum": maximum, "exclusiveMinimum": exclusive_minimum,
-              "exclusiveMaximum": exclusive_maximum}
-    meta = {"help": help, "unit": unit, "bounds": {k: v for k, v in bounds.items() if v is not None},
-            "schema": schema}
+    bounds = {
+        "minimum": minimum,
+        "maximum": maximum,
+        "exclusiveMinimum": exclusive_minimum,
+        "exclusiveMaximum": exclusive_maximum,
+    }
+    meta = {"help": help, "unit": unit, "bounds": {k: v for k, v in bounds.items() if v is not None}, "schema": schema}
     if isinstance(default, (list, dict, tuple)) and not isinstance(default, tuple):
         return dataclasses.field(default_factory=lambda: copy.deepcopy(default), metadata=meta)
     return dataclasses.field(default=default, metadata=meta)
@@ -234,8 +237,12 @@ def check_bounds(group: Any, section: str) -> None:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             continue
         for bound, limit in f.metadata["bounds"].items():
-            ok = {"minimum": value >= limit, "maximum": value <= limit, "exclusiveMinimum": value > limit,
-                  "exclusiveMaximum": value < limit}[bound]
+            ok = {
+                "minimum": value >= limit,
+                "maximum": value <= limit,
+                "exclusiveMinimum": value > limit,
+                "exclusiveMaximum": value < limit,
+            }[bound]
             if not ok or value != value:  # NaN fails every bound
                 relation = {"minimum": ">=", "maximum": "<=", "exclusiveMinimum": ">", "exclusiveMaximum": "<"}[bound]
                 raise UserError(f"{section}.{f.name}: must be {relation} {limit}, got {value}")
@@ -253,8 +260,13 @@ def add_flags(parser: Any, cls: type) -> None:
         elif typing.get_origin(tp) is Literal:
             parser.add_argument(flag, choices=typing.get_args(tp), default=default, help=help_text)
         elif tp in (int, float, str):
-            parser.add_argument(flag, type=tp, default=default, required=default is None,
-                                help=f"{help_text} (default {default})" if default is not None else help_text)
+            parser.add_argument(
+                flag,
+                type=tp,
+                default=default,
+                required=default is None,
+                help=f"{help_text} (default {default})" if default is not None else help_text,
+            )
         else:
             raise TypeError(f"option {cls.__name__}.{f.name}: no command-line form for {tp!r}")
 

@@ -126,8 +126,10 @@ class RunRecord:
     def from_dict(cls, data: dict[str, Any], where: str) -> RunRecord:
         version = data.get("schema_version", 1)
         if version != SCHEMA_VERSION:
-            raise UserError(f"{where}: run record schema version {version}, this code reads {SCHEMA_VERSION}; "
-                            "rerun the run that wrote it")
+            raise UserError(
+                f"{where}: run record schema version {version}, this code reads {SCHEMA_VERSION}; "
+                "rerun the run that wrote it"
+            )
         try:
             values = dict(data)
             values["data"] = DataRef(**values.get("data", {}))

@@ -41,7 +41,12 @@ def require(config: dict[str, Any], key: str, where: Path) -> Any:
 
 def save_import(model: Transformer, out: Path, fmt: str, source: Path, shas: dict[str, str]) -> None:
     """Write an imported model as our checkpoint; its run record names the source files and their sha256."""
-    record = RunRecord(run_id=str(out), kind="import", code_hash=code_hash("export"), torch_version=torch.__version__,
-                       source=SourceRef(format=fmt, path=str(source), sha256=shas))
+    record = RunRecord(
+        run_id=str(out),
+        kind="import",
+        code_hash=code_hash("export"),
+        torch_version=torch.__version__,
+        source=SourceRef(format=fmt, path=str(source), sha256=shas),
+    )
     with staged_dir(out) as tmp:
         save_checkpoint(tmp, model, record)

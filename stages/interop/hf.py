@@ -46,8 +46,10 @@ def hf_config(cfg: ModelConfig) -> dict[str, Any]:
     """``config.json`` of the Qwen2 (dense) or Qwen2-MoE model that computes the same function."""
     moe = cfg.moe
     if moe is not None and moe.capacity_factor > 0:
-        raise UserError(f"moe.capacity_factor={moe.capacity_factor}: Hugging Face Qwen2-MoE is dropless and cannot "
-                        "express token dropping; export a model trained with capacity_factor 0")
+        raise UserError(
+            f"moe.capacity_factor={moe.capacity_factor}: Hugging Face Qwen2-MoE is dropless and cannot "
+            "express token dropping; export a model trained with capacity_factor 0"
+        )
     out: dict[str, Any] = {
         "architectures": ["Qwen2MoeForCausalLM" if moe else "Qwen2ForCausalLM"],
         "model_type": "qwen2_moe" if moe else "qwen2",
@@ -70,18 +72,20 @@ def hf_config(cfg: ModelConfig) -> dict[str, Any]:
     }
     if moe is not None:
         sparse = set(cfg.moe_layers())
-        out.update({
-            "num_experts": moe.experts,
-            "num_experts_per_tok": moe.top_k,
-            "norm_topk_prob": moe.norm_topk_prob,
-            "moe_intermediate_size": cfg.expert_d_ff,
-            "shared_expert_intermediate_size": moe.shared_expert_d_ff,
-            "decoder_sparse_step": 1,
-            "mlp_only_layers": [i for i in range(cfg.n_layer) if i not in sparse],
-            "router_aux_loss_coef": moe.aux_loss_coef / moe.top_k,
-            "output_router_logits": False,
-            "qkv_bias": cfg.qkv_bias,
-        })
+        out.update(
+            {
+                "num_experts": moe.experts,
+                "num_experts_per_tok": moe.top_k,
+                "norm_topk_prob": moe.norm_topk_prob,
+                "moe_intermediate_size": cfg.expert_d_ff,
+                "shared_expert_intermediate_size": moe.shared_expert_d_ff,
+                "decoder_sparse_step": 1,
+                "mlp_only_layers": [i for i in range(cfg.n_layer) if i not in sparse],
+                "router_aux_loss_coef": moe.aux_loss_coef / moe.top_k,
+                "output_router_logits": False,
+                "qkv_bias": cfg.qkv_bias,
+            }
+        )
     return out
 
 
@@ -158,13 +162,19 @@ def config_from_hf(hf: dict[str, Any], tensors: dict[str, torch.Tensor], where: 
         sparse = [i for i in range(n_layer) if i not in dense and experts > 0 and (i + 1) % step == 0]
         if sparse:
             if width <= 0 or d_ff % width:
-                raise UserError(f"{where}: moe_intermediate_size {width} does not divide intermediate_size {d_ff} "
-                                "(expert width must be d_ff / granularity)")
+                raise UserError(
+                    f"{where}: moe_intermediate_size {width} does not divide intermediate_size {d_ff} "
+                    "(expert width must be d_ff / granularity)"
+                )
             if shared and not _nonzero(tensors, [f"{layers[i]}.mlp.shared_expert.down_proj.weight" for i in sparse]):
                 shared = 0
             moe = MoEConfig(
-                experts=experts, top_k=top_k, granularity=d_ff // width, norm_topk_prob=bool(hf.get("norm_topk_prob")),
-                layers=None if len(sparse) == n_layer else tuple(sparse), shared_expert_d_ff=shared,
+                experts=experts,
+                top_k=top_k,
+                granularity=d_ff // width,
+                norm_topk_prob=bool(hf.get("norm_topk_prob")),
+                layers=None if len(sparse) == n_layer else tuple(sparse),
+                shared_expert_d_ff=shared,
                 aux_loss_coef=hf.get("router_aux_loss_coef", 0.001) * top_k,
             )
     else:
@@ -172,10 +182,18 @@ def config_from_hf(hf: dict[str, Any], tensors: dict[str, torch.Tensor], where: 
     rope_theta = rope.get("rope_theta", hf.get("rope_theta", 10000.0))
     try:
         return ModelConfig(
-            vocab_size=require(hf, "vocab_size", where), n_layer=n_layer, d_model=d_model, n_head=n_head, d_ff=d_ff,
-            n_kv_head=hf.get("num_key_value_heads") or n_head, max_seq_len=hf.get("max_position_embeddings", 32768),
-            rope_theta=float(rope_theta), norm_eps=hf.get("rms_norm_eps", 1e-6), qkv_bias=qkv_bias,
-            tie_embeddings=bool(hf.get("tie_word_embeddings", False)), init_std=hf.get("initializer_range", 0.02),
+            vocab_size=require(hf, "vocab_size", where),
+            n_layer=n_layer,
+            d_model=d_model,
+            n_head=n_head,
+            d_ff=d_ff,
+            n_kv_head=hf.get("num_key_value_heads") or n_head,
+            max_seq_len=hf.get("max_position_embeddings", 32768),
+            rope_theta=float(rope_theta),
+            norm_eps=hf.get("rms_norm_eps", 1e-6),
+            qkv_bias=qkv_bias,
+            tie_embeddings=bool(hf.get("tie_word_embeddings", False)),
+            init_std=hf.get("initializer_range", 0.02),
             moe=moe,
         )
     except UserError as err:
@@ -188,8 +206,12 @@ def state_from_hf(cfg: ModelConfig, tensors: dict[str, torch.Tensor], where: Pat
     per_expert: dict[str, dict[tuple[int, str], torch.Tensor]] = {}
     no_shared = cfg.moe is None or cfg.moe.shared_expert_d_ff == 0
     for name, tensor in tensors.items():
-        if (name.endswith("rotary_emb.inv_freq") or (name == "lm_head.weight" and cfg.tie_embeddings)
-                or (not cfg.qkv_bias and _QKV_BIAS.fullmatch(name)) or (no_shared and ".mlp.shared_expert" in name)):
+        if (
+            name.endswith("rotary_emb.inv_freq")
+            or (name == "lm_head.weight" and cfg.tie_embeddings)
+            or (not cfg.qkv_bias and _QKV_BIAS.fullmatch(name))
+            or (no_shared and ".mlp.shared_expert" in name)
+        ):
             continue
         if match := _PER_EXPERT.fullmatch(name):
             per_expert.setdefault(match[1], {})[int(match[2]), match[3]] = tensor

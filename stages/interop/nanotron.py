@@ -47,8 +47,11 @@ class NanotronParam:
 
 def nanotron_params(cfg: ModelConfig) -> list[NanotronParam]:
     """Every parameter of nanotron's Qwen2 (tp=1, pp=1) for this config, with the tensors it holds."""
-    params = [NanotronParam("model.token_position_embeddings.pp_block.token_embedding.weight",
-                            ("model.embed_tokens.weight",), True)]
+    params = [
+        NanotronParam(
+            "model.token_position_embeddings.pp_block.token_embedding.weight", ("model.embed_tokens.weight",), True
+        )
+    ]
     moe_layers = cfg.moe_layers()
     for i in range(cfg.n_layer):
         ours, theirs = f"model.layers.{i}", f"model.decoder.{i}.pp_block"
@@ -57,16 +60,18 @@ def nanotron_params(cfg: ModelConfig) -> list[NanotronParam]:
             NanotronParam(f"{theirs}.input_layernorm.weight", (f"{ours}.input_layernorm.weight",), False),
             NanotronParam(f"{theirs}.attn.qkv_proj.weight", tuple(f"{p}.weight" for p in qkv), True),
             NanotronParam(f"{theirs}.attn.o_proj.weight", (f"{ours}.self_attn.o_proj.weight",), True),
-            NanotronParam(f"{theirs}.post_attention_layernorm.weight", (f"{ours}.post_attention_layernorm.weight",),
-                          False),
+            NanotronParam(
+                f"{theirs}.post_attention_layernorm.weight", (f"{ours}.post_attention_layernorm.weight",), False
+            ),
         ]
         if cfg.qkv_bias:
             params.append(NanotronParam(f"{theirs}.attn.qkv_proj.bias", tuple(f"{p}.bias" for p in qkv), True))
         mlp, their_mlp = f"{ours}.mlp", f"{theirs}.mlp"
         if i not in moe_layers:
             params += [
-                NanotronParam(f"{their_mlp}.gate_up_proj.weight", (f"{mlp}.gate_proj.weight", f"{mlp}.up_proj.weight"),
-                              True),
+                NanotronParam(
+                    f"{their_mlp}.gate_up_proj.weight", (f"{mlp}.gate_proj.weight", f"{mlp}.up_proj.weight"), True
+                ),
                 NanotronParam(f"{their_mlp}.down_proj.weight", (f"{mlp}.down_proj.weight",), True),
             ]
             continue
@@ -78,8 +83,11 @@ def nanotron_params(cfg: ModelConfig) -> list[NanotronParam]:
         if cfg.moe is not None and cfg.moe.shared_expert_d_ff:
             shared = f"{mlp}.shared_expert"
             params += [
-                NanotronParam(f"{their_mlp}.shared_expert.gate_up_proj.weight",
-                              (f"{shared}.gate_proj.weight", f"{shared}.up_proj.weight"), True),
+                NanotronParam(
+                    f"{their_mlp}.shared_expert.gate_up_proj.weight",
+                    (f"{shared}.gate_proj.weight", f"{shared}.up_proj.weight"),
+                    True,
+                ),
                 NanotronParam(f"{their_mlp}.shared_expert.down_proj.weight", (f"{shared}.down_proj.weight",), True),
                 NanotronParam(f"{their_mlp}.shared_expert_gate.weight", (f"{mlp}.shared_expert_gate.weight",), False),
             ]
@@ -100,11 +108,15 @@ def nanotron_model_config(cfg: ModelConfig) -> dict[str, Any]:
     """nanotron ``Qwen2Config`` fields for this model (the rest keep nanotron's defaults)."""
     moe = cfg.moe
     if moe is not None and moe.capacity_factor > 0:
-        raise UserError(f"moe.capacity_factor={moe.capacity_factor}: nanotron's MoE is dropless and cannot express "
-                        "token dropping; export a model trained with capacity_factor 0")
+        raise UserError(
+            f"moe.capacity_factor={moe.capacity_factor}: nanotron's MoE is dropless and cannot express "
+            "token dropping; export a model trained with capacity_factor 0"
+        )
     if moe is not None and moe.norm_topk_prob:
-        raise UserError("moe.norm_topk_prob=true: nanotron's Qwen2 MoE does not renormalise the top-k weights; "
-                        "only models with norm_topk_prob false can be exported to nanotron")
+        raise UserError(
+            "moe.norm_topk_prob=true: nanotron's Qwen2 MoE does not renormalise the top-k weights; "
+            "only models with norm_topk_prob false can be exported to nanotron"
+        )
     out: dict[str, Any] = {
         "is_qwen2_config": True,
         "hidden_act": "silu",
@@ -171,8 +183,11 @@ def export_nanotron(checkpoint: Path, out: Path) -> None:
                 tensor = tensor.transpose(1, 2)
             metadata = {}
             if param.sharded:
-                metadata = {"version": NANOTRON_VERSION, "local_global_slices_pairs": _full_slices(tensor.ndim),
-                            "unsharded_shape": str(tuple(tensor.shape))}
+                metadata = {
+                    "version": NANOTRON_VERSION,
+                    "local_global_slices_pairs": _full_slices(tensor.ndim),
+                    "unsharded_shape": str(tuple(tensor.shape)),
+                }
             path = nanotron_path(tmp, param.name, param.sharded)
             path.parent.mkdir(parents=True, exist_ok=True)
             save_data_file(tensor, path, metadata)
@@ -180,8 +195,11 @@ def export_nanotron(checkpoint: Path, out: Path) -> None:
         run_config = {
             "general": {"project": "moe_upcycling", "run": out.name},
             "parallelism": {"dp": 1, "pp": 1, "tp": 1, "expert_parallel_size": 1},
-            "model": {"init_method": {"path": str(out.resolve())}, "make_vocab_size_divisible_by": 1,
-                      "model_config": model_config},
+            "model": {
+                "init_method": {"path": str(out.resolve())},
+                "make_vocab_size_divisible_by": 1,
+                "model_config": model_config,
+            },
         }
         write_text(tmp / NANOTRON_YAML, yaml.safe_dump(run_config, sort_keys=True))
 
@@ -202,21 +220,33 @@ def config_from_nanotron(nt: dict[str, Any], where: Path) -> ModelConfig:
         layers = sorted(set(range(n_layer) if -1 in moe_nt.get("layers", [-1]) else moe_nt["layers"]))
         width, top_k = require(moe_nt, "moe_intermediate_size", where), require(moe_nt, "top_k", where)
         if width <= 0 or d_ff % width:
-            raise UserError(f"{where}: moe_intermediate_size {width} does not divide intermediate_size {d_ff} "
-                            "(expert width must be d_ff / granularity)")
+            raise UserError(
+                f"{where}: moe_intermediate_size {width} does not divide intermediate_size {d_ff} "
+                "(expert width must be d_ff / granularity)"
+            )
         shared = require(moe_nt, "shared_expert_intermediate_size", where) if moe_nt.get("enable_shared_expert") else 0
         moe = MoEConfig(
-            experts=require(moe_nt, "num_experts", where), top_k=top_k, granularity=d_ff // width,
-            layers=None if layers == list(range(n_layer)) else tuple(layers), shared_expert_d_ff=shared,
+            experts=require(moe_nt, "num_experts", where),
+            top_k=top_k,
+            granularity=d_ff // width,
+            layers=None if layers == list(range(n_layer)) else tuple(layers),
+            shared_expert_d_ff=shared,
             aux_loss_coef=moe_nt.get("router_aux_loss_coef", 0.01) * top_k,
         )
     try:
         return ModelConfig(
-            vocab_size=require(nt, "vocab_size", where), n_layer=n_layer, d_model=require(nt, "hidden_size", where),
-            n_head=n_head, d_ff=d_ff, n_kv_head=nt.get("num_key_value_heads") or n_head,
-            max_seq_len=nt.get("max_position_embeddings", 2048), rope_theta=float(nt.get("rope_theta", 10000.0)),
-            norm_eps=nt.get("rms_norm_eps", 1e-6), qkv_bias=bool(nt.get("attention_bias", False)),
-            tie_embeddings=bool(nt.get("tie_word_embeddings", False)), init_std=nt.get("initializer_range", 0.02),
+            vocab_size=require(nt, "vocab_size", where),
+            n_layer=n_layer,
+            d_model=require(nt, "hidden_size", where),
+            n_head=n_head,
+            d_ff=d_ff,
+            n_kv_head=nt.get("num_key_value_heads") or n_head,
+            max_seq_len=nt.get("max_position_embeddings", 2048),
+            rope_theta=float(nt.get("rope_theta", 10000.0)),
+            norm_eps=nt.get("rms_norm_eps", 1e-6),
+            qkv_bias=bool(nt.get("attention_bias", False)),
+            tie_embeddings=bool(nt.get("tie_word_embeddings", False)),
+            init_std=nt.get("initializer_range", 0.02),
             moe=moe,
         )
     except UserError as err:
@@ -249,8 +279,9 @@ def read_nanotron_param(root: Path, param: NanotronParam) -> tuple[torch.Tensor,
                 full[whole] = shard[local]
                 covered[whole] = True
         except (KeyError, ValueError, IndexError, RuntimeError):
-            raise UserError(f"{path}: missing or inconsistent shard metadata (unsharded_shape, "
-                            "local_global_slices_pairs)") from None
+            raise UserError(
+                f"{path}: missing or inconsistent shard metadata (unsharded_shape, local_global_slices_pairs)"
+            ) from None
     if covered is None or not bool(covered.all()):
         raise UserError(f"{single.parent}: the shards of {param.name} do not cover its unsharded shape")
     return full, shards
@@ -271,9 +302,12 @@ def import_nanotron(directory: Path, out: Path) -> None:
             tensor = tensor.transpose(1, 2)
         sizes = [expected[name].shape[0] for name in param.ours]
         if tensor.shape[0] != sum(sizes):
-            raise UserError(f"{files[0]}: {param.name} has shape {tuple(tensor.shape)}, which does not match "
-                            f"{directory / NANOTRON_CONFIG}")
-        state.update({name: part.float().contiguous() for name, part in zip(param.ours, tensor.split(sizes),
-                                                                          strict=True)})
+            raise UserError(
+                f"{files[0]}: {param.name} has shape {tuple(tensor.shape)}, which does not match "
+                f"{directory / NANOTRON_CONFIG}"
+            )
+        state.update(
+            {name: part.float().contiguous() for name, part in zip(param.ours, tensor.split(sizes), strict=True)}
+        )
     model = checked_model(cfg, state, directory / NANOTRON_CONFIG, directory / NANOTRON_MODEL)
     save_import(model, out, "nanotron", directory, shas)

@@ -79,8 +79,9 @@ def bootstrap(
         "seed": seed,
         "n_groups": n_groups,
         "se": se,
-        "ci95": {c: [float(v.quantile(0.025)), float(v.quantile(0.975))] if len(v) > 1 else None
-                 for c, v in finite.items()},
+        "ci95": {
+            c: [float(v.quantile(0.025)), float(v.quantile(0.975))] if len(v) > 1 else None for c, v in finite.items()
+        },
         "samples": [{k: inf_if_nonfinite(float(v)) for k, v in s.items()} for s in samples],  # for prediction bands
         "method": "cluster bootstrap: groups drawn with replacement (numpy default_rng(seed)), each resample "
         "refit by BFGS warm-started from the full-data optimum; SD and 2.5/97.5 percentiles",

@@ -138,6 +138,11 @@ def interaction_from_slopes(per_d1: list[dict[str, Any]]) -> dict[str, Any]:
         res = sm.WLS(alpha_eff, design, weights=1.0 / se**2).fit()
         alpha3, alpha3_se = float(-res.params[1]), float(res.bse[1])
         t = float(stats.t.ppf(0.975, len(rows) - 2))
-        out[variant] = {"alpha3": alpha3, "se": alpha3_se, "ci95": [alpha3 - t * alpha3_se, alpha3 + t * alpha3_se],
-                        "alpha2": float(res.params[0]), "n_D1": len(rows)}
+        out[variant] = {
+            "alpha3": alpha3,
+            "se": alpha3_se,
+            "ci95": [alpha3 - t * alpha3_se, alpha3 + t * alpha3_se],
+            "alpha2": float(res.params[0]),
+            "n_D1": len(rows),
+        }
     return out

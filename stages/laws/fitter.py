@@ -205,8 +205,13 @@ def profiled_floor(law: Law, frame: pd.DataFrame) -> dict[str, Any] | None:
     reported = {"A": float(np.exp(res.params["Intercept"])), "E": max(floor, 1e-300)}
     for term, name in names.items():
         reported[name] = float(res.params[term]) if name == "alpha3" else float(-res.params[term])
-    return {"formula": formula.replace("logExcess", "log(L - E)"), "E": floor, "rss": float(res.ssr),
-            "as_law": reported, **coefficients(res)}
+    return {
+        "formula": formula.replace("logExcess", "log(L - E)"),
+        "E": floor,
+        "rss": float(res.ssr),
+        "as_law": reported,
+        **coefficients(res),
+    }
 
 
 def fit_law(

@@ -143,8 +143,10 @@ class Law:
         log_space = np.array(
             # a coefficient that underflowed to 0.0 when reported (e.g. a floor E = exp(-800)) maps back to the
             # smallest positive float: its term then contributes nothing, instead of making every prediction NaN
-            [np.log(max(reported[self.exp_params[p]], _TINY)) if p in self.exp_params else reported[p]
-             for p in self.params]
+            [
+                np.log(max(reported[self.exp_params[p]], _TINY)) if p in self.exp_params else reported[p]
+                for p in self.params
+            ]
         )
         return np.linalg.solve(self.log_space_map(centres), log_space)
 

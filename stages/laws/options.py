@@ -23,6 +23,8 @@ class FitConfig:
     holdout: str = option("", help="pandas query of held-out rows (left out of the fit and predicted)")
     bootstrap: int = option(0, help="cluster-bootstrap resamples (0: none)", minimum=0)
     grid: str | int = option(
-        "default", help="start grid: 'default' (the law's full grid; 4500 Hoffmann starts for chinchilla) or N "
-        "evenly spaced starts of it", schema=GRID_SCHEMA
+        "default",
+        help="start grid: 'default' (the law's full grid; 4500 Hoffmann starts for chinchilla) or N "
+        "evenly spaced starts of it",
+        schema=GRID_SCHEMA,
     )

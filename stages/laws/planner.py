@@ -58,8 +58,10 @@ class Laws:
                     raise UserError(f"{path}: not a usable fit JSON (law and finite params needed)")
                 fits[role] = fit
         if "upcycle" not in fits:
-            raise UserError(f"{fits_dir}/{names['upcycle']}.json: no fit of the upcycled law (fit it first, or name "
-                            f"it with --upcycled-fit); the planner cannot predict upcycling without it")
+            raise UserError(
+                f"{fits_dir}/{names['upcycle']}.json: no fit of the upcycled law (fit it first, or name "
+                f"it with --upcycled-fit); the planner cannot predict upcycling without it"
+            )
         if fits["upcycle"]["law"] not in UPCYCLED_LAWS:
             law = fits["upcycle"]["law"]
             raise UserError(f"{fits_dir}/{names['upcycle']}.json: law {law!r} is not an upcycled (D1, D2) law")
@@ -105,8 +107,9 @@ class Laws:
             lo, hi = ranges[col]
             if not lo <= value <= hi:
                 factor = lo / value if value < lo else value / hi
-                message = (f"{role}: {col} = {value:.4g} is outside the fitted range [{lo:.4g}, {hi:.4g}] "
-                           f"(x{factor:.3g})")
+                message = (
+                    f"{role}: {col} = {value:.4g} is outside the fitted range [{lo:.4g}, {hi:.4g}] (x{factor:.3g})"
+                )
                 if factor > max_factor:
                     raise UserError(message + f"; more than --max-extrapolation {max_factor:g}: refusing to predict")
                 out.append(message)
@@ -131,8 +134,7 @@ def crossings(gap: Callable[[Array], Array]) -> tuple[list[float], bool]:
     return roots, upcycle_wins_first
 
 
-def log_gap(laws: Laws, n1: float, d1: float | Array, d2: float | Array,
-            scratch_extra_tokens: float | Array) -> Array:
+def log_gap(laws: Laws, n1: float, d1: float | Array, d2: float | Array, scratch_extra_tokens: float | Array) -> Array:
     """log L_upcycle - log L_scratch, the scratch MoE trained on D2 + ``scratch_extra_tokens``: < 0 where upcycling
     wins (arrays broadcast together)."""
     d2 = np.asarray(d2, float)
@@ -157,14 +159,18 @@ def _threshold_note(roots: list[float], upcycle_first: bool) -> str:
 
 def optimal_split(laws: Laws, n1: float, n_active: float, total_flops: float) -> tuple[float, float, float]:
     """Minimise L_upcycle(D1, D2) subject to 6 N1 D1 + 6 N_active D2 = C: returns (loss, D1*, D2*)."""
+
     def tokens(share: Array) -> tuple[Array, Array]:
         return share * total_flops / (6 * n1), (1 - share) * total_flops / (6 * n_active)
 
     shares = np.linspace(0.01, 0.99, 99)
     best = float(shares[int(np.argmin(laws.upcycled(n1, *tokens(shares))))])
-    res = optimize.minimize_scalar(lambda s: float(laws.upcycled(n1, *tokens(np.array([s])))[0]),
-                                   bounds=(max(0.001, best - 0.01), min(0.999, best + 0.01)), method="bounded",
-                                   options={"xatol": 1e-8})
+    res = optimize.minimize_scalar(
+        lambda s: float(laws.upcycled(n1, *tokens(np.array([s])))[0]),
+        bounds=(max(0.001, best - 0.01), min(0.999, best + 0.01)),
+        method="bounded",
+        options={"xatol": 1e-8},
+    )
     d1, d2 = tokens(np.array([float(res.x)]))
     return float(res.fun), float(d1[0]), float(d2[0])
 
@@ -180,24 +186,34 @@ class Outcome:
     dense_tokens: float = math.nan  # D1* of the optimal split
 
 
-def evaluate(laws: Laws, n1: float, n_active: float, d1: float, d2: float,
-             total_flops: float | None) -> dict[str, Outcome]:
+def evaluate(
+    laws: Laws, n1: float, n_active: float, d1: float, d2: float, total_flops: float | None
+) -> dict[str, Outcome]:
     """Every option for one set of law parameters."""
-    out = {"upcycle": Outcome(float(laws.upcycled(n1, d1, d2)[0]), d2, f"D1={d1:.4g} sunk, D2={d2:.4g}",
-                              6 * n_active * d2)}
+    out = {
+        "upcycle": Outcome(float(laws.upcycled(n1, d1, d2)[0]), d2, f"D1={d1:.4g} sunk, D2={d2:.4g}", 6 * n_active * d2)
+    }
     if laws.has("scratch"):
         same_compute = d2 + (n1 / n_active) * d1
-        out["scratch_same_tokens"] = Outcome(float(laws.loss("scratch", N=n1, D=d2)[0]), d2,
-                                             "MoE from scratch on D2 tokens", 6 * n_active * d2)
-        out["scratch_same_compute"] = Outcome(float(laws.loss("scratch", N=n1, D=same_compute)[0]), same_compute,
-                                              "MoE from scratch, sunk compute too", 6 * n_active * same_compute)
+        out["scratch_same_tokens"] = Outcome(
+            float(laws.loss("scratch", N=n1, D=d2)[0]), d2, "MoE from scratch on D2 tokens", 6 * n_active * d2
+        )
+        out["scratch_same_compute"] = Outcome(
+            float(laws.loss("scratch", N=n1, D=same_compute)[0]),
+            same_compute,
+            "MoE from scratch, sunk compute too",
+            6 * n_active * same_compute,
+        )
         for option, extra in (("threshold_same_tokens", 0.0), ("threshold_same_compute", (n1 / n_active) * d1)):
             roots, upcycle_first = d2_crossings(laws, n1, d1, extra)
             out[option] = Outcome(math.nan, roots[0] if roots else math.nan, _threshold_note(roots, upcycle_first))
     if laws.has("dense"):
-        out["dense_continued"] = Outcome(float(laws.loss("dense", N=n1, D=d1 + d2)[0]), d2,
-                                         "dense law at D1 + D2 (optimistic for a re-warmed continuation)",
-                                         6 * n1 * d2)
+        out["dense_continued"] = Outcome(
+            float(laws.loss("dense", N=n1, D=d1 + d2)[0]),
+            d2,
+            "dense law at D1 + D2 (optimistic for a re-warmed continuation)",
+            6 * n1 * d2,
+        )
     if total_flops is not None:
         loss, best_d1, best_d2 = optimal_split(laws, n1, n_active, total_flops)
         note = f"D1*={best_d1:.4g} ({6 * n1 * best_d1 / total_flops:.1%} of C on the dense phase), D2*={best_d2:.4g}"
@@ -205,8 +221,15 @@ def evaluate(laws: Laws, n1: float, n_active: float, d1: float, d2: float,
     return out
 
 
-def plan(laws: Laws, n1: float, n_active: float, d1: float, extra_tokens: float, total_flops: float | None,
-         max_extrapolation: float) -> tuple[pd.DataFrame, list[str]]:
+def plan(
+    laws: Laws,
+    n1: float,
+    n_active: float,
+    d1: float,
+    extra_tokens: float,
+    total_flops: float | None,
+    max_extrapolation: float,
+) -> tuple[pd.DataFrame, list[str]]:
     """The decision table (with bootstrap intervals when the fits have resamples) and the warnings."""
     warnings = laws.extrapolation("upcycle", max_extrapolation, D1=d1, D2=extra_tokens, N1=n1)
     if laws.has("scratch"):
@@ -228,11 +251,14 @@ def plan(laws: Laws, n1: float, n_active: float, d1: float, extra_tokens: float,
                 draws[option].append((outcome.loss, outcome.tokens))
     rows = []
     for option, outcome in point.items():
-        row: dict[str, Any] = {"option": option, "predicted_loss": outcome.loss, "tokens_this_phase": outcome.tokens,
-                               "flops_extra": outcome.flops_extra,
-                               "flops_total": outcome.flops_extra + 6 * n1 * (
-                                   outcome.dense_tokens if option == "optimal_split" else d1),
-                               "note": outcome.note}
+        row: dict[str, Any] = {
+            "option": option,
+            "predicted_loss": outcome.loss,
+            "tokens_this_phase": outcome.tokens,
+            "flops_extra": outcome.flops_extra,
+            "flops_total": outcome.flops_extra + 6 * n1 * (outcome.dense_tokens if option == "optimal_split" else d1),
+            "note": outcome.note,
+        }
         values = np.array(draws[option]).reshape(-1, 2)
         for j, col in enumerate(("loss", "tokens")):
             finite = values[:, j][np.isfinite(values[:, j])]

@@ -95,7 +95,8 @@ def run_flops(cfg: ModelConfig, tokens: int, seq_len: int, convention: str = "6N
     return flops_per_token(cfg, seq_len, convention) * float(tokens)
 
 
-def upcycled_total_flops(dense: ModelConfig, d1: int, moe: ModelConfig, d2: int, seq_len: int,
-                         convention: str = "6N") -> float:
+def upcycled_total_flops(
+    dense: ModelConfig, d1: int, moe: ModelConfig, d2: int, seq_len: int, convention: str = "6N"
+) -> float:
     """Total compute of an upcycled model, sunk dense cost included: C(dense, D1) + C(MoE, D2)."""
     return run_flops(dense, d1, seq_len, convention) + run_flops(moe, d2, seq_len, convention)

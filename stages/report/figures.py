@@ -37,8 +37,12 @@ from stages.laws.table import prepare, select  # noqa: E402
 from stages.report.provenance import FIGURE_KEY  # noqa: E402
 
 Fits = dict[str, dict[str, Any]]
-KIND_LABELS = {"dense": "dense", "scratch_moe": "MoE from scratch", "upcycled": "upcycled MoE",
-               "dense_cont": "dense continued"}
+KIND_LABELS = {
+    "dense": "dense",
+    "scratch_moe": "MoE from scratch",
+    "upcycled": "upcycled MoE",
+    "dense_cont": "dense continued",
+}
 KIND_MARKERS = {"dense": "o", "scratch_moe": "s", "upcycled": "^", "dense_cont": "D"}
 
 
@@ -138,8 +142,11 @@ def loss_vs_d2(runs: pd.DataFrame, fits: Fits) -> plt.Figure:
     _plain_log_y(ax)
     if fit is not None:
         p = fit["params"]
-        ax.set_title(f"fit: $\\alpha_1$={p['alpha1']:.3g}, $\\alpha_2$={p['alpha2']:.3g}, "
-                     f"$\\alpha_3$={p['alpha3']:.2g}, E={p['E']:.3g}", fontsize=9)
+        ax.set_title(
+            f"fit: $\\alpha_1$={p['alpha1']:.3g}, $\\alpha_2$={p['alpha2']:.3g}, "
+            f"$\\alpha_3$={p['alpha3']:.2g}, E={p['E']:.3g}",
+            fontsize=9,
+        )
     ax.legend(title=None, fontsize=8)
     fig.tight_layout()
     return fig
@@ -159,9 +166,13 @@ def alpha_eff(runs: pd.DataFrame, fits: Fits) -> plt.Figure:
     err = 1.96 * per_d1["slope_log_excess_se"].to_numpy(float)
     ax.errorbar(x, slope, yerr=err, fmt="o", color="C0", capsize=3, label="per-D1 OLS slope of log(L - floor), 95%")
     line_x = np.linspace(x.min() - 0.2, x.max() + 0.2, 50)
-    ax.plot(line_x, p["alpha2"] - p["alpha3"] * line_x, color="C1",
-            label=f"joint fit: {p['alpha2']:.3g} - {p['alpha3']:.2g} ln D1")
-    ci = ((fit.get("bootstrap") or {}).get("ci95") or {})
+    ax.plot(
+        line_x,
+        p["alpha2"] - p["alpha3"] * line_x,
+        color="C1",
+        label=f"joint fit: {p['alpha2']:.3g} - {p['alpha3']:.2g} ln D1",
+    )
+    ci = (fit.get("bootstrap") or {}).get("ci95") or {}
     lows, highs, xs = [], [], []
     for d1 in per_d1["D1"]:
         key = f"alpha_eff(D1={int(d1)})"
@@ -173,8 +184,13 @@ def alpha_eff(runs: pd.DataFrame, fits: Fits) -> plt.Figure:
         ax.fill_between(xs, lows, highs, color="C1", alpha=0.15, lw=0, label="bootstrap 95% of alpha_eff")
     two_stage = ((fit.get("statsmodels") or {}).get("alpha3_two_stage") or {}).get("log_excess")
     if two_stage:
-        ax.plot(line_x, two_stage["alpha2"] - two_stage["alpha3"] * line_x, color="C2", ls=":",
-                label="WLS of the per-D1 slopes on ln D1")
+        ax.plot(
+            line_x,
+            two_stage["alpha2"] - two_stage["alpha3"] * line_x,
+            color="C2",
+            ls=":",
+            label="WLS of the per-D1 slopes on ln D1",
+        )
     ax.set(xlabel="ln D1 (dense tokens)", ylabel="effective D2 exponent alpha_eff")
     a3 = ci.get("alpha3")
     title = [f"joint fit: alpha3 = {p['alpha3']:.3g}" + (f", bootstrap 95% [{a3[0]:.3g}, {a3[1]:.3g}]" if a3 else "")]
@@ -193,10 +209,12 @@ def loss_vs_compute(runs: pd.DataFrame, fits: Fits) -> plt.Figure:
     if runs.empty:
         raise UserError("figure loss_vs_compute: the runs table is empty")
     fig, ax = plt.subplots(figsize=(6.0, 4.2))
-    data = runs.assign(series=[
-        f"{KIND_LABELS[k]} ({m})" if k in ("dense", "dense_cont") else f"{KIND_LABELS[k]} ({m}, {e})"
-        for k, m, e in zip(runs["kind"], runs["model"], runs["moe"].fillna(""), strict=True)
-    ])
+    data = runs.assign(
+        series=[
+            f"{KIND_LABELS[k]} ({m})" if k in ("dense", "dense_cont") else f"{KIND_LABELS[k]} ({m}, {e})"
+            for k, m, e in zip(runs["kind"], runs["model"], runs["moe"].fillna(""), strict=True)
+        ]
+    )
     order = sorted(data["series"].unique())
     palette = dict(zip(order, sns.color_palette("tab10" if len(order) <= 10 else "husl", len(order)), strict=True))
     for series in order:
@@ -207,10 +225,21 @@ def loss_vs_compute(runs: pd.DataFrame, fits: Fits) -> plt.Figure:
                 ax.plot(by_d1["flops_total"], by_d1["val_loss"], color=palette[series], lw=1, alpha=0.7)
         else:
             ax.plot(rows["flops_total"], rows["val_loss"], color=palette[series], lw=1, alpha=0.7)
-        ax.scatter(rows["flops_total"], rows["val_loss"], color=palette[series], marker=KIND_MARKERS[kind],
-                   s=30, label=series, zorder=3)
-    ax.set(xscale="log", yscale="log", xlabel="total training FLOPs (sunk dense cost included)",
-           ylabel="validation loss (nats/token)")
+        ax.scatter(
+            rows["flops_total"],
+            rows["val_loss"],
+            color=palette[series],
+            marker=KIND_MARKERS[kind],
+            s=30,
+            label=series,
+            zorder=3,
+        )
+    ax.set(
+        xscale="log",
+        yscale="log",
+        xlabel="total training FLOPs (sunk dense cost included)",
+        ylabel="validation loss (nats/token)",
+    )
     _plain_log_y(ax)
     ax.legend(fontsize=6 if len(order) > 8 else 7, ncol=2 if len(order) > 8 else 1)
     fig.tight_layout()
@@ -228,18 +257,29 @@ def sparsity(runs: pd.DataFrame, fits: Fits) -> plt.Figure:
     grid = np.geomspace(up["N_active"].min() / 1.3, up["N_active"].max() * 1.3, 60)
     for level in levels:
         rows = up[up["P"] == level].sort_values("N_active")
-        ax.scatter(rows["N_active"], rows["val_loss"], color=palette[level], s=40, zorder=3,
-                   label=f"P = {level:g} ({', '.join(sorted(set(rows['moe'])))})")
+        ax.scatter(
+            rows["N_active"],
+            rows["val_loss"],
+            color=palette[level],
+            s=40,
+            zorder=3,
+            label=f"P = {level:g} ({', '.join(sorted(set(rows['moe'])))})",
+        )
         if fit is not None:
             frame = pd.DataFrame({"P": float(rows["sparsity"].mean()), "N_active": grid})
             curve = predict(fit["law"], fit["params"], frame)
             ax.plot(grid, curve, color=palette[level], lw=1.2)
-    ax.set(xscale="log", yscale="log", xlabel="active non-embedding parameters N_active",
-           ylabel="validation loss (nats/token)")
+    ax.set(
+        xscale="log",
+        yscale="log",
+        xlabel="active non-embedding parameters N_active",
+        ylabel="validation loss (nats/token)",
+    )
     _plain_log_y(ax)
     if fit is not None:
-        ax.set_title(f"law {fit['law']}: " + ", ".join(f"{k}={v:.3g}" for k, v in sorted(fit["params"].items())),
-                     fontsize=7)
+        ax.set_title(
+            f"law {fit['law']}: " + ", ".join(f"{k}={v:.3g}" for k, v in sorted(fit["params"].items())), fontsize=7
+        )
     ax.legend(fontsize=6)
     fig.tight_layout()
     return fig
@@ -270,20 +310,31 @@ def threshold(runs: pd.DataFrame, fits: Fits) -> plt.Figure:
             extra = 0.0 if framing == "same extra tokens" else d1_mesh.ravel() / ratio  # sunk compute as tokens
             with np.errstate(all="ignore"):
                 gap = log_gap(laws, n1, d1_mesh.ravel(), d2_mesh.ravel(), extra).reshape(d1_mesh.shape)
-            ax.contourf(d1_grid, d2_grid, np.where(gap < 0, 1.0, 0.0), levels=[0.5, 1.5], colors=[f"C{i}"],
-                        alpha=0.15)
+            ax.contourf(d1_grid, d2_grid, np.where(gap < 0, 1.0, 0.0), levels=[0.5, 1.5], colors=[f"C{i}"], alpha=0.15)
             if np.nanmin(gap) < 0 < np.nanmax(gap):
                 ax.contour(d1_grid, d2_grid, gap, levels=[0.0], colors=[f"C{i}"])
         ax.scatter(up["D1"], up["D2"], color="k", s=14, zorder=3)
-        ax.add_patch(plt.Rectangle((up["D1"].min(), up["D2"].min()), up["D1"].max() - up["D1"].min(),
-                                   up["D2"].max() - up["D2"].min(), fill=False, ec="0.3", ls=":", lw=1))
+        ax.add_patch(
+            plt.Rectangle(
+                (up["D1"].min(), up["D2"].min()),
+                up["D1"].max() - up["D1"].min(),
+                up["D2"].max() - up["D2"].min(),
+                fill=False,
+                ec="0.3",
+                ls=":",
+                lw=1,
+            )
+        )
         ax.set(xscale="log", yscale="log", xlabel="sunk dense tokens D1", title=framing)
         ax.title.set_fontsize(9)
     axes[0].set_ylabel("upcycled tokens D2")
-    handles: list[Any] = [Line2D([], [], color=f"C{i}", label=f"D2* (tie), N1 = {n1:.3g}")
-                          for i, n1 in enumerate(sizes)]
-    handles += [Patch(color="C0" if len(sizes) == 1 else "0.5", alpha=0.15, label="shaded: upcycling wins"),
-                Line2D([], [], color="k", marker="o", ls="", ms=4, label="upcycled runs (fitted range dotted)")]
+    handles: list[Any] = [
+        Line2D([], [], color=f"C{i}", label=f"D2* (tie), N1 = {n1:.3g}") for i, n1 in enumerate(sizes)
+    ]
+    handles += [
+        Patch(color="C0" if len(sizes) == 1 else "0.5", alpha=0.15, label="shaded: upcycling wins"),
+        Line2D([], [], color="k", marker="o", ls="", ms=4, label="upcycled runs (fitted range dotted)"),
+    ]
     fig.legend(handles=handles, fontsize=7, loc="lower center", ncol=min(4, len(handles)), frameon=False)
     fig.tight_layout(rect=(0, 0.07, 1, 1))
     return fig
@@ -301,8 +352,9 @@ def predicted_vs_observed(runs: pd.DataFrame, fits: Fits) -> plt.Figure:
         obs = frame[LOSS].to_numpy(float)
         ax.scatter(obs[~held], pred[~held], color=f"C{i}", s=25, label=f"{name} (fitted)")
         if held.any():
-            ax.scatter(obs[held], pred[held], color=f"C{i}", s=60, marker="*", edgecolor="k",
-                       label=f"{name} (held out)")
+            ax.scatter(
+                obs[held], pred[held], color=f"C{i}", s=60, marker="*", edgecolor="k", label=f"{name} (held out)"
+            )
         lo, hi = min(lo, obs.min(), pred.min()), max(hi, obs.max(), pred.max())
     ax.plot([lo, hi], [lo, hi], color="0.4", lw=1, ls="--", label="y = x")
     ax.set(xscale="log", yscale="log", xlabel="observed validation loss", ylabel="predicted by the fitted law")
@@ -330,7 +382,7 @@ def residuals(runs: pd.DataFrame, fits: Fits) -> plt.Figure:
         ax.set(xscale="log", xlabel=col, ylabel="log residual", title=name)
         ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())  # crowded minor labels on short ranges
         ax.title.set_fontsize(8)
-    for ax in list(axes.flat)[len(panels):]:
+    for ax in list(axes.flat)[len(panels) :]:
         ax.set_visible(False)
     fig.tight_layout()
     return fig
@@ -354,6 +406,7 @@ def save(fig: plt.Figure, prefix: str | Path, record: dict[str, Any]) -> None:
     with atomic_path(prefix.with_suffix(".png")) as tmp:
         fig.savefig(tmp, format="png", metadata={"Software": None, FIGURE_KEY: text})
     with atomic_path(prefix.with_suffix(".pdf")) as tmp:
-        fig.savefig(tmp, format="pdf", metadata={"CreationDate": None, "Producer": None, "Creator": None,
-                                                 "Keywords": text})
+        fig.savefig(
+            tmp, format="pdf", metadata={"CreationDate": None, "Producer": None, "Creator": None, "Keywords": text}
+        )
     plt.close(fig)

@@ -24,8 +24,14 @@ def fit_row(name: str, fit: dict[str, Any]) -> dict[str, Any]:
     rmse = quality.get("rmse_log")
     rss = n * rmse**2 if rmse is not None else math.nan
     row: dict[str, Any] = {
-        "fit": name, "law": fit["law"], "where": fit.get("where") or "", "n_points": n, "n_params": k,
-        "objective": fit.get("objective"), "rmse_log": rmse, "mean_abs_rel_err": quality.get("mean_abs_rel_err"),
+        "fit": name,
+        "law": fit["law"],
+        "where": fit.get("where") or "",
+        "n_points": n,
+        "n_params": k,
+        "objective": fit.get("objective"),
+        "rmse_log": rmse,
+        "mean_abs_rel_err": quality.get("mean_abs_rel_err"),
         "aic_gaussian": n * math.log(rss / n) + 2 * k if rss > 0 else math.nan,
         "bic_gaussian": n * math.log(rss / n) + k * math.log(n) if rss > 0 else math.nan,
     }
@@ -60,7 +66,11 @@ def markdown(table: pd.DataFrame) -> str:
         for p in params:
             value = row.get(p)
             cells.append("" if pd.isna(value) else f"{value:.4g} {row.get(f'{p}_ci95') or ''}".strip())
-        cells += [num(row["rmse_log"]), num(row["holdout_rmse_log"]), num(row["aic_gaussian"]),
-                  num(row["bic_gaussian"])]
+        cells += [
+            num(row["rmse_log"]),
+            num(row["holdout_rmse_log"]),
+            num(row["aic_gaussian"]),
+            num(row["bic_gaussian"]),
+        ]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"

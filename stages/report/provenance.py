@@ -9,6 +9,7 @@ checkpoint's sha256, a checkpoint its parent's weights and its corpus files, a c
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import re
 from pathlib import Path
@@ -16,6 +17,7 @@ from typing import Any
 
 from stages.core.artifacts import read_json, sha256_file
 from stages.core.cli import UserError
+from stages.core.record import read_record
 
 FIGURE_KEY = "provenance"  # PNG text chunk / PDF Keywords entry written by report.figures.save
 
@@ -105,22 +107,34 @@ class Tracer:
         self.checkpoint(ckpt, depth + 2, header=False)
 
     def checkpoint(self, directory: Path, depth: int, header: bool = True) -> None:
-        prov = read_json(directory / "provenance.json")
+        record = read_record(directory)
         if header:
-            status = self.verify(directory / "model.safetensors", prov.get("weights_sha256"))
-            self.say(depth, f"{directory}  {prov.get('kind')}  weights {status}")
-        self.say(depth, f"run {prov.get('run_id')}  kind {prov.get('kind')}  tokens {prov.get('tokens')}  "
-                        f"seed {prov.get('seed')}  code {prov.get('code_hash')}")
-        for entry in reversed(prov.get("lineage", [])):
-            self.say(depth + 1, f"<- {entry.get('run_id')}  kind {entry.get('kind')}  tokens {entry.get('tokens')}  "
-                                f"weights {str(entry.get('weights_sha256'))[:12]}  code {entry.get('code_hash')}")
-        parent = prov.get("parent")
-        if parent:
-            status = self.verify(Path(parent["path"]) / "model.safetensors", parent.get("weights_sha256"))
-            self.say(depth + 1, f"parent {parent['path']}: weights {status}")
-        data = prov.get("data") or {}
-        if data.get("manifest"):
-            self.corpus(Path(data["manifest"]), depth + 1, data)
+            status = self.verify(directory / "model.safetensors", record.weights_sha256 or None)
+            self.say(depth, f"{directory}  {record.kind}  weights {status}")
+        self.say(
+            depth,
+            f"run {record.run_id}  kind {record.kind}  tokens {record.tokens}  seed {record.seed}  "
+            f"code {record.code_hash}",
+        )
+        for entry in reversed(record.lineage):
+            self.say(
+                depth + 1,
+                f"<- {entry.run_id}  kind {entry.kind}  tokens {entry.tokens}  "
+                f"weights {entry.weights_sha256[:12]}  code {entry.code_hash}",
+            )
+        if record.source:
+            for name, sha in sorted(record.source.sha256.items()):
+                path = Path(record.source.path) / name
+                self.say(depth + 1, f"imported {path}: {self.verify(path, sha)}")
+        if record.parent:
+            path = Path(record.parent.path)
+            status = self.verify(path / "model.safetensors", record.parent.weights_sha256)
+            self.say(depth + 1, f"parent {path}: weights {status}")
+            if (path / "provenance.json").exists() and str(path) not in self._seen:
+                self._seen.add(str(path))
+                self.checkpoint(path, depth + 2, header=False)  # the whole chain, down to the corpus
+        if record.data.manifest:
+            self.corpus(Path(record.data.manifest), depth + 1, dataclasses.asdict(record.data))
 
     def corpus(self, manifest_path: Path, depth: int, expected: dict[str, Any] | None = None) -> None:
         key = f"corpus:{manifest_path}"
@@ -142,8 +156,11 @@ class Tracer:
                 for f in source.get("files", []):
                     self.say(depth + 1, f"file {f['path']}: {self.verify(Path(f['path']), f['sha256'])}")
             else:
-                self.say(depth + 1, f"package {source['package']}={source['version']} ({source['kind']})  "
-                                    f"sha256 {source['sha256'][:12]}  {source.get('license', '')}")
+                self.say(
+                    depth + 1,
+                    f"package {source['package']}={source['version']} ({source['kind']})  "
+                    f"sha256 {source['sha256'][:12]}  {source.get('license', '')}",
+                )
 
 
 def figure_record(path: Path) -> dict[str, Any]:

@@ -16,19 +16,68 @@ import pandas as pd
 
 from stages.core.artifacts import read_json
 from stages.core.cli import UserError
+from stages.core.options import option_fields
 from stages.core.record import RunRecord, read_record
 from stages.model.compute import param_counts
-from stages.model.config import ModelConfig
+from stages.model.config import ModelConfig, MoEConfig
+from stages.surgery.recipe import UpcycleRecipe
 
 COLUMNS = [
-    "run_id", "kind", "model", "moe", "n_layer", "d_model", "vocab_size", "N_total", "N_active", "N_dense",
-    "N_embedding", "experts", "top_k", "granularity", "norm_topk_prob", "method", "sparsity", "D1", "D2", "D",
-    "D_total", "flops_per_token", "flops_run", "flops_total", "flops_convention", "val_loss", "eval_tokens",
-    "seed", "schedule", "peak_lr", "seq_len", "batch_size", "checkpoint_sha256",
+    "run_id",
+    "kind",
+    "model",
+    "moe",
+    "n_layer",
+    "d_model",
+    "vocab_size",
+    "N_total",
+    "N_active",
+    "N_dense",
+    "N_embedding",
+    "experts",
+    "top_k",
+    "granularity",
+    "norm_topk_prob",
+    "method",
+    "sparsity",
+    "D1",
+    "D2",
+    "D",
+    "D_total",
+    "flops_per_token",
+    "flops_run",
+    "flops_total",
+    "flops_convention",
+    "val_loss",
+    "eval_tokens",
+    "seed",
+    "schedule",
+    "peak_lr",
+    "seq_len",
+    "batch_size",
+    "checkpoint_sha256",
     # MoE routing and upcycling recipe (empty for dense runs), and the surgery's step-0 losses
-    "moe_layers", "shared_expert_d_ff", "aux_loss_coef", "z_loss_coef", "capacity_factor", "router_init",
-    "router_std", "scale_spread", "noise_std", "drop_ratio", "drop_indices", "step0_val_loss",
+    "moe_layers",
+    "shared_expert_d_ff",
+    "aux_loss_coef",
+    "z_loss_coef",
+    "capacity_factor",
+    "router_init",
+    "router_std",
+    "scale_spread",
+    "noise_std",
+    "drop_ratio",
+    "drop_indices",
+    "step0_val_loss",
     "parent_val_loss",
+]
+# every other routing or recipe option gets a column of its own name, so a new option needs no code here
+# (``layers`` and ``drop_per_matrix_indices`` are the ``moe_layers`` and ``drop_indices`` columns above)
+OPTION_COLUMNS = [
+    f.name
+    for group in (MoEConfig, UpcycleRecipe)
+    for f in option_fields(group)
+    if f.name not in COLUMNS and f.name not in ("layers", "drop_per_matrix_indices")
 ]
 
 
@@ -51,7 +100,12 @@ def row_for(eval_path: Path) -> dict[str, Any]:
     moe = cfg.moe
     train = rec.train or {}
     surgery = _surgery(rec) if kind == "upcycled" else {}
+    options = {
+        name: getattr(moe, name) if moe is not None and hasattr(moe, name) else recipe.get(name, None)
+        for name in OPTION_COLUMNS
+    }
     return {
+        **options,
         "run_id": rec.run_id,
         "kind": kind,
         "model": labels.get("model", ""),
@@ -116,7 +170,9 @@ def collect(eval_paths: Sequence[str | Path]) -> pd.DataFrame:
             raise UserError(f"{path}: its checkpoint's run record lacks {err}; rerun that run") from None
     if not rows:
         raise UserError("collect: no eval.json files given")
-    table = pd.DataFrame(rows, columns=COLUMNS).sort_values("run_id", kind="stable").reset_index(drop=True)
+    table = (
+        pd.DataFrame(rows, columns=COLUMNS + OPTION_COLUMNS).sort_values("run_id", kind="stable").reset_index(drop=True)
+    )
     conventions = set(table["flops_convention"])
     if len(conventions) > 1:
         raise UserError(f"collect: runs mix FLOP conventions {sorted(conventions)}; use one train.flops_convention")

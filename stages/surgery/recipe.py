@@ -18,8 +18,9 @@ class UpcycleRecipe:
     """How each MoE layer's experts and router are initialised from the dense checkpoint."""
 
     method: Literal["naive", "virtual_group", "drop"] = option(
-        "naive", help="naive copies; virtual_group shards the FFN into G-wide groups sharing a router row; "
-        "drop re-draws a share of neurons (Drop-Upcycling)"
+        "naive",
+        help="naive copies; virtual_group shards the FFN into G-wide groups sharing a router row; "
+        "drop re-draws a share of neurons (Drop-Upcycling)",
     )
     router_init: Literal["normal", "uniform", "zeros"] = option("normal", help="router weight initialisation")
     router_std: float = option(0.02, help="std of the router initialisation", minimum=0)
@@ -41,6 +42,8 @@ class UpcycleRecipe:
 def check_compatible(recipe: UpcycleRecipe, moe: MoEConfig, dense_d_ff: int) -> None:
     """Rules that involve the recipe and the MoE shape together (checked by config validation and surgery)."""
     if recipe.method == "virtual_group" and moe.experts % moe.granularity:
-        raise UserError(f"moe.experts: {moe.experts} is not a multiple of granularity {moe.granularity} (virtual_group)")
+        raise UserError(
+            f"moe.experts: {moe.experts} is not a multiple of granularity {moe.granularity} (virtual_group)"
+        )
     if moe.shared_expert_d_ff > dense_d_ff:
         raise UserError(f"moe.shared_expert_d_ff: {moe.shared_expert_d_ff} exceeds the dense d_ff {dense_d_ff}")

@@ -44,7 +44,9 @@ def scaling_factor(moe: MoEConfig) -> float:
     return moe.experts * moe.granularity / moe.top_k
 
 
-def init_router(experts: int, d_model: int, recipe: UpcycleRecipe, granularity: int, gen: torch.Generator) -> torch.Tensor:
+def init_router(
+    experts: int, d_model: int, recipe: UpcycleRecipe, granularity: int, gen: torch.Generator
+) -> torch.Tensor:
     """Router weight [E, d]; with virtual groups the G experts of a group share one row."""
     rows = experts // granularity if recipe.method == "virtual_group" else experts
     if recipe.router_init == "zeros":
@@ -65,8 +67,9 @@ def _redraw(block: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     return torch.randn(block.shape, generator=gen) * std + float(block.mean())
 
 
-def drop_reinit(gate: torch.Tensor, up: torch.Tensor, down: torch.Tensor, ratio: float, shared: bool,
-                gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def drop_reinit(
+    gate: torch.Tensor, up: torch.Tensor, down: torch.Tensor, ratio: float, shared: bool, gen: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Drop-Upcycling: re-draw ``floor(ratio * width)`` neurons of one expert (rows of gate/up, cols of down)."""
     width = gate.shape[0]
     n = int(ratio * width)
@@ -144,8 +147,9 @@ def logit_comparison(dense: Transformer, moe: Transformer, batch: torch.Tensor) 
     }
 
 
-def surgery_report(dense: Transformer, model: Transformer, recipe: UpcycleRecipe, windows: torch.Tensor,
-                   dense_path: str) -> dict[str, Any]:
+def surgery_report(
+    dense: Transformer, model: Transformer, recipe: UpcycleRecipe, windows: torch.Tensor, dense_path: str
+) -> dict[str, Any]:
     """The step-0 validation loss of the MoE next to the dense model's, and how far their logits are apart."""
     assert model.cfg.moe is not None
     dense_loss = validation_loss(dense, windows)

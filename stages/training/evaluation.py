@@ -20,8 +20,13 @@ from stages.training.runtime import precision
 
 
 @torch.no_grad()
-def validation_loss(model: Transformer, windows: torch.Tensor, batch_size: int = 32,
-                    dev: torch.device | None = None, dtype: str = "fp32") -> float:
+def validation_loss(
+    model: Transformer,
+    windows: torch.Tensor,
+    batch_size: int = 32,
+    dev: torch.device | None = None,
+    dtype: str = "fp32",
+) -> float:
     """Mean next-token cross-entropy over all windows (sum in float64, then divide)."""
     dev = dev or torch.device("cpu")
     was_training = model.training
@@ -47,6 +52,8 @@ def read_checked_shard(tokens_path: Path, vocab_size: int, tokenizer_sha256: str
         corpus.check_checkpoint(vocab_size, tokenizer_sha256, who)
         for split, entry in corpus.manifest["files"].items():
             if entry.get("name") == tokens_path.name and sha256_file(tokens_path) != corpus.sha256(split):
-                raise UserError(f"{tokens_path}: sha256 does not match {corpus.directory / MANIFEST}; "
-                                "the shard was changed or truncated")
+                raise UserError(
+                    f"{tokens_path}: sha256 does not match {corpus.directory / MANIFEST}; "
+                    "the shard was changed or truncated"
+                )
     return read_token_file(tokens_path, vocab_size)

@@ -125,7 +125,11 @@ def _csv_text(header: list[str], rows: list[dict[str, Any]]) -> str:
 
 def _job_digest(job: Job, model: Transformer, corpus: Corpus) -> str:
     """Identity of a training job; a progress checkpoint is only resumed by the same job."""
-    spec = {k: str(v) for k, v in dataclasses.asdict(job).items() if k not in ("threads", "save_every", "work_dir", "out", "train")}
+    spec = {
+        k: str(v)
+        for k, v in dataclasses.asdict(job).items()
+        if k not in ("threads", "save_every", "work_dir", "out", "train")
+    }
     spec["train"] = as_dict(job.train)
     spec["config"] = model.cfg.to_dict()
     spec["train_sha256"] = corpus.sha256("train")
@@ -171,14 +175,25 @@ def starting_point(job: Job, corpus: Corpus) -> StartingPoint:
     )
 
 
-def metrics_row(step: int, tokens_per_step: int, lr: float, ce: torch.Tensor, out: Output,
-                grad_norm: torch.Tensor, moe_layers: tuple[int, ...]) -> dict[str, Any]:
+def metrics_row(
+    step: int,
+    tokens_per_step: int,
+    lr: float,
+    ce: torch.Tensor,
+    out: Output,
+    grad_norm: torch.Tensor,
+    moe_layers: tuple[int, ...],
+) -> dict[str, Any]:
     """One metrics.csv row; router statistics are averaged (drop rate) or listed per layer and expert."""
     stats = out.router_stats
     row: dict[str, Any] = {
-        "step": step + 1, "tokens": (step + 1) * tokens_per_step, "lr": lr,
-        "train_loss": float(ce.detach()), "aux_loss": float(out.aux_loss.detach()),
-        "z_loss": float(out.z_loss.detach()), "grad_norm": float(grad_norm),
+        "step": step + 1,
+        "tokens": (step + 1) * tokens_per_step,
+        "lr": lr,
+        "train_loss": float(ce.detach()),
+        "aux_loss": float(out.aux_loss.detach()),
+        "z_loss": float(out.z_loss.detach()),
+        "grad_norm": float(grad_norm),
         "drop_rate": float(sum(s["drop_rate"] for s in stats) / max(1, len(stats))),
     }
     for layer, layer_stats in zip(moe_layers, stats, strict=True):
@@ -187,8 +202,9 @@ def metrics_row(step: int, tokens_per_step: int, lr: float, ce: torch.Tensor, ou
     return row
 
 
-def resume(progress_path: Path, digest: str, model: Transformer, optimizer: AdamW,
-           dev: torch.device) -> tuple[list[dict[str, Any]], int]:
+def resume(
+    progress_path: Path, digest: str, model: Transformer, optimizer: AdamW, dev: torch.device
+) -> tuple[list[dict[str, Any]], int]:
     """Metrics rows and the next step from a progress checkpoint of this same job, else ([], 0)."""
     if not progress_path.exists():
         return [], 0
@@ -219,8 +235,12 @@ def train(job: Job) -> None:
     model = start.model.to(dev).train()
     optimizer = make_optimizer(model, t)
     schedule = Schedule(
-        policy=t.lr_policy, peak_lr=t.lr, min_lr=t.lr * t.min_lr_ratio, total_steps=steps,
-        warmup_steps=warmup_steps(steps, t.warmup_frac), prior_steps=start.prior_steps,
+        policy=t.lr_policy,
+        peak_lr=t.lr,
+        min_lr=t.lr * t.min_lr_ratio,
+        total_steps=steps,
+        warmup_steps=warmup_steps(steps, t.warmup_frac),
+        prior_steps=start.prior_steps,
     )
     stream = TrainStream(corpus.tokens("train"), t.seq_len, job.data_seed)
     moe = model.cfg.moe
@@ -253,15 +273,26 @@ def train(job: Job) -> None:
             if step % t.log_every == 0 or step == steps - 1:
                 rows.append(metrics_row(step, tokens_per_step, lr, ce, out, grad_norm, model.cfg.moe_layers()))
             if job.save_every and (step + 1) % job.save_every == 0 and step + 1 < steps:
-                _save_progress(progress_path, {"digest": digest, "step": step + 1, "rows": rows,
-                                               "model": model.state_dict(), "optimizer": optimizer.state_dict()})
+                _save_progress(
+                    progress_path,
+                    {
+                        "digest": digest,
+                        "step": step + 1,
+                        "rows": rows,
+                        "model": model.state_dict(),
+                        "optimizer": optimizer.state_dict(),
+                    },
+                )
     seconds = time.perf_counter() - t0
 
     fpt = flops_per_token(model.cfg, t.seq_len, t.flops_convention)
     if steps > first_step:
         rate = (steps - first_step) * tokens_per_step / seconds
-        print(f"{job.run_id}: {rate:,.0f} tokens/s, {rate * fpt / 1e9:.2f} GFLOP/s achieved "
-              f"({t.flops_convention}), {seconds:.1f} s for {steps - first_step} steps", file=sys.stderr)
+        print(
+            f"{job.run_id}: {rate:,.0f} tokens/s, {rate * fpt / 1e9:.2f} GFLOP/s achieved "
+            f"({t.flops_convention}), {seconds:.1f} s for {steps - first_step} steps",
+            file=sys.stderr,
+        )
     model.to("cpu")
     counts = param_counts(model.cfg)
     end_sequence = start.start_sequence + steps * t.batch_size

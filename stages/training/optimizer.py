@@ -17,10 +17,17 @@ import torch
 class AdamW:
     """Adam with decoupled weight decay (Loshchilov & Hutter 2019); per-group weight decay and lr."""
 
-    def __init__(self, groups: Iterable[dict[str, Any]], lr: float, betas: tuple[float, float] = (0.9, 0.999),
-                 eps: float = 1e-8) -> None:
-        self.param_groups = [{"params": list(g["params"]), "weight_decay": float(g.get("weight_decay", 0.0)),
-                              "lr": float(g.get("lr", lr))} for g in groups]
+    def __init__(
+        self, groups: Iterable[dict[str, Any]], lr: float, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8
+    ) -> None:
+        self.param_groups = [
+            {
+                "params": list(g["params"]),
+                "weight_decay": float(g.get("weight_decay", 0.0)),
+                "lr": float(g.get("lr", lr)),
+            }
+            for g in groups
+        ]
         self.betas, self.eps = betas, eps
         self.steps = 0
         params = [p for g in self.param_groups for p in g["params"]]

@@ -24,8 +24,9 @@ class TrainConfig:
     min_lr_ratio: float = option(0.1, help="final learning rate / peak", minimum=0, maximum=1)
     warmup_frac: float = option(0.05, help="warmup steps / run steps", minimum=0, exclusive_maximum=1)
     lr_policy: LRPolicy = option(
-        "cosine", help="cosine: warm up and decay over this run (He et al.'s reset); constant_min: stay at the "
-        "minimum; continue: the parent's cosine continued"
+        "cosine",
+        help="cosine: warm up and decay over this run (He et al.'s reset); constant_min: stay at the "
+        "minimum; continue: the parent's cosine continued",
     )
     weight_decay: float = option(0.1, help="AdamW decoupled weight decay (matrices only)", minimum=0)
     beta1: float = option(0.9, help="AdamW beta1", minimum=0, exclusive_maximum=1)

@@ -51,4 +51,3 @@ def precision(dev: torch.device, dtype: str) -> Iterator[None]:
             yield
     else:
         raise UserError(f"--dtype: expected fp32 or bf16, got {dtype!r}")
-

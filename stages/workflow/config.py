@@ -29,8 +29,12 @@ FIGURE_FITS: dict[str, tuple[str, ...]] = {
     "predicted_vs_observed": ("*",),
     "residuals": ("*",),
 }
-REQUIRED_FITS = {"alpha_eff": ("upcycled",), "threshold": ("upcycled", "scratch_chinchilla"),
-                 "predicted_vs_observed": ("*",), "residuals": ("*",)}
+REQUIRED_FITS = {
+    "alpha_eff": ("upcycled",),
+    "threshold": ("upcycled", "scratch_chinchilla"),
+    "predicted_vs_observed": ("*",),
+    "residuals": ("*",),
+}
 TOKEN_KEYS = {"dense": ("d1",), "upcycled": ("d1", "d2"), "scratch_moe": ("d",), "dense_cont": ("d1", "d2")}
 
 
@@ -113,11 +117,14 @@ def _check_semantics(cfg: dict[str, Any]) -> None:
             for label in section[key]:
                 n = parse_tokens(label, f"config key 'grid.{kind}.{key}'")
                 if n in values:
-                    raise UserError(f"config key 'grid.{kind}.{key}': duplicate token budget {label!r} "
-                                    f"(same as {values[n]!r})")
+                    raise UserError(
+                        f"config key 'grid.{kind}.{key}': duplicate token budget {label!r} (same as {values[n]!r})"
+                    )
                 if n < tokens_per_step:
-                    raise UserError(f"config key 'grid.{kind}.{key}': {label!r} is less than one optimizer step "
-                                    f"({tokens_per_step} tokens = train.batch_size x train.seq_len)")
+                    raise UserError(
+                        f"config key 'grid.{kind}.{key}': {label!r} is less than one optimizer step "
+                        f"({tokens_per_step} tokens = train.batch_size x train.seq_len)"
+                    )
                 values[n] = str(label)
     from stages.laws.forms import LAWS
 

