@@ -94,7 +94,9 @@ def main() -> None:
         d_model=args.d_model,
         n_head=1,
         d_ff=args.d_ff,
-        moe=MoEConfig(experts=args.experts, top_k=args.top_k, granularity=args.granularity, norm_topk_prob=True),
+        moe=MoEConfig(
+            experts=args.experts, top_k=args.top_k, granularity=args.granularity, norm_topk_prob=args.top_k > 1
+        ),  # renormalised top-1 is refused: no router gradient
     )
     gen = torch.Generator().manual_seed(0)
     layer = MoELayer(cfg)

@@ -195,3 +195,12 @@ def test_a_new_option_is_one_field():
 def test_stage_json_is_validated_like_the_config(group, text, message):
     with pytest.raises(UserError, match=re.escape(message)):
         from_json(group, text, "--" + {TrainConfig: "train", UpcycleRecipe: "recipe", MoEConfig: "moe"}[group])
+
+
+def test_renormalised_top1_variant_is_refused_naming_the_variant():
+    cfg = with_change("moe.e8k2.top_k", 1)
+    with pytest.raises(UserError) as info:
+        validate_config(cfg)
+    text = str(info.value)
+    assert text.startswith("config key 'moe.e8k2'") and "moe.norm_topk_prob" in text and "\n" not in text
+    validate_config(with_change("moe.e8k2.norm_topk_prob", False, base=cfg))  # plain top-1 is accepted

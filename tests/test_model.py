@@ -121,6 +121,7 @@ def test_invalid_shapes_name_the_key(overrides, key):
         (dict(experts=4, top_k=2, granularity=3), "granularity"),
         (dict(experts=4, top_k=2, aux_loss_coef=-1.0), "aux_loss_coef"),
         (dict(experts=4, top_k=2, layers=(5,)), "layers"),
+        (dict(experts=4, top_k=1, norm_topk_prob=True), "norm_topk_prob"),
     ],
 )
 def test_invalid_moe_names_the_key(moe, key):

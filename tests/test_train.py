@@ -74,6 +74,50 @@ def test_same_inputs_give_identical_bytes(tmp_path, corpus_dir):
     assert prov["steps"] == 8000 // 256 and prov["tokens"] == prov["steps"] * 256 and prov["kind"] == "scratch_moe"
 
 
+def test_metrics_and_record_report_router_health(tmp_path, corpus_dir):
+    import pandas as pd
+
+    res = run_ok(train_cmd(corpus_dir, tmp_path / "moe", kind="scratch_moe"))
+    run_ok(train_cmd(corpus_dir, tmp_path / "dense"))
+    moe, dense = (pd.read_csv(tmp_path / run / "metrics.csv") for run in ("moe", "dense"))
+    new = ["dead_experts", "min_expert_tokens", "tokens_per_expert", "router_grad_norm"]
+    assert list(moe.columns[6:13]) == ["drop_rate", "grad_norm", *new, "frac_l0_e0"]
+    assert list(dense.columns) == list(moe.columns[:12])
+    assert moe["dead_experts"].between(0, 1).all() and (moe["router_grad_norm"] > 0).all()
+    # 8 sequences of 32 tokens, top-2 of 4 experts: 128 assignments per expert on average
+    assert (moe["tokens_per_expert"] == 8 * 32 * 2 / 4).all()
+    assert (moe["min_expert_tokens"] <= moe["tokens_per_expert"]).all() and (moe["min_expert_tokens"] >= 0).all()
+    fractions = moe[[c for c in moe.columns if c.startswith("frac_l0_")]]
+    assert ((fractions == 0).mean(axis=1) == moe["dead_experts"]).all()  # one MoE layer
+    assert (dense[new] == 0).all().all()
+    verdict = json.loads((tmp_path / "moe" / "provenance.json").read_text())["router_health"]
+    assert f"router health: {verdict}" in res.stderr and verdict.split(" (")[0] in (
+        "balanced",
+        "collapsed",
+        "dead experts",
+    )
+    assert json.loads((tmp_path / "dense" / "provenance.json").read_text())["router_health"] is None
+
+
+def test_router_health_verdicts():
+    from stages.training.loop import router_health
+
+    def rows(*fractions: list[float], repeat: int = 10) -> list[dict]:
+        return [{f"frac_l1_e{e}": f for e, f in enumerate(fr)} for fr in fractions for _ in range(repeat)]
+
+    balanced = [0.25, 0.25, 0.25, 0.25]
+    assert router_health(rows(balanced), (1,), 4, 1) == "balanced"
+    # top-1 of 4: collapsed above a token share of (1 + 1/4) / 2 = 62.5%; the early rows do not count
+    assert router_health(rows([0.7, 0.1, 0.1, 0.1]), (1,), 4, 1) == "collapsed (layer 1: expert 0 takes 70% of tokens)"
+    assert router_health(rows([0.6, 0.2, 0.1, 0.1]), (1,), 4, 1) == "balanced"
+    assert router_health(rows([0.1, 0.1, 0.1, 0.7], balanced, repeat=9), (1,), 4, 1) == "balanced"
+    # top-2: fractions count assignments, so a share is 2 x fraction; threshold (1 + 2/4) / 2 = 75%
+    assert router_health(rows([0.4, 0.2, 0.2, 0.2]), (1,), 4, 2).startswith("collapsed (layer 1: expert 0 takes 80%")
+    dead = router_health(rows([0.4, 0.3, 0.3, 0.0]), (1,), 4, 1)
+    assert dead == "dead experts (layer 1: 1 of 4 got no token in the last 10% of logged steps)"
+    assert router_health(rows([0.4, 0.3, 0.3, 0.0], balanced, repeat=9), (1,), 4, 1) == "balanced"  # revived
+
+
 def test_killed_run_resumes_to_identical_bytes(tmp_path, corpus_dir):
     reference = tmp_path / "ref"
     run_ok(train_cmd(corpus_dir, reference, "--save-every", "10", tokens="64K"))

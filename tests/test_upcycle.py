@@ -45,7 +45,7 @@ def test_naive_copies_every_tensor_and_the_ffn_into_each_expert():
         assert torch.equal(m["model.layers.0.mlp.experts.down_proj"][e], d["model.layers.0.mlp.down_proj.weight"])
 
 
-@pytest.mark.parametrize("top_k", [1, 2, 4])
+@pytest.mark.parametrize("top_k", [2, 4])  # top-1 with renormalised weights is refused (the router gets no gradient)
 def test_naive_with_renormalised_routing_preserves_the_function(top_k):
     dense = dense_model()
     moe = upcycle(dense, MoEConfig(experts=4, top_k=top_k, norm_topk_prob=True), Recipe(), seed=3).eval()

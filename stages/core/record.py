@@ -101,6 +101,7 @@ class RunRecord:
     lineage: tuple[Ancestor, ...] = ()
     source: SourceRef | None = None
     weights_sha256: str = ""
+    router_health: str | None = None  # an MoE training run's router-health verdict (stages.training.loop)
     schema_version: int = SCHEMA_VERSION
 
     def __post_init__(self) -> None:

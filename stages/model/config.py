@@ -117,6 +117,15 @@ class ModelConfig:
         check_bounds(moe, "moe")
         if not 1 <= moe.top_k <= moe.experts:
             raise UserError(f"moe.top_k: must be between 1 and experts={moe.experts}, got {moe.top_k}")
+        if moe.top_k == 1 and moe.norm_topk_prob:
+            # Renormalising one weight makes it exactly 1, so the language-model loss sends the router no
+            # gradient (only the balancing loss would train it). Plain top-1 is a different function (weight p < 1),
+            # so an imported checkpoint with this routing (a Qwen2-MoE with num_experts_per_tok 1 and
+            # norm_topk_prob true) is refused here too rather than silently converted.
+            raise UserError(
+                "moe.norm_topk_prob: with top_k 1 the renormalised weight is always 1, so the router gets no "
+                "gradient from the language-model loss; use norm_topk_prob: false for top-1"
+            )
         if self.d_ff % moe.granularity:
             raise UserError(f"moe.granularity: {moe.granularity} does not divide d_ff={self.d_ff}")
         for i in self.moe_layers():

@@ -141,5 +141,19 @@ class MoELayer(nn.Module):
         self.last_stats = {
             "expert_fraction": fractions.detach(),
             "drop_rate": (1.0 - kept.sum().float() / (n * k)).detach(),
+            **router_health_stats(counts, n * k),
         }
         return out.view(shape)
+
+
+@torch.no_grad()
+def router_health_stats(counts: torch.Tensor, assignments: int) -> dict[str, torch.Tensor]:
+    """Dead-expert share and tokens per expert of one step, from the routed counts (before capacity drops).
+
+    Reads ``counts`` only (an integer tensor outside the autograd graph), so the training math is untouched.
+    """
+    return {
+        "dead_share": (counts == 0).float().mean(),  # experts that received no token in this step
+        "tokens_per_expert": torch.tensor(assignments / counts.numel()),  # mean assignments per expert, n*k/E
+        "min_expert_tokens": counts.min(),
+    }

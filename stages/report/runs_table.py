@@ -70,6 +70,7 @@ COLUMNS = [
     "drop_indices",
     "step0_val_loss",
     "parent_val_loss",
+    "router_health",  # the training run's router-health verdict (empty for dense runs)
 ]
 # every other routing or recipe option gets a column of its own name, so a new option needs no code here
 # (``layers`` and ``drop_per_matrix_indices`` are the ``moe_layers`` and ``drop_indices`` columns above)
@@ -152,6 +153,7 @@ def row_for(eval_path: Path) -> dict[str, Any]:
         "drop_indices": ("per_matrix" if recipe["drop_per_matrix_indices"] else "shared") if recipe else "",
         "step0_val_loss": surgery.get("moe_val_loss", float("nan")),
         "parent_val_loss": surgery.get("dense_val_loss", float("nan")),
+        "router_health": rec.router_health or "",
     }
 
 

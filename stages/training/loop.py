@@ -2,8 +2,9 @@
 
 AdamW with a schedule that ends at this run's own token budget, gradient clipping, and a deterministic
 data stream (a continued run starts where its parent stopped). The run directory receives the checkpoint
-and ``metrics.csv`` (step, tokens, lr, train loss, router losses, drop rate, per-layer per-expert token
-fractions).
+and ``metrics.csv`` (step, tokens, lr, train loss, router losses, drop rate, gradient norm, router health:
+dead-expert share, tokens per expert, router gradient norm; then per-layer per-expert token fractions). An MoE
+run ends with a one-line router-health verdict (:func:`router_health`) on stderr and in its run record.
 
 Resumable: every ``save_every`` steps the model, optimizer and step go to an undeclared scratch folder; a
 rerun of a killed job continues from there and ends with the same bytes as an uninterrupted run. The
@@ -15,6 +16,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import io
+import math
 import shutil
 import sys
 import time
@@ -107,8 +109,11 @@ def make_optimizer(model: Transformer, train: TrainConfig) -> AdamW:
     return AdamW(groups, lr=train.lr, betas=(train.beta1, train.beta2), eps=train.adam_eps)
 
 
+ROUTER_COLUMNS = ["dead_experts", "min_expert_tokens", "tokens_per_expert", "router_grad_norm"]
+
+
 def metrics_header(model: Transformer) -> list[str]:
-    cols = ["step", "tokens", "lr", "train_loss", "aux_loss", "z_loss", "drop_rate", "grad_norm"]
+    cols = ["step", "tokens", "lr", "train_loss", "aux_loss", "z_loss", "drop_rate", "grad_norm", *ROUTER_COLUMNS]
     if model.cfg.moe is not None:
         cols += [f"frac_l{layer}_e{e}" for layer in model.cfg.moe_layers() for e in range(model.cfg.moe.experts)]
     return cols
@@ -175,6 +180,20 @@ def starting_point(job: Job, corpus: Corpus) -> StartingPoint:
     )
 
 
+def router_weights(model: Transformer) -> list[torch.Tensor]:
+    """The router matrix (``mlp.gate.weight``) of every MoE layer; empty for a dense model."""
+    return [block.mlp.gate.weight for block in model.model.layers if block.is_moe]
+
+
+@torch.no_grad()
+def router_grad_norm(routers: list[torch.Tensor]) -> torch.Tensor:
+    """Global L2 norm of the routers' gradients (read, never modified); 0 for a dense model."""
+    grads = [w.grad for w in routers if w.grad is not None]
+    if not grads:
+        return torch.zeros(())
+    return torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g, dtype=torch.float32) for g in grads]))
+
+
 def metrics_row(
     step: int,
     tokens_per_step: int,
@@ -183,9 +202,12 @@ def metrics_row(
     out: Output,
     grad_norm: torch.Tensor,
     moe_layers: tuple[int, ...],
+    router_norm: torch.Tensor | None = None,
 ) -> dict[str, Any]:
-    """One metrics.csv row; router statistics are averaged (drop rate) or listed per layer and expert."""
+    """One metrics.csv row; router statistics are averaged (drop rate, dead share, tokens per expert), the
+    minimum over layers (min expert tokens) or listed per layer and expert (fractions)."""
     stats = out.router_stats
+    layers = max(1, len(stats))
     row: dict[str, Any] = {
         "step": step + 1,
         "tokens": (step + 1) * tokens_per_step,
@@ -194,12 +216,44 @@ def metrics_row(
         "aux_loss": float(out.aux_loss.detach()),
         "z_loss": float(out.z_loss.detach()),
         "grad_norm": float(grad_norm),
-        "drop_rate": float(sum(s["drop_rate"] for s in stats) / max(1, len(stats))),
+        "drop_rate": float(sum(s["drop_rate"] for s in stats) / layers),
+        "dead_experts": float(sum(s["dead_share"] for s in stats) / layers),
+        "min_expert_tokens": min((int(s["min_expert_tokens"]) for s in stats), default=0),
+        "tokens_per_expert": float(sum(s["tokens_per_expert"] for s in stats) / layers),
+        "router_grad_norm": 0.0 if router_norm is None else float(router_norm),
     }
     for layer, layer_stats in zip(moe_layers, stats, strict=True):
         for e, frac in enumerate(layer_stats["expert_fraction"].tolist()):
             row[f"frac_l{layer}_e{e}"] = frac
     return row
+
+
+# Router-health verdict over the last HEALTH_TAIL of the logged rows (the end of training, not its warm-up).
+# An expert's share of tokens is k * its fraction of assignments; under balanced routing every share is k/E.
+# "collapsed": the busiest expert's mean share is closer to taking every token than to its fair share k/E
+#   (threshold (1 + k/E) / 2: 0.56 for E8 k1, 0.625 for E8 k2, 0.75 for E2 k1; never reached when k = E).
+#   So the verdict names a router that sends most tokens to one expert, not a mere imbalance.
+# "dead experts": an expert got no token in any logged step of the tail (its mean fraction is exactly 0;
+#   counts are integers, so this is not a rounding threshold).
+# "balanced": neither.
+HEALTH_TAIL = 0.1
+
+
+def router_health(rows: list[dict[str, Any]], moe_layers: tuple[int, ...], experts: int, top_k: int) -> str:
+    """One-line router-health verdict of an MoE run from its metrics rows: balanced, collapsed or dead experts."""
+    tail = rows[-max(1, math.ceil(HEALTH_TAIL * len(rows))) :]
+    fair = top_k / experts
+    collapse_at = (1.0 + fair) / 2.0
+    dead = ""
+    for layer in moe_layers:
+        shares = [top_k * sum(float(r[f"frac_l{layer}_e{e}"]) for r in tail) / len(tail) for e in range(experts)]
+        busiest = max(range(experts), key=lambda e: shares[e])
+        if shares[busiest] > collapse_at:
+            return f"collapsed (layer {layer}: expert {busiest} takes {shares[busiest]:.0%} of tokens)"
+        n_dead = sum(1 for s in shares if s == 0.0)
+        if n_dead and not dead:
+            dead = f"layer {layer}: {n_dead} of {experts} got no token in the last {HEALTH_TAIL:.0%} of logged steps"
+    return f"dead experts ({dead})" if dead else "balanced"
 
 
 def resume(
@@ -250,6 +304,7 @@ def train(job: Job) -> None:
     rows, first_step = resume(progress_path, digest, model, optimizer, dev)
 
     params = list(model.parameters())
+    routers = router_weights(model)
     max_norm = t.grad_clip if t.grad_clip > 0 else float("inf")
     t0 = time.perf_counter()
     with tqdm(total=steps, initial=first_step, desc=job.run_id, mininterval=5.0, file=sys.stderr) as bar:
@@ -267,11 +322,15 @@ def train(job: Job) -> None:
                 group["lr"] = lr
             optimizer.zero_grad()
             loss.backward()
+            log = step % t.log_every == 0 or step == steps - 1
+            router_norm = router_grad_norm(routers) if log else None  # before clipping rescales the gradients
             grad_norm = torch.nn.utils.clip_grad_norm_(params, max_norm)
             optimizer.step()
             bar.update(1)
-            if step % t.log_every == 0 or step == steps - 1:
-                rows.append(metrics_row(step, tokens_per_step, lr, ce, out, grad_norm, model.cfg.moe_layers()))
+            if log:
+                rows.append(
+                    metrics_row(step, tokens_per_step, lr, ce, out, grad_norm, model.cfg.moe_layers(), router_norm)
+                )
             if job.save_every and (step + 1) % job.save_every == 0 and step + 1 < steps:
                 _save_progress(
                     progress_path,
@@ -293,6 +352,10 @@ def train(job: Job) -> None:
             f"({t.flops_convention}), {seconds:.1f} s for {steps - first_step} steps",
             file=sys.stderr,
         )
+    health = None
+    if moe is not None and rows:
+        health = router_health(rows, model.cfg.moe_layers(), moe.experts, moe.top_k)
+        print(f"{job.run_id}: router health: {health}", file=sys.stderr)
     model.to("cpu")
     counts = param_counts(model.cfg)
     end_sequence = start.start_sequence + steps * t.batch_size
@@ -327,6 +390,7 @@ def train(job: Job) -> None:
         ),
         parent=start.parent,
         lineage=start.lineage,
+        router_health=health,
     )
     write_text(job.out / "metrics.csv", _csv_text(metrics_header(model), rows))
     save_checkpoint(job.out, model, record)
