@@ -1,6 +1,6 @@
 """Checkpoints to and from Hugging Face transformers (Qwen2 / Qwen2-MoE) and nanotron, as exact renames.
 
-``python -m stages.export --checkpoint DIR --to hf|nanotron --out OUT``
+``python -m stages.export --checkpoint DIR --to hf|nanotron --out OUT [--tokenizer PATH]``
 ``python -m stages.export --checkpoint SRC --from hf|nanotron --out DIR``
 
 The model already computes Qwen2 / Qwen2-MoE math with Hugging Face parameter names, so an export
@@ -8,8 +8,12 @@ moves the same fp32 tensors (renamed, split, concatenated or transposed) and nev
 approximates. What a format cannot express is a one-line error, never a silent change: token dropping
 (``capacity_factor > 0``) for both, which are dropless. The router z-loss is training-only and not
 exported; an import sets it to 0. A tied ``lm_head`` is stored once, as the embedding. Outputs are
-written to a temporary sibling and renamed into place; an import's ``provenance.json`` names the source
-files and their sha256. The layouts and their decisions: ``stages.interop.hf``, ``stages.interop.nanotron``.
+written to a temporary sibling and renamed into place, readable by others (directories 0755, files
+0644); an import's ``provenance.json`` names the source files and their sha256. A Hugging Face export
+also carries the corpus tokenizer the checkpoint was trained with (``--tokenizer`` gives it for a
+checkpoint whose run record names none, such as an import; without one the export is an error) and a
+``generation_config.json``, so ``AutoTokenizer`` / ``AutoModelForCausalLM`` load it and ``generate`` runs.
+The layouts and their decisions: ``stages.interop.hf``, ``stages.interop.nanotron``.
 """
 
 from __future__ import annotations
@@ -31,12 +35,21 @@ def main(argv: Sequence[str] | None = None) -> None:
     direction.add_argument("--to", choices=sorted(FORMATS), help="write our checkpoint in this format")
     direction.add_argument("--from", dest="source", choices=sorted(FORMATS), help="read a checkpoint in this format")
     p.add_argument("--out", required=True, help="directory to write (replaced atomically)")
+    p.add_argument(
+        "--tokenizer",
+        help="--to hf: the tokenizer.json (or a folder holding one) the checkpoint was trained with; "
+        "default: the corpus tokenizer named by its run record",
+    )
     args = p.parse_args(argv)
     checkpoint, out = Path(args.checkpoint), Path(args.out)
+    if args.tokenizer is not None and args.to != "hf":
+        raise UserError("--tokenizer: only an export --to hf carries a tokenizer")
     if not checkpoint.is_dir():
         raise UserError(f"--checkpoint {checkpoint}: not a directory")
     export, import_ = FORMATS[args.to or args.source]
-    if args.to:
+    if args.to == "hf":
+        export_hf(checkpoint, out, tokenizer=Path(args.tokenizer) if args.tokenizer is not None else None)
+    elif args.to:
         export(checkpoint, out)
     else:
         import_(checkpoint, out)

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import json
+import os
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -14,8 +17,11 @@ from conftest import REPO, tiny_config
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
+from stages.core.artifacts import sha256_file
 from stages.core.cli import run
-from stages.core.record import RunRecord
+from stages.core.record import DataRef, RunRecord
+from stages.corpus.sources import Document
+from stages.corpus.tokenizer import EOT, train_tokenizer
 from stages.export import main
 from stages.interop.nanotron import nanotron_params, nanotron_path
 from stages.model.checkpoint import save_checkpoint
@@ -44,9 +50,36 @@ CASES = {
 }
 
 
+# A few KB of prose: the corpus of the tokenizer (and of the trained checkpoints below).
+SENTENCES = [
+    "The miller woke before the sun and walked down to the river.",
+    "Water turned the old wheel, and the wheel turned the stones that ground the grain.",
+    "In the village the baker waited for flour, and the children waited for bread.",
+    "When the rain came the river rose, and the miller watched the water climb the bank.",
+    "A heron stood in the shallows and did not move until a fish came near.",
+    "At noon the carts came over the bridge with sacks of wheat from the farms on the hill.",
+    "The miller's daughter counted the sacks and wrote the numbers in a small black book.",
+    "In the evening the wheel was still, and the only sound was the river going by.",
+]
+PROSE = ["\n".join(SENTENCES[i:] + SENTENCES[:i]) + "\n" for i in range(len(SENTENCES))]
+VOCAB = 300  # the models' vocab_size: the tokenizer's ids fit it
+
+
+@functools.cache
+def tokenizer_json() -> str:
+    """A tokenizer trained by the data stage's own function on ``PROSE``."""
+    return train_tokenizer([Document("prose", str(i), text) for i, text in enumerate(PROSE)], VOCAB).to_str()
+
+
+def write_tokenizer(directory: Path) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "tokenizer.json").write_text(tokenizer_json())
+    return directory / "tokenizer.json"
+
+
 def random_model(seed: int = 0, **overrides) -> Transformer:
     """Random weights where init would leave constants (norms, biases) that could hide a swapped name."""
-    model = Transformer(tiny_config(init_std=0.1, **overrides))
+    model = Transformer(tiny_config(init_std=0.1, **{"vocab_size": VOCAB, **overrides}))
     model.init_weights(seed_generator(seed))
     gen = seed_generator(seed + 1)
     with torch.no_grad():
@@ -58,9 +91,15 @@ def random_model(seed: int = 0, **overrides) -> Transformer:
     return model.eval()
 
 
-def checkpoint(directory: Path, seed: int = 0, **overrides) -> tuple[Transformer, Path]:
+def checkpoint(directory: Path, seed: int = 0, kind: str = "dense", **overrides) -> tuple[Transformer, Path]:
+    """Our checkpoint of a random model; unless an import, its run record names a corpus tokenizer beside it."""
     model = random_model(seed, **overrides)
-    save_checkpoint(directory, model, RunRecord(run_id=directory.name, kind="dense", code_hash="", torch_version=""))
+    data = DataRef()
+    if kind != "import":
+        tokenizer = write_tokenizer(directory.parent / f"{directory.name}-corpus")
+        data = DataRef(manifest=str(tokenizer.with_name("manifest.json")), tokenizer_sha256=sha256_file(tokenizer))
+    record = RunRecord(run_id=directory.name, kind=kind, code_hash="", torch_version="", data=data)
+    save_checkpoint(directory, model, record)
     return model, directory
 
 
@@ -82,6 +121,7 @@ def logits(model: torch.nn.Module) -> torch.Tensor:
         return model(TOKENS).logits
 
 
+HF_FILES = ["config.json", "generation_config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"]
 MOE_CASES = sorted(case for case, overrides in CASES.items() if "moe" in overrides)
 
 
@@ -101,7 +141,7 @@ def test_hf_export_loads_in_transformers_with_the_same_logits(hf_export):
     expected = "Qwen2MoeForCausalLM" if model.cfg.moe else "Qwen2ForCausalLM"
     assert type(hf_model).__name__ == expected
     assert json.loads((out / "config.json").read_text())["architectures"] == [expected]
-    assert sorted(p.name for p in out.iterdir()) == ["config.json", "model.safetensors"]
+    assert sorted(p.name for p in out.iterdir()) == HF_FILES
     diff = float((logits(hf_model) - logits(model)).abs().max())
     print(f"{case}: max |logit difference| ours vs transformers = {diff:.3g}")
     assert diff <= 1e-4
@@ -349,3 +389,154 @@ def test_import_names_a_missing_tensor(tmp_path, capsys):
     save_file(state, str(out / "model.safetensors"), metadata={"format": "pt"})
     err = one_line_error(["--checkpoint", str(out), "--from", "hf", "--out", str(tmp_path / "back")], capsys)
     assert "model.layers.1.mlp.up_proj.weight" in err
+
+
+def python_m(*args: str) -> None:
+    result = subprocess.run([sys.executable, "-m", *args], cwd=REPO, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> dict[str, Path]:
+    """A dense checkpoint trained on a corpus the data stage built from ``PROSE``, and its upcycled MoE
+    trained further: the checkpoints a user exports."""
+    root = tmp_path_factory.mktemp("trained")
+    files = []
+    for i, text in enumerate(PROSE):
+        (root / f"doc{i}.txt").write_text(text)
+        files.append(str(root / f"doc{i}.txt"))
+    corpus, dense, surgery, moe = root / "corpus", root / "dense", root / "surgery", root / "moe"
+    python_m("stages.data", "--out", str(corpus), "--files", *files, "--vocab-size", "300", "--val-fraction", "0.25")
+    options = json.dumps({"seq_len": 32, "batch_size": 8, "lr": 0.01})
+    train = ["stages.train", "--data", str(corpus), "--tokens", "16K", "--seed", "3", "--data-seed", "4"]
+    train += ["--train", options]
+    model = json.dumps({"n_layer": 1, "d_model": 32, "n_head": 2, "d_ff": 64})
+    python_m(
+        *train,
+        "--kind",
+        "dense",
+        "--model",
+        model,
+        "--run-id",
+        "dense",
+        "--out",
+        str(dense),
+        "--work-dir",
+        str(root / "w1"),
+    )
+    moe_options = json.dumps({"experts": 4, "top_k": 2, "norm_topk_prob": True})
+    upcycle = ["stages.upcycle", "--dense", str(dense), "--data", str(corpus), "--seed", "1", "--eval-tokens", "64"]
+    python_m(*upcycle, "--moe", moe_options, "--out", str(surgery))
+    python_m(
+        *train,
+        "--kind",
+        "upcycled",
+        "--init",
+        str(surgery),
+        "--run-id",
+        "moe",
+        "--out",
+        str(moe),
+        "--work-dir",
+        str(root / "w2"),
+    )
+    return {"corpus": corpus, "dense": dense, "moe": moe}
+
+
+def assert_readable_by_others(out: Path) -> None:
+    """Directories 0755 and files 0644, the export folder itself included."""
+    modes = {p: stat.S_IMODE(p.stat().st_mode) for p in [out, *out.rglob("*")]}
+    assert {p: m for p, m in modes.items() if m != (0o755 if p.is_dir() else 0o644)} == {}
+
+
+@pytest.mark.parametrize("kind", ["dense", "moe"])
+def test_trained_export_tokenizes_and_generates_in_transformers(trained, kind, tmp_path):
+    from tokenizers import Tokenizer
+
+    out = convert(trained[kind], tmp_path / "hf", "--to", "hf")
+    assert sorted(p.name for p in out.iterdir()) == HF_FILES
+    assert (out / "tokenizer.json").read_bytes() == (trained["corpus"] / "tokenizer.json").read_bytes()
+    assert_readable_by_others(out)
+
+    ours = Tokenizer.from_file(str(trained["corpus"] / "tokenizer.json"))
+    eot = ours.token_to_id(EOT)
+    tokenizer = transformers.AutoTokenizer.from_pretrained(out)
+    text = "The miller woke before the sun and walked"
+    ids = tokenizer(text).input_ids
+    assert ids == ours.encode(text).ids and len(ids) > 3
+    assert tokenizer.decode(ids) == text
+    assert (tokenizer.eos_token_id, tokenizer.bos_token_id, tokenizer.pad_token_id) == (eot, eot, eot)
+    assert tokenizer.model_max_length == 32  # the training seq_len
+    config = json.loads((out / "config.json").read_text())
+    generation = json.loads((out / "generation_config.json").read_text())
+    for ids_of in (config, generation):
+        assert (ids_of["bos_token_id"], ids_of["eos_token_id"], ids_of["pad_token_id"]) == (eot, eot, eot)
+
+    model = transformers.AutoModelForCausalLM.from_pretrained(out).eval()
+    expected = "Qwen2MoeForCausalLM" if kind == "moe" else "Qwen2ForCausalLM"
+    assert type(model).__name__ == expected
+    assert model.generation_config.do_sample is False and model.generation_config.eos_token_id == eot
+    inputs = tokenizer(text, return_tensors="pt")
+    with torch.no_grad():
+        generated = model.generate(**inputs, max_new_tokens=8, do_sample=False)
+    new = generated[0, inputs.input_ids.shape[1] :].tolist()
+    completion = tokenizer.decode(new)
+    print(f"{kind}: {text!r} -> {len(new)} new tokens {new} {completion!r}")
+    assert generated[0, : len(ids)].tolist() == ids and len(new) == 8
+    assert completion == ours.decode(new) and completion
+
+    back = convert(out, tmp_path / "back", "--from", "hf")  # the import ignores the tokenizer files
+    same_checkpoint(trained[kind], back)
+
+
+def test_export_of_a_checkpoint_without_a_tokenizer_needs_one(tmp_path, capsys):
+    """An import's run record names no corpus: the export refuses (one line naming --tokenizer) and writes
+    nothing, rather than a folder whose ``AutoTokenizer`` encodes text to no ids; --tokenizer gives one."""
+    _, ckpt = checkpoint(tmp_path / "imported", kind="import")
+    out = tmp_path / "hf"
+    err = one_line_error(["--checkpoint", str(ckpt), "--to", "hf", "--out", str(out)], capsys)
+    assert "--tokenizer" in err and str(ckpt) in err
+    assert not out.exists()
+    tokenizer = write_tokenizer(tmp_path / "tok")
+    convert(ckpt, out, "--to", "hf", "--tokenizer", str(tokenizer.parent))  # a folder holding tokenizer.json
+    assert (out / "tokenizer.json").read_bytes() == tokenizer.read_bytes()
+    assert transformers.AutoTokenizer.from_pretrained(out)("the miller").input_ids
+    err = one_line_error(["--checkpoint", str(ckpt), "--to", "nanotron", "--out", str(out), "--tokenizer", "x"], capsys)
+    assert "--tokenizer" in err
+
+
+def test_export_refuses_a_tokenizer_the_checkpoint_was_not_trained_with(tmp_path, capsys):
+    _, ckpt = checkpoint(tmp_path / "ours")
+    other = tmp_path / "other" / "tokenizer.json"
+    other.parent.mkdir()
+    other.write_text(train_tokenizer([Document("x", "0", "a b c d " * 50)], VOCAB).to_str())
+    out = tmp_path / "hf"
+    err = one_line_error(
+        ["--checkpoint", str(ckpt), "--to", "hf", "--out", str(out), "--tokenizer", str(other)], capsys
+    )
+    assert "sha256" in err and str(other) in err
+    corpus_tokenizer = tmp_path / "ours-corpus" / "tokenizer.json"
+    corpus_tokenizer.write_bytes(other.read_bytes())  # the corpus changed after training
+    err = one_line_error(["--checkpoint", str(ckpt), "--to", "hf", "--out", str(out)], capsys)
+    assert "sha256" in err and str(corpus_tokenizer) in err
+    corpus_tokenizer.unlink()
+    err = one_line_error(["--checkpoint", str(ckpt), "--to", "hf", "--out", str(out)], capsys)
+    assert "missing" in err and "--tokenizer" in err
+    _, small = checkpoint(tmp_path / "small", kind="import", vocab_size=96)
+    err = one_line_error(
+        ["--checkpoint", str(small), "--to", "hf", "--out", str(out), "--tokenizer", str(other)], capsys
+    )
+    assert "vocab_size 96" in err
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("fmt", ["hf", "nanotron"])
+def test_exports_are_readable_by_others_whatever_the_umask(fmt, tmp_path):
+    _, ckpt = checkpoint(tmp_path / "ours", moe=MoEConfig(experts=4, top_k=2))
+    old = os.umask(0o077)
+    try:
+        out = convert(ckpt, tmp_path / fmt, "--to", fmt)
+    finally:
+        os.umask(old)
+    assert_readable_by_others(out)
+    assert any(p.is_dir() for p in out.rglob("*")) == (fmt == "nanotron")

@@ -4,6 +4,7 @@ and writing an imported model as our checkpoint."""
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -20,13 +21,26 @@ from stages.model.checkpoint import save_checkpoint
 from stages.model.transformer import Transformer
 
 
+def make_readable(root: Path) -> None:
+    """Directories 0755 and files 0644 under ``root`` (itself included), like any download, whatever the
+    umask; ``tempfile.mkdtemp`` creates the staging directory 0700."""
+    os.chmod(root, 0o755)
+    for parent, dirs, files in os.walk(root):
+        for name in dirs:
+            os.chmod(os.path.join(parent, name), 0o755)
+        for name in files:
+            os.chmod(os.path.join(parent, name), 0o644)
+
+
 @contextlib.contextmanager
 def staged_dir(out: Path) -> Iterator[Path]:
-    """A temporary sibling directory that replaces ``out`` only once everything in it is written."""
+    """A temporary sibling directory that replaces ``out`` only once everything in it is written; its
+    contents are made readable by others (directories 0755, files 0644) before the rename."""
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
         yield tmp
+        make_readable(tmp)
         replace_dir(tmp, out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -17,6 +17,12 @@
   per token where we count fractions, so the terms agree for one MoE layer; with several, transformers
   averages the layers' statistics before the product, we average per-layer losses.
 - Token dropping (``capacity_factor > 0``) cannot be expressed (Qwen2-MoE is dropless): an error.
+- The export carries what ``AutoTokenizer`` and ``generate`` need: the corpus ``tokenizer.json`` the
+  checkpoint was trained with (byte for byte; found beside the run record's ``data.manifest`` and checked
+  against ``data.tokenizer_sha256``, or given with ``--tokenizer``), a ``tokenizer_config.json``
+  (``PreTrainedTokenizerFast``) and a ``generation_config.json`` (greedy). Our only special token, the
+  end-of-text token, is eos, bos and pad, also in ``config.json``. Without a tokenizer the export is an
+  error (see :func:`tokenizer_source`). The import ignores these files.
 """
 
 from __future__ import annotations
@@ -29,8 +35,10 @@ from typing import Any
 import torch
 from safetensors.torch import save_file
 
-from stages.core.artifacts import atomic_path, read_json, sha256_file, write_json
+from stages.core.artifacts import atomic_path, read_json, sha256_file, write_bytes, write_json
 from stages.core.cli import UserError
+from stages.core.record import RunRecord
+from stages.corpus.tokenizer import EOT
 from stages.interop.common import require, save_import, staged_dir
 from stages.model.checkpoint import checked_model, load_model, load_weights, state_dict_for_saving
 from stages.model.config import ModelConfig, MoEConfig
@@ -38,12 +46,16 @@ from stages.model.config import ModelConfig, MoEConfig
 HF_CONFIG = "config.json"
 HF_WEIGHTS = "model.safetensors"
 HF_INDEX = "model.safetensors.index.json"
+HF_TOKENIZER = "tokenizer.json"
+HF_TOKENIZER_CONFIG = "tokenizer_config.json"
+HF_GENERATION = "generation_config.json"
 _PER_EXPERT = re.compile(r"(.+\.mlp\.experts)\.(\d+)\.(gate|up|down)_proj\.weight")
 _QKV_BIAS = re.compile(r".+\.self_attn\.[qkv]_proj\.bias")
 
 
-def hf_config(cfg: ModelConfig) -> dict[str, Any]:
-    """``config.json`` of the Qwen2 (dense) or Qwen2-MoE model that computes the same function."""
+def hf_config(cfg: ModelConfig, eot_id: int | None = None) -> dict[str, Any]:
+    """``config.json`` of the Qwen2 (dense) or Qwen2-MoE model that computes the same function; with the
+    tokenizer's end-of-text id as its bos, eos and pad token ids when given."""
     moe = cfg.moe
     if moe is not None and moe.capacity_factor > 0:
         raise UserError(
@@ -70,6 +82,8 @@ def hf_config(cfg: ModelConfig) -> dict[str, Any]:
         "attention_dropout": 0.0,
         "torch_dtype": "float32",
     }
+    if eot_id is not None:
+        out.update(special_token_ids(eot_id))
     if moe is not None:
         sparse = set(cfg.moe_layers())
         out.update(
@@ -119,15 +133,100 @@ def hf_state(cfg: ModelConfig, state: dict[str, torch.Tensor]) -> dict[str, torc
     return out
 
 
-def export_hf(checkpoint: Path, out: Path) -> None:
-    """Write ``config.json`` + ``model.safetensors`` that ``AutoModelForCausalLM.from_pretrained`` loads."""
-    model, _ = load_model(checkpoint)
-    config = hf_config(model.cfg)
+def special_token_ids(eot_id: int) -> dict[str, int]:
+    """bos, eos and pad are all the end-of-text token (see :func:`tokenizer_config`)."""
+    return {"bos_token_id": eot_id, "eos_token_id": eot_id, "pad_token_id": eot_id}
+
+
+def tokenizer_config(cfg: ModelConfig) -> dict[str, Any]:
+    """``tokenizer_config.json``: the ``tokenizer.json`` as a ``PreTrainedTokenizerFast``.
+
+    The data stage writes each document followed by the end-of-text token and nothing before it, so that
+    token is the only separator the model saw: it is eos, and bos too (a document in the training stream
+    starts right after one, GPT-2's convention); the tokenizer adds neither, so ``AutoTokenizer`` encodes
+    text to exactly the ids of the data stage. pad is the same token: the vocabulary has no other special
+    token and adding one would change the embedding; padded positions are masked by the attention mask,
+    and ``generate`` needs a pad id for batches. No clean-up of spaces: decoding gives the text back.
+    """
+    return {
+        "tokenizer_class": "PreTrainedTokenizerFast",
+        "bos_token": EOT,
+        "eos_token": EOT,
+        "pad_token": EOT,
+        "model_max_length": cfg.max_seq_len,
+        "clean_up_tokenization_spaces": False,
+    }
+
+
+def tokenizer_source(checkpoint: Path, record: RunRecord, given: Path | None) -> Path:
+    """The ``tokenizer.json`` the checkpoint was trained with: ``given`` (a file, or a directory holding
+    one), else the one beside the corpus manifest of its run record; checked against the recorded sha256.
+
+    A checkpoint with neither (an import, say) is an error rather than an export without a tokenizer:
+    transformers does not fail on such a folder, ``AutoTokenizer`` silently builds a tokenizer that encodes
+    text to no ids, so a model-only folder would look complete and run on nothing. A warning line would be
+    lost in a workflow log and the folder would still look done to Snakemake; the error names the fix.
+    """
+    recorded = record.data.tokenizer_sha256
+    if given is not None:
+        path = given / HF_TOKENIZER if given.is_dir() else given
+        if not path.is_file():
+            raise UserError(f"--tokenizer {given}: no such file (give a tokenizer.json or a folder holding one)")
+        where = f"--tokenizer {path}"
+    elif record.data.manifest:
+        path = Path(record.data.manifest).parent / HF_TOKENIZER
+        if not path.is_file():
+            raise UserError(
+                f"{checkpoint}: the tokenizer of its corpus, {path}, is missing; "
+                "pass --tokenizer PATH (the tokenizer.json it was trained with)"
+            )
+        where = f"{path} (the corpus tokenizer of {checkpoint})"
+    else:
+        raise UserError(
+            f"{checkpoint}: its run record (kind {record.kind}) names no corpus tokenizer; pass --tokenizer PATH "
+            "(the tokenizer.json the model was trained with) so the export can be loaded and run"
+        )
+    if recorded and (actual := sha256_file(path)) != recorded:
+        raise UserError(
+            f"{where}: sha256 {actual[:12]}... differs from the tokenizer {checkpoint} was trained with "
+            f"({recorded[:12]}...)"
+        )
+    return path
+
+
+def read_tokenizer(path: Path, vocab_size: int) -> tuple[bytes, int]:
+    """The bytes of a ``tokenizers`` ``tokenizer.json`` and its end-of-text id, checked to fit the model."""
+    from tokenizers import Tokenizer
+
+    data = path.read_bytes()
+    try:
+        tok = Tokenizer.from_str(data.decode("utf-8"))
+    except Exception as err:  # tokenizers raises plain Exception subclasses with multi-line messages
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise UserError(f"{path}: not a tokenizers tokenizer.json ({reason})") from None
+    size = 1 + max(tok.get_vocab(with_added_tokens=True).values(), default=-1)
+    if size > vocab_size:
+        raise UserError(f"{path}: token ids up to {size - 1} do not fit the model's vocab_size {vocab_size}")
+    eot_id = tok.token_to_id(EOT)
+    if eot_id is None:
+        raise UserError(f"{path}: no end-of-text token {EOT!r} (the model's eos)")
+    return data, eot_id
+
+
+def export_hf(checkpoint: Path, out: Path, tokenizer: Path | None = None) -> None:
+    """Write ``config.json`` + ``model.safetensors`` that ``AutoModelForCausalLM.from_pretrained`` loads, with
+    the tokenizer files ``AutoTokenizer.from_pretrained`` loads and a ``generation_config.json``."""
+    model, record = load_model(checkpoint)
+    tokenizer_bytes, eot_id = read_tokenizer(tokenizer_source(checkpoint, record, tokenizer), model.cfg.vocab_size)
+    config = hf_config(model.cfg, eot_id)
     tensors = hf_state(model.cfg, state_dict_for_saving(model))
     with staged_dir(out) as tmp:
         write_json(tmp / HF_CONFIG, config)
         with atomic_path(tmp / HF_WEIGHTS) as path:
             save_file(tensors, str(path), metadata={"format": "pt"})  # one key: safetensors orders keys at random
+        write_bytes(tmp / HF_TOKENIZER, tokenizer_bytes)
+        write_json(tmp / HF_TOKENIZER_CONFIG, tokenizer_config(model.cfg))
+        write_json(tmp / HF_GENERATION, {**special_token_ids(eot_id), "do_sample": False})
 
 
 def _nonzero(tensors: dict[str, torch.Tensor], names: Sequence[str]) -> bool:
