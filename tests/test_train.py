@@ -197,3 +197,12 @@ def test_truncated_shard_and_tokenizer_mismatch(tmp_path, corpus_dir):
         f.truncate(1001)
     res = subprocess.run(train_cmd(corpus_dir, tmp_path / "y"), cwd=REPO, capture_output=True, text=True)
     assert res.returncode == 2 and "train.bin" in res.stderr and "sha256" in res.stderr
+
+
+def test_wsd_run_follows_its_schedule(tmp_path, corpus_dir):
+    run_ok(train_cmd(corpus_dir, tmp_path / "wsd", lr=0.004, lr_policy="wsd", warmup_steps=5, decay_frac=0.25))
+    lrs = [float(line.split(",")[2]) for line in (tmp_path / "wsd" / "metrics.csv").read_text().splitlines()[1:]]
+    assert len(lrs) == 31 and lrs[4] == lrs[22] == 0.004  # warmup of 5 steps, then the peak held until the decay
+    assert lrs[23] < 0.004 and lrs[-1] == pytest.approx(0.0004)  # 8 decay steps (1-sqrt) down to min_lr
+    record = json.loads((tmp_path / "wsd" / "provenance.json").read_text())
+    assert record["schedule"] == {"warmup_steps": 5, "prior_steps": 0, "total_steps": 31, "decay_steps": 8}

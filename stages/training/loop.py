@@ -40,7 +40,7 @@ from stages.model.transformer import Output, Transformer, cross_entropy, seed_ge
 from stages.training.optimizer import AdamW
 from stages.training.options import TrainConfig
 from stages.training.runtime import configure, device, precision
-from stages.training.schedule import Schedule, warmup_steps
+from stages.training.schedule import Schedule, decay_steps, warmup_steps
 
 KINDS = ("dense", "scratch_moe", "upcycled", "dense_cont")
 PROGRESS = "progress.pt"
@@ -288,13 +288,16 @@ def train(job: Job) -> None:
 
     model = start.model.to(dev).train()
     optimizer = make_optimizer(model, t)
+    warmup = warmup_steps(steps, t.warmup_frac, fixed=t.warmup_steps)
     schedule = Schedule(
         policy=t.lr_policy,
         peak_lr=t.lr,
         min_lr=t.lr * t.min_lr_ratio,
         total_steps=steps,
-        warmup_steps=warmup_steps(steps, t.warmup_frac),
+        warmup_steps=warmup,
         prior_steps=start.prior_steps,
+        decay_steps=decay_steps(steps, warmup, t.decay_frac),
+        decay_shape=t.decay_shape,
     )
     stream = TrainStream(corpus.tokens("train"), t.seq_len, job.data_seed)
     moe = model.cfg.moe
@@ -377,7 +380,12 @@ def train(job: Job) -> None:
         lr_policy=t.lr_policy,
         peak_lr=t.lr,
         train=as_dict(t),
-        schedule={"warmup_steps": schedule.warmup_steps, "prior_steps": start.prior_steps, "total_steps": steps},
+        schedule={
+            "warmup_steps": schedule.warmup_steps,
+            "prior_steps": start.prior_steps,
+            "total_steps": steps,
+            "decay_steps": schedule.decay_steps if t.lr_policy == "wsd" else 0,
+        },
         threads=job.threads,
         data=DataRef(
             manifest=str(corpus.directory / "manifest.json"),

@@ -11,7 +11,8 @@ from typing import Literal
 
 from stages.core.options import check_bounds, option
 
-LRPolicy = Literal["cosine", "constant_min", "continue"]
+LRPolicy = Literal["cosine", "wsd", "constant_min", "continue"]
+DecayShape = Literal["linear", "1-sqrt", "cosine"]
 
 
 @dataclass(frozen=True)
@@ -22,12 +23,22 @@ class TrainConfig:
     batch_size: int = option(16, help="sequences per optimizer step", minimum=1)
     lr: float = option(0.003, help="peak learning rate", exclusive_minimum=0)
     min_lr_ratio: float = option(0.1, help="final learning rate / peak", minimum=0, maximum=1)
-    warmup_frac: float = option(0.05, help="warmup steps / run steps", minimum=0, exclusive_maximum=1)
+    warmup_frac: float = option(
+        0.05, help="warmup steps / run steps (when warmup_steps is 0)", minimum=0, exclusive_maximum=1
+    )
+    warmup_steps: int = option(
+        0,
+        help="fixed warmup length, independent of the run's budget (0: warmup_frac of the run)",
+        unit="steps",
+        minimum=0,
+    )
     lr_policy: LRPolicy = option(
         "cosine",
-        help="cosine: warm up and decay over this run (He et al.'s reset); constant_min: stay at the "
-        "minimum; continue: the parent's cosine continued",
+        help="cosine: warm up and decay over this run (He et al.'s reset); wsd: warm up, hold the peak, decay "
+        "over the last decay_frac; constant_min: stay at the minimum; continue: the parent's cosine continued",
     )
+    decay_frac: float = option(0.2, help="wsd: share of the run spent decaying", exclusive_minimum=0, maximum=1)
+    decay_shape: DecayShape = option("1-sqrt", help="wsd: shape of the decay to min_lr (Hägele et al.: 1-sqrt)")
     weight_decay: float = option(0.1, help="AdamW decoupled weight decay (matrices only)", minimum=0)
     beta1: float = option(0.9, help="AdamW beta1", minimum=0, exclusive_maximum=1)
     beta2: float = option(0.95, help="AdamW beta2", minimum=0, exclusive_maximum=1)
