@@ -10,6 +10,20 @@ deviations; ``l1`` is that estimator stated directly.
 Outputs are byte-deterministic: the start order, the reduction order and the bootstrap resamples are
 fixed, and timings go to stdout only.
 
+Every fit JSON carries ``diagnostics`` (stages.laws.diagnostics): parameters at a bound or collapsed (a floor
+run to 0, an exponent <= 0 or > 3, a coefficient > 1e12), parameters the data do not identify (spread over
+the near-best starts, flat or ill-conditioned Hessian), and the bootstrap's health (too few clusters, resamples
+at a bound, zero-width intervals, which are written as null with the reason). A flagged fit says so in one
+line on stderr starting "fit WARNING" (or "fit FAILED" with --strict), in the printed summary, in the fit
+table's diagnostics column and in the titles of the figures that draw it.
+
+Exit status: 2 for unusable input (bad flags, missing or non-finite columns, too few points, no finite
+optimum; one line on stderr). A flagged but finite fit exits 0 with the warning and its JSON written: it is
+still the best the data support, a study's DAG goes on, and the tables and figures say what is wrong with
+it, which a failed job's deleted output could not. --strict makes any flag an error: the JSON is written,
+"fit FAILED" is printed and the exit status is 1 (for scripts and studies that must not go on with a fit
+that says nothing).
+
     python -m stages.fit --table runs.csv --law upcycled --map loss=val_loss --where "kind == 'upcycled'" \\
         --bootstrap 1000 --seed 0 --holdout "D2 > 1e9" --out results/fits/upcycled.json
 """
@@ -19,6 +33,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
+import sys
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -29,7 +44,7 @@ from stages.core.artifacts import sha256_file, write_json, write_text
 from stages.core.cli import ArgumentParser, UserError, run
 from stages.core.options import as_dict, from_json, from_mapping
 from stages.laws.bootstrap import bootstrap
-from stages.laws.diagnostics import fit_quality, holdout_report, sanity_checks, statsmodels_report
+from stages.laws.diagnostics import fit_diagnostics, fit_quality, holdout_report, sanity_checks, statsmodels_report
 from stages.laws.fitter import fit_law, worker_pool
 from stages.laws.forms import LAWS, LOSS, get_law
 from stages.laws.objective import DEFAULT_DELTA, OBJECTIVES
@@ -43,7 +58,10 @@ def build_parser() -> ArgumentParser:
         prog="python -m stages.fit",
         description=__doc__.split("\n\n")[0],
         epilog=f"laws (name, columns, form; natural logs, raw token and parameter counts):\n{laws}\n"
-        "P is the sparsity N_total / N_active; N1 the parameters of the dense model that was upcycled.",
+        "P is the sparsity N_total / N_active; N1 the parameters of the dense model that was upcycled.\n\n"
+        "Exit status: 0 for a fit, also a flagged one (a parameter collapsed, at a bound or not identified, an\n"
+        "unhealthy bootstrap): its JSON is written with 'diagnostics' and stderr says 'fit WARNING: <flags>';\n"
+        "1 for a flagged fit under --strict ('fit FAILED: <flags>', JSON written); 2 for unusable input.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--table", required=True, help="CSV or Parquet table with the law's columns (see --map)")
@@ -84,6 +102,12 @@ def build_parser() -> ArgumentParser:
     )
     p.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1), help="processes for starts/bootstrap")
     p.add_argument("--summary", help="also write the statsmodels text summaries here")
+    p.add_argument(
+        "--strict",
+        action="store_true",
+        help="a flagged fit (see diagnostics in the JSON) is an error: 'fit FAILED' and exit status 1 "
+        "(default: 'fit WARNING' on stderr and exit 0)",
+    )
     return p
 
 
@@ -168,6 +192,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                 **bootstrap(fit, args.bootstrap, args.seed, groups, pool, frame),
                 "group": group or "row",
             }
+        out["diagnostics"] = fit_diagnostics(fit, train, out.get("bootstrap"))
     t2 = time.perf_counter()
     sm, text = statsmodels_report(law, fit.params, train)
     if sm:
@@ -181,6 +206,13 @@ def main(argv: Sequence[str] | None = None) -> None:
         + (f"; bootstrap {args.bootstrap}: {t2 - t1:.2f} s" if args.bootstrap else "")
     )
     print("  " + ", ".join(f"{k}={v:.6g}" for k, v in fit.params.items()))
+    summary = out["diagnostics"]["summary"]
+    print(f"  diagnostics: {summary}")
+    if summary != "ok":
+        verdict = "FAILED" if args.strict else "WARNING"
+        print(f"fit {verdict}: {args.out}: {summary} (see 'diagnostics' in the JSON)", file=sys.stderr)
+        if args.strict:
+            sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -3,12 +3,14 @@
 ``python -m stages.tables --fits results/fits/*.json --out results/fits/fit_params``
 
 Writes ``<out>.csv`` and ``<out>.md`` (one row per fit, named by its file stem) and prints the Markdown; the
-columns, AIC and BIC included, are explained in stages/report/fit_table.py.
+columns, AIC and BIC and the ``diagnostics`` column ("ok" or the fit's flags) included, are explained in
+stages/report/fit_table.py. Flagged fits are also listed on stderr, one "fit WARNING" line each.
 """
 
 from __future__ import annotations
 
 import io
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -30,6 +32,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         if "law" not in fit or "params" not in fit or "n_points" not in fit:
             raise UserError(f"{path}: not a fit JSON written by stages.fit")
         rows.append(fit_row(Path(path).stem, fit))
+    for row in rows:
+        if row["diagnostics"] not in ("ok", ""):
+            print(f"fit WARNING: {row['fit']}: {row['diagnostics']}", file=sys.stderr)
     table = pd.DataFrame(rows)
     buf = io.StringIO()
     table.to_csv(buf, index=False, lineterminator="\n", float_format="%.10g")

@@ -19,6 +19,7 @@ from scipy import optimize
 
 from stages.fit import build_parser, fit_options
 from stages.laws.bootstrap import bootstrap
+from stages.laws.diagnostics import fit_diagnostics
 from stages.laws.fitter import fit_law, grid_starts, worker_pool
 from stages.laws.forms import LAWS, LOSS, get_law, predict
 from stages.laws.objective import make_problem
@@ -144,6 +145,27 @@ def test_bootstrap_standard_errors_match_epoch(huber_fit):
         assert boot["se"][name] == pytest.approx(published, rel=0.15), name
     lo, hi = boot["ci95"]["alpha"]
     assert lo < huber_fit.params["alpha"] < hi
+    # a healthy bootstrap: every interval reported, no resample with a parameter at a bound
+    assert boot["ci95_null"] == {} and boot["health"]["n_clusters"] == 240
+    assert set(boot["health"]["at_bound_share"].values()) == {0.0} and boot["health"]["failed_share"] == 0.0
+    assert fit_diagnostics(huber_fit, chinchilla_rows(), boot)["summary"] == "ok"
+
+
+def test_public_chinchilla_fit_is_diagnosed_ok(huber_fit, chinchilla):
+    """Epoch's fit is identified: inside every bound, the near-best starts agree, local SEs are small."""
+    diag = fit_diagnostics(huber_fit, chinchilla)
+    assert diag["summary"] == "ok" and diag["flags"] == []
+    assert {b["bound"] for b in diag["bounds"].values()} == {None}
+    ident = diag["identifiability"]
+    assert ident["n_near_best"] >= huber_fit.n_starts_at_best >= 2
+    assert max(ident["relative_spread"].values()) < 1e-4  # the starts agree to ~1e-6
+    # local (Gauss-Newton) SEs of log A, log B, log E, alpha/alpha, beta/beta against Epoch's bootstrap SEs
+    # (log-space a 0.258, b 0.421, e 0.014; alpha 0.0154, beta 0.0206): within a factor 3, all well below 1
+    local = ident["hessian"]["relative_se"]
+    epoch = {"A": 0.258, "B": 0.421, "E": 0.014, "alpha": 0.0154 / 0.3473, "beta": 0.0206 / 0.3672}
+    for name, se in epoch.items():
+        assert se / 3 < local[name] < se * 3, (name, local[name], se)
+    assert ident["hessian"]["flat"] == [] and ident["hessian"]["dof"] == 235
 
 
 @pytest.mark.parametrize("law_name", sorted(LAWS))
@@ -268,6 +290,8 @@ def test_cli_fit_holdout_bootstrap_and_determinism(runs_table, tmp_path):
     assert out["bootstrap"]["group"] == "run_id" and out["bootstrap"]["n_groups"] == 24
     assert set(out["bootstrap"]["ci95"]) >= {"alpha3", "alpha_eff(D1=1000000000)"}
     assert len([k for k in out["derived"] if k.startswith("alpha_eff")]) == len(TOKENS)
+    assert out["diagnostics"]["summary"] == "ok" and out["diagnostics"]["bootstrap"]["n_clusters"] == 24
+    assert out["bootstrap"]["ci95_null"] == {} and "fit WARNING" not in one.stderr
 
     held = out["holdout"]
     assert held["n"] == len(TOKENS) and held["query"] == "D2 >= 1e12"

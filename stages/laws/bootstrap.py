@@ -2,6 +2,11 @@
 
 A resample is a vector of integer row weights on the fit's own problem, not a copied table; refits run in
 chunks on the fit's worker pool in a fixed order, so the summary does not depend on the number of workers.
+
+An interval that is no interval is reported as null with the reason in ``ci95_null``: every interval when
+there are fewer than ``MIN_CLUSTERS`` clusters, and any zero-width one (a parameter that never moved from the
+warm start, e.g. a collapsed floor). ``health`` says how many resamples failed or put a parameter at a bound
+(stages.laws.diagnostics defines the bounds and thresholds).
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from stages.core.cli import UserError
+from stages.laws.diagnostics import bootstrap_health, null_intervals
 from stages.laws.fitter import FitResult, chunks, polish, single_thread_blas
 from stages.laws.forms import get_law
 from stages.laws.objective import Problem, inf_if_nonfinite
@@ -72,6 +78,8 @@ def bootstrap(
     finite = {c: table[c].dropna() for c in table.columns}
     with np.errstate(over="ignore"):
         se = {c: float(v.std(ddof=1)) if len(v) > 1 else None for c, v in finite.items()}
+    ci95 = {c: [float(v.quantile(0.025)), float(v.quantile(0.975))] if len(v) > 1 else None for c, v in finite.items()}
+    ci95_null = null_intervals(ci95, n_groups)
     return {
         "n": n,
         "n_failed": int((~ok).sum()),
@@ -79,9 +87,9 @@ def bootstrap(
         "seed": seed,
         "n_groups": n_groups,
         "se": se,
-        "ci95": {
-            c: [float(v.quantile(0.025)), float(v.quantile(0.975))] if len(v) > 1 else None for c, v in finite.items()
-        },
+        "ci95": ci95,
+        "ci95_null": ci95_null,
+        "health": bootstrap_health(fit, thetas[ok], n_groups, n),
         "samples": [{k: inf_if_nonfinite(float(v)) for k, v in s.items()} for s in samples],  # for prediction bands
         "method": "cluster bootstrap: groups drawn with replacement (numpy default_rng(seed)), each resample "
         "refit by BFGS warm-started from the full-data optimum; SD and 2.5/97.5 percentiles",

@@ -154,9 +154,14 @@ class FitResult:
     theta: np.ndarray = field(repr=False)
     problem: Problem = field(repr=False)
     profiled_floor: dict[str, Any] | None = None  # the variable-projection start, where the law has one
+    # every start's final objective (summed; inf when not finite) and point, in start order, for the
+    # identifiability diagnostics (stages.laws.diagnostics); not written to the fit JSON
+    start_values: np.ndarray | None = field(default=None, repr=False)
+    start_points: np.ndarray | None = field(default=None, repr=False)
 
     def as_dict(self) -> dict[str, Any]:
-        out = {k: v for k, v in self.__dict__.items() if k not in ("theta", "problem")}
+        hidden = ("theta", "problem", "start_values", "start_points")
+        out = {k: v for k, v in self.__dict__.items() if k not in hidden}
         if self.objective_name == "mle":
             out["log_likelihood"] = -self.problem(self.theta)[0]
         return out
@@ -277,6 +282,8 @@ def fit_law(
         theta=theta,
         problem=problem,
         profiled_floor=profiled,
+        start_values=values,
+        start_points=points,
     )
 
 

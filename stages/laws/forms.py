@@ -30,6 +30,13 @@ import pandas as pd
 LOSS = "loss"
 _TINY = float(np.finfo(float).tiny)
 
+# Parameter roles, read off each law's terms by ``Law.roles`` (one rule for every law, so a new law needs no
+# table kept in step). The fit diagnostics (stages.laws.diagnostics) judge each role against its own bounds.
+FLOOR = "floor"  # the constant of a term that is a constant alone (E, e^d3): the irreducible loss
+COEFFICIENT = "coefficient"  # the constant of a term with columns (A, B, e^d1): its scale at log columns 0
+EXPONENT = "exponent"  # -param x one log column (alpha, beta, a, b): a decay exponent, positive in a sane fit
+INTERACTION = "interaction"  # any other monomial (alpha3, c: +param x a product of logs): either sign is a law
+
 
 @dataclass(frozen=True)
 class Monomial:
@@ -69,6 +76,19 @@ class Law:
     @property
     def reported_params(self) -> tuple[str, ...]:
         return tuple(self.exp_params.get(p, p) for p in self.params)
+
+    @property
+    def roles(self) -> dict[str, str]:
+        """Reported parameter name -> FLOOR, COEFFICIENT, EXPONENT or INTERACTION, in ``params`` order."""
+        out = {}
+        for term in self.terms:
+            for m in term:
+                if not m.variables:
+                    role = FLOOR if len(term) == 1 else COEFFICIENT
+                else:
+                    role = EXPONENT if len(m.variables) == 1 and m.sign < 0 else INTERACTION
+                out[self.exp_params.get(m.param, m.param)] = role
+        return out
 
     @property
     def monomials(self) -> tuple[Monomial, ...]:

@@ -4,7 +4,8 @@ Each figure is a function ``name(runs, fits) -> Figure`` registered in ``FIGURES
 (its file stem, e.g. ``upcycled``, ``scratch_chinchilla``) to its JSON. A figure whose fit is missing raises
 :class:`MissingFit`; :func:`message_figure` draws the reason instead. :func:`save` writes ``<prefix>.png`` and
 ``<prefix>.pdf`` without timestamps or software tags, each carrying a provenance record (report.provenance
-reads it back). Bands are 95% intervals over the fit's bootstrap resamples.
+reads it back). Bands are 95% intervals over the fit's bootstrap resamples. A figure that draws a fit whose
+diagnostics flag it (stages.laws.diagnostics) says so in its title: "(collapsed: E; not identified: A, B)".
 """
 
 from __future__ import annotations
@@ -77,6 +78,19 @@ def message_figure(text: str) -> plt.Figure:
     return fig
 
 
+def flagged(fit: dict[str, Any], sep: str = " ") -> str:
+    """ " (collapsed: E; not identified: A)" for a fit whose diagnostics flag it; "" if ok or not diagnosed.
+
+    ``sep`` goes before the parenthesis ("\n" puts it on its own line under a long title)."""
+    short = (fit.get("diagnostics") or {}).get("short")
+    return f"{sep}({short})" if short and short != "ok" else ""
+
+
+def _flagged_fits(fits: Fits, names: list[str]) -> str:
+    """ "name (flags); ..." over the named fits that are flagged, "" if none."""
+    return "; ".join(f"{name}{flagged(fits[name])}" for name in names if name in fits and flagged(fits[name]))
+
+
 def _tokens_label(n: float) -> str:
     for unit, div in (("B", 1e9), ("M", 1e6), ("K", 1e3)):
         if n >= div:
@@ -144,7 +158,7 @@ def loss_vs_d2(runs: pd.DataFrame, fits: Fits) -> plt.Figure:
         p = fit["params"]
         ax.set_title(
             f"fit: $\\alpha_1$={p['alpha1']:.3g}, $\\alpha_2$={p['alpha2']:.3g}, "
-            f"$\\alpha_3$={p['alpha3']:.2g}, E={p['E']:.3g}",
+            f"$\\alpha_3$={p['alpha3']:.2g}, E={p['E']:.3g}" + flagged(fit, "\n"),
             fontsize=9,
         )
     ax.legend(title=None, fontsize=8)
@@ -193,7 +207,11 @@ def alpha_eff(runs: pd.DataFrame, fits: Fits) -> plt.Figure:
         )
     ax.set(xlabel="ln D1 (dense tokens)", ylabel="effective D2 exponent alpha_eff")
     a3 = ci.get("alpha3")
-    title = [f"joint fit: alpha3 = {p['alpha3']:.3g}" + (f", bootstrap 95% [{a3[0]:.3g}, {a3[1]:.3g}]" if a3 else "")]
+    title = [
+        f"joint fit: alpha3 = {p['alpha3']:.3g}"
+        + (f", bootstrap 95% [{a3[0]:.3g}, {a3[1]:.3g}]" if a3 else "")
+        + flagged(fit, "\n")
+    ]
     if two_stage:
         lo, hi = two_stage["ci95"]
         title.append(f"two-stage: alpha3 = {two_stage['alpha3']:.3g}, 95% [{lo:.3g}, {hi:.3g}]")
@@ -278,7 +296,10 @@ def sparsity(runs: pd.DataFrame, fits: Fits) -> plt.Figure:
     _plain_log_y(ax)
     if fit is not None:
         ax.set_title(
-            f"law {fit['law']}: " + ", ".join(f"{k}={v:.3g}" for k, v in sorted(fit["params"].items())), fontsize=7
+            f"law {fit['law']}: "
+            + ", ".join(f"{k}={v:.3g}" for k, v in sorted(fit["params"].items()))
+            + flagged(fit, "\n"),
+            fontsize=7,
         )
     ax.legend(fontsize=6)
     fig.tight_layout()
@@ -336,6 +357,9 @@ def threshold(runs: pd.DataFrame, fits: Fits) -> plt.Figure:
         Line2D([], [], color="k", marker="o", ls="", ms=4, label="upcycled runs (fitted range dotted)"),
     ]
     fig.legend(handles=handles, fontsize=7, loc="lower center", ncol=min(4, len(handles)), frameon=False)
+    warning = _flagged_fits(fits, ["upcycled", "scratch_chinchilla"])
+    if warning:
+        fig.suptitle(f"flagged fits: {warning}", fontsize=8)
     fig.tight_layout(rect=(0, 0.07, 1, 1))
     return fig
 
@@ -358,6 +382,9 @@ def predicted_vs_observed(runs: pd.DataFrame, fits: Fits) -> plt.Figure:
         lo, hi = min(lo, obs.min(), pred.min()), max(hi, obs.max(), pred.max())
     ax.plot([lo, hi], [lo, hi], color="0.4", lw=1, ls="--", label="y = x")
     ax.set(xscale="log", yscale="log", xlabel="observed validation loss", ylabel="predicted by the fitted law")
+    warning = _flagged_fits(fits, sorted(fits))
+    if warning:
+        ax.set_title(f"flagged fits: {warning}", fontsize=7, wrap=True)
     _plain_log_y(ax, also_x=True)
     ax.legend(fontsize=6)
     fig.tight_layout()
@@ -379,7 +406,7 @@ def residuals(runs: pd.DataFrame, fits: Fits) -> plt.Figure:
         ax.scatter(frame[col][~held], resid[~held], s=18)
         if held.any():
             ax.scatter(frame[col][held], resid[held], s=50, marker="*", edgecolor="k")
-        ax.set(xscale="log", xlabel=col, ylabel="log residual", title=name)
+        ax.set(xscale="log", xlabel=col, ylabel="log residual", title=name + flagged(fit, "\n"))
         ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())  # crowded minor labels on short ranges
         ax.title.set_fontsize(8)
     for ax in list(axes.flat)[len(panels) :]:

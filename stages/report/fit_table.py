@@ -4,6 +4,10 @@ One row per fit: each parameter with its bootstrap 95% interval, in-sample and h
 comparing forms fitted to the same rows, AIC and BIC computed from the Gaussian likelihood of the log
 residuals (n ln(RSS/n) + 2k, + k ln n). Those are exact for nested log-linear forms and a heuristic for the
 Huber-fitted nonlinear ones; held-out error is the comparison that needs no likelihood.
+
+The ``diagnostics`` column is "ok" or the fit's short list of flags (a parameter collapsed, at a bound or not
+identified, an unhealthy bootstrap; stages.laws.diagnostics), "" for a fit JSON written before diagnostics.
+An interval the bootstrap withheld (too few clusters, zero width) is an empty interval cell.
 """
 
 from __future__ import annotations
@@ -44,6 +48,7 @@ def fit_row(name: str, fit: dict[str, Any]) -> dict[str, Any]:
         row[param] = value
         interval = ci.get(param)
         row[f"{param}_ci95"] = f"[{interval[0]:.4g}, {interval[1]:.4g}]" if interval else ""
+    row["diagnostics"] = (fit.get("diagnostics") or {}).get("short", "")
     two_stage = ((fit.get("statsmodels") or {}).get("alpha3_two_stage") or {}).get("log_excess")
     if two_stage:  # alpha_eff(D1) regressed on ln D1: the interaction without the joint fit's floor trade-off
         row["alpha3_two_stage"] = two_stage["alpha3"]
@@ -55,7 +60,7 @@ def markdown(table: pd.DataFrame) -> str:
     """A Markdown table with one line per fit and parameters written as value [95% CI]."""
     fixed = ["fit", "law", "n_points", "rmse_log", "holdout_rmse_log", "aic_gaussian", "bic_gaussian"]
     params = [c for c in table.columns if c not in fixed and not c.endswith("_ci95") and f"{c}_ci95" in table.columns]
-    header = ["fit", "law", "n", *params, "rmse log", "held-out rmse log", "AIC", "BIC"]
+    header = ["fit", "law", "n", *params, "rmse log", "held-out rmse log", "AIC", "BIC", "diagnostics"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
 
     def num(v: Any) -> str:
@@ -71,6 +76,7 @@ def markdown(table: pd.DataFrame) -> str:
             num(row["holdout_rmse_log"]),
             num(row["aic_gaussian"]),
             num(row["bic_gaussian"]),
+            row.get("diagnostics") if isinstance(row.get("diagnostics"), str) else "",
         ]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
