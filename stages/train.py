@@ -26,7 +26,7 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--run-id", required=True, help="run identity, e.g. dense/s/d1_250K (names the scratch folder)")
     p.add_argument("--data", required=True, help="corpus directory with manifest.json, train.bin, tokenizer.json")
     p.add_argument("--tokens", required=True, help="training tokens of this run (e.g. 250K, 1M)")
-    p.add_argument("--out", required=True, help="run directory to write")
+    p.add_argument("--out", help="run directory to write (a stable segment writes --state-out instead)")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--model", help="JSON model shape for a fresh model (vocab_size, max_seq_len filled in)")
     src.add_argument("--init", help="checkpoint directory to continue from (upcycled MoE, or dense parent)")
@@ -37,6 +37,9 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--save-every", type=int, default=0, help="progress checkpoint every N steps (0: never)")
     p.add_argument("--work-dir", default=None, help="scratch folder for progress (default results/.work/<run-id>)")
+    p.add_argument("--start-state", help="wsd: a stable run's branch state to continue from (a cooldown)")
+    p.add_argument("--stop-step", type=int, default=0, help="wsd: stop after this step (a stable segment)")
+    p.add_argument("--state-out", help="wsd: where a stable segment writes its branch state")
     return p
 
 
@@ -47,7 +50,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         run_id=args.run_id,
         data=Path(args.data),
         tokens=parse_tokens(args.tokens, "--tokens"),
-        out=Path(args.out),
+        out=Path(args.out) if args.out else None,
         seed=args.seed,
         data_seed=args.data_seed,
         train=from_json(TrainConfig, args.train, "--train"),
@@ -57,6 +60,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         threads=args.threads,
         save_every=args.save_every,
         work_dir=Path(args.work_dir) if args.work_dir else None,
+        start_state=Path(args.start_state) if args.start_state else None,
+        stop_step=args.stop_step,
+        state_out=Path(args.state_out) if args.state_out else None,
     )
     train(job)
 

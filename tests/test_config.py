@@ -68,6 +68,8 @@ def test_defaults_are_filled():
         ("figures", ["pie_chart"], "unknown figure 'pie_chart'"),
         ("fits.scratch_chinchilla", None, "'threshold' needs the fit 'scratch_chinchilla'"),
         ("planner.moe", "e99", "config key 'planner'"),
+        ("train.lr_policy", "wsd", "config key 'train.warmup_steps': a wsd schedule needs a fixed warmup"),
+        ("train.lr_policy", "constant_min", "config key 'train.lr_policy'"),
     ],
 )
 def test_bad_values_are_one_line_naming_the_key(path, value, message):

@@ -42,6 +42,8 @@ def train_cmd(corpus: Path, out: Path, *extra: str, tokens: str = "8K", kind: st
         "--work-dir",
         str(out.parent / f".work-{out.name}"),
     ]
+    if "--state-out" in extra:  # a stable segment writes a branch state, not a run directory
+        base[base.index("--out") : base.index("--out") + 2] = []
     if "--init" not in extra:
         base += ["--model", MOE if kind == "scratch_moe" else MODEL]
     return base + list(extra)
@@ -205,4 +207,60 @@ def test_wsd_run_follows_its_schedule(tmp_path, corpus_dir):
     assert len(lrs) == 31 and lrs[4] == lrs[22] == 0.004  # warmup of 5 steps, then the peak held until the decay
     assert lrs[23] < 0.004 and lrs[-1] == pytest.approx(0.0004)  # 8 decay steps (1-sqrt) down to min_lr
     record = json.loads((tmp_path / "wsd" / "provenance.json").read_text())
-    assert record["schedule"] == {"warmup_steps": 5, "prior_steps": 0, "total_steps": 31, "decay_steps": 8}
+    assert record["schedule"] == {
+        "warmup_steps": 5,
+        "prior_steps": 0,
+        "total_steps": 31,
+        "decay_steps": 8,
+        "branch_step": 0,
+    }
+
+
+def test_cooldowns_from_one_stable_run_equal_independent_wsd_runs(tmp_path, corpus_dir):
+    """Two budgets, one stable run: each cooldown ends with the bytes of its own single-process run."""
+    wsd = dict(lr=0.004, lr_policy="wsd", warmup_steps=4, decay_frac=0.25)
+    states = tmp_path / "stable"
+    # 8K tokens = 31 steps (decay from step 23), 16K = 62 steps (decay from step 46): stable segments 0-23, 23-46
+    run_ok(
+        train_cmd(
+            corpus_dir,
+            tmp_path / "seg1",
+            "--stop-step",
+            "23",
+            "--state-out",
+            str(states / "b23.pt"),
+            tokens="8K",
+            **wsd,
+        )
+    )
+    run_ok(
+        train_cmd(
+            corpus_dir,
+            tmp_path / "seg2",
+            "--start-state",
+            str(states / "b23.pt"),
+            "--stop-step",
+            "46",
+            "--state-out",
+            str(states / "b46.pt"),
+            tokens="16K",
+            **wsd,
+        )
+    )
+    assert not (tmp_path / "seg1" / "model.safetensors").exists()  # a segment's product is its branch state
+    for tokens, state in (("8K", "b23.pt"), ("16K", "b46.pt")):
+        run_ok(
+            train_cmd(
+                corpus_dir, tmp_path / f"cool{tokens}", "--start-state", str(states / state), tokens=tokens, **wsd
+            )
+        )
+        run_ok(train_cmd(corpus_dir, tmp_path / f"single{tokens}", tokens=tokens, **wsd))
+        a, b = files(tmp_path / f"cool{tokens}"), files(tmp_path / f"single{tokens}")
+        assert a["model.safetensors"] == b["model.safetensors"] and a["metrics.csv"] == b["metrics.csv"]
+        record = json.loads(a["provenance.json"])
+        assert record["schedule"]["branch_step"] == int(state[1:3]) and record["steps"] == {"8K": 31, "16K": 62}[tokens]
+    other = train_cmd(
+        corpus_dir, tmp_path / "x", "--start-state", str(states / "b23.pt"), tokens="8K", **{**wsd, "lr": 0.003}
+    )
+    res = subprocess.run(other, cwd=REPO, capture_output=True, text=True)
+    assert res.returncode == 2 and "another run family" in res.stderr

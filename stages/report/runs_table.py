@@ -71,6 +71,7 @@ COLUMNS = [
     "step0_val_loss",
     "parent_val_loss",
     "router_health",  # the training run's router-health verdict (empty for dense runs)
+    "branch_tokens",  # wsd: tokens of the shared stable run this run's cooldown started from (0: independent)
 ]
 # every other routing or recipe option gets a column of its own name, so a new option needs no code here
 # (``layers`` and ``drop_per_matrix_indices`` are the ``moe_layers`` and ``drop_indices`` columns above)
@@ -154,6 +155,7 @@ def row_for(eval_path: Path) -> dict[str, Any]:
         "step0_val_loss": surgery.get("moe_val_loss", float("nan")),
         "parent_val_loss": surgery.get("dense_val_loss", float("nan")),
         "router_health": rec.router_health or "",
+        "branch_tokens": int((rec.schedule or {}).get("branch_step", 0)) * rec.tokens_per_step,
     }
 
 

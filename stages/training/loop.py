@@ -54,7 +54,7 @@ class Job:
     run_id: str
     data: Path
     tokens: int
-    out: Path
+    out: Path | None  # the run directory (None for a stable segment, whose product is its branch state)
     seed: int  # initialisation seed, derived from the run identity
     data_seed: int  # seed of the shared data order
     train: TrainConfig
@@ -64,6 +64,9 @@ class Job:
     threads: int = 1
     save_every: int = 0  # progress checkpoint every N steps (0: never); not a result
     work_dir: Path | None = None
+    start_state: Path | None = None  # a stable run's branch state to continue from (wsd)
+    stop_step: int = 0  # a stable segment: stop after this step and write a branch state (0: run to the end)
+    state_out: Path | None = None  # where a stable segment writes its branch state
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -72,6 +75,12 @@ class Job:
             raise UserError("give exactly one of --model (a fresh model) and --init (a parent checkpoint)")
         if self.save_every < 0:
             raise UserError(f"--save-every: must be >= 0, got {self.save_every}")
+        if (self.stop_step > 0) != (self.state_out is not None):
+            raise UserError("--stop-step and --state-out go together (a stable segment of a wsd run)")
+        if (self.out is None) == (self.state_out is None):
+            raise UserError("give --out (a run directory) or, for a stable segment, --state-out")
+        if (self.stop_step or self.start_state) and self.train.lr_policy != "wsd":
+            raise UserError("--stop-step / --start-state: only a wsd schedule has a stable phase to branch from")
 
     @property
     def scratch(self) -> Path:
@@ -139,6 +148,39 @@ def _job_digest(job: Job, model: Transformer, corpus: Corpus) -> str:
     spec["config"] = model.cfg.to_dict()
     spec["train_sha256"] = corpus.sha256("train")
     return sha256_bytes(dumps_json(spec).encode())
+
+
+def _branch_digest(job: Job, model: Transformer, corpus: Corpus) -> str:
+    """What every budget of one wsd family shares: all of a job but its token budget and outputs.
+
+    A branch state is only continued by a job of the same family, so the stable prefix it carries is the
+    prefix that job would have trained itself (the wsd schedule does not depend on the budget before its decay).
+    """
+    spec = {
+        "kind": job.kind,
+        "seed": job.seed,
+        "data_seed": job.data_seed,
+        "model": job.model,
+        "init": str(job.init),
+        "train": as_dict(job.train),
+        "config": model.cfg.to_dict(),
+        "train_sha256": corpus.sha256("train"),
+    }
+    return sha256_bytes(dumps_json(spec).encode())
+
+
+def load_branch(
+    path: Path, digest: str, model: Transformer, optimizer: AdamW, dev: torch.device
+) -> tuple[list[dict[str, Any]], int]:
+    """Metrics rows and the next step of a stable run's branch state (model and optimizer loaded)."""
+    if not path.exists():
+        raise UserError(f"--start-state {path}: file not found")
+    state = torch.load(path, map_location=dev, weights_only=True)
+    if state.get("branch_digest") != digest:
+        raise UserError(f"--start-state {path}: written by another run family (model, seed, data or options differ)")
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    return list(state["rows"]), int(state["step"])
 
 
 def _save_progress(path: Path, state: dict[str, Any]) -> None:
@@ -304,14 +346,32 @@ def train(job: Job) -> None:
     aux_coef, z_coef = (moe.aux_loss_coef, moe.z_loss_coef) if moe else (0.0, 0.0)
     progress_path = job.scratch / PROGRESS
     digest = _job_digest(job, model, corpus)
-    rows, first_step = resume(progress_path, digest, model, optimizer, dev)
+    branch_digest = _branch_digest(job, model, corpus)
+    rows, first_step = [], 0
+    if job.start_state is not None:
+        rows, first_step = load_branch(job.start_state, branch_digest, model, optimizer, dev)
+        if first_step > schedule.decay_start:
+            raise UserError(
+                f"--start-state {job.start_state}: step {first_step} is past this run's decay start "
+                f"{schedule.decay_start}"
+            )
+    end = job.stop_step or steps
+    if job.stop_step and not first_step < job.stop_step <= schedule.decay_start:
+        raise UserError(
+            f"--stop-step {job.stop_step}: must lie after step {first_step} and not past the decay "
+            f"start {schedule.decay_start} of a {job.tokens}-token wsd run"
+        )
+    branch_step = first_step  # 0 unless this run continues a stable run
+    resumed = resume(progress_path, digest, model, optimizer, dev)
+    if resumed[1]:
+        rows, first_step = resumed
 
     params = list(model.parameters())
     routers = router_weights(model)
     max_norm = t.grad_clip if t.grad_clip > 0 else float("inf")
     t0 = time.perf_counter()
-    with tqdm(total=steps, initial=first_step, desc=job.run_id, mininterval=5.0, file=sys.stderr) as bar:
-        for step in range(first_step, steps):
+    with tqdm(total=end, initial=first_step, desc=job.run_id, mininterval=5.0, file=sys.stderr) as bar:
+        for step in range(first_step, end):
             batch = stream.batch(start.start_sequence + step * t.batch_size, t.batch_size).to(dev)
             with precision(dev, t.dtype):
                 out = model(batch[:, :-1])
@@ -334,7 +394,7 @@ def train(job: Job) -> None:
                 rows.append(
                     metrics_row(step, tokens_per_step, lr, ce, out, grad_norm, model.cfg.moe_layers(), router_norm)
                 )
-            if job.save_every and (step + 1) % job.save_every == 0 and step + 1 < steps:
+            if job.save_every and (step + 1) % job.save_every == 0 and step + 1 < end:
                 _save_progress(
                     progress_path,
                     {
@@ -348,13 +408,25 @@ def train(job: Job) -> None:
     seconds = time.perf_counter() - t0
 
     fpt = flops_per_token(model.cfg, t.seq_len, t.flops_convention)
-    if steps > first_step:
-        rate = (steps - first_step) * tokens_per_step / seconds
+    if end > first_step:
+        rate = (end - first_step) * tokens_per_step / seconds
         print(
             f"{job.run_id}: {rate:,.0f} tokens/s, {rate * fpt / 1e9:.2f} GFLOP/s achieved "
-            f"({t.flops_convention}), {seconds:.1f} s for {steps - first_step} steps",
+            f"({t.flops_convention}), {seconds:.1f} s for {end - first_step} steps",
             file=sys.stderr,
         )
+    if job.state_out is not None:  # a stable segment: its product is the branch state, not a checkpoint
+        state = {
+            "branch_digest": branch_digest,
+            "step": end,
+            "rows": rows,
+            "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+        }
+        _save_progress(job.state_out, state)
+        if job.scratch.exists():
+            shutil.rmtree(job.scratch)
+        return
     health = None
     if moe is not None and rows:
         health = router_health(rows, model.cfg.moe_layers(), moe.experts, moe.top_k)
@@ -385,6 +457,7 @@ def train(job: Job) -> None:
             "prior_steps": start.prior_steps,
             "total_steps": steps,
             "decay_steps": schedule.decay_steps if t.lr_policy == "wsd" else 0,
+            "branch_step": branch_step,
         },
         threads=job.threads,
         data=DataRef(
@@ -400,6 +473,7 @@ def train(job: Job) -> None:
         lineage=start.lineage,
         router_health=health,
     )
+    assert job.out is not None
     write_text(job.out / "metrics.csv", _csv_text(metrics_header(model), rows))
     save_checkpoint(job.out, model, record)
     if job.scratch.exists():

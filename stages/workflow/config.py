@@ -96,6 +96,13 @@ def _check_semantics(cfg: dict[str, Any]) -> None:
             upcycle_recipe(cfg, name)
         except UserError as err:
             raise UserError(f"config key 'moe.{name}': {err}") from None
+    policies = [cfg["train"]["lr_policy"], cfg["train"]["dense_cont_lr_policy"]]
+    policies += [m["lr_policy"] for m in cfg["moe"].values()]
+    if "wsd" in policies and cfg["train"]["warmup_steps"] == 0:
+        raise UserError(
+            "config key 'train.warmup_steps': a wsd schedule needs a fixed warmup in steps (warmup_frac "
+            "would give every budget its own warmup, and the budgets could not share a stable run)"
+        )
     tokens_per_step = cfg["train"]["batch_size"] * cfg["train"]["seq_len"]
     for kind, section in cfg["grid"].items():
         if not section:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shlex
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,6 +18,7 @@ from stages.core.cli import parse_tokens
 from stages.core.options import from_mapping, pick, to_json
 from stages.model.compute import param_counts
 from stages.training.options import TrainConfig
+from stages.training.schedule import decay_steps, warmup_steps
 from stages.workflow.config import model_config, moe_config, upcycle_recipe
 
 RESULTS = "results"
@@ -61,6 +63,34 @@ class Run:
         fields = {"kind": self.kind, "model": self.model, "moe": self.moe, "D1": self.d1, "D2": self.d2, "D": self.d}
         return {k: v for k, v in fields.items() if v}
 
+    @property
+    def budget(self) -> str:
+        """The token budget this run trains for (D1 of a dense run, D2 of a continuation, D from scratch)."""
+        return {"dense": self.d1, "scratch_moe": self.d}.get(self.kind, self.d2)
+
+    @property
+    def family(self) -> str:
+        """The runs that differ only in their budget: under wsd they share one stable run."""
+        return self.run_id.rsplit("/", 1)[0]
+
+
+@dataclass(frozen=True, order=True)
+class Segment:
+    """A stable-phase job of a wsd family: trains from ``previous`` to ``step`` and saves a branch state there."""
+
+    family: str
+    step: int  # the decay start of ``run``: where its cooldown branches off
+    previous: int  # the step it starts from (0: from the initial model)
+    run: Run  # the budget whose cooldown starts at ``step``; the segment trains with its options
+
+    @property
+    def state(self) -> str:
+        return branch_state(self.family, self.step)
+
+
+def branch_state(family: str, step: int) -> str:
+    return f"{RESULTS}/stable/{family}/b_{step}.pt"
+
 
 class Grid:
     """The runs a validated config asks for, plus the dense parents they need."""
@@ -87,6 +117,87 @@ class Grid:
                     runs.add(Run("dense", m, d1=str(d1)))
                     runs.update(Run("dense_cont", m, d1=str(d1), d2=str(d2)) for d2 in c["d2"])
         self.runs = sorted(runs)
+        self.segments = self._segments()
+
+    # ----- wsd: one stable run per family, a cooldown per budget -----
+
+    def lr_policy(self, run: Run) -> str:
+        t = self.cfg["train"]
+        if run.kind == "upcycled":
+            return self.cfg["moe"][run.moe]["lr_policy"]
+        return t["dense_cont_lr_policy"] if run.kind == "dense_cont" else t["lr_policy"]
+
+    def branch_step(self, run: Run) -> int:
+        """Where ``run``'s cooldown branches off its family's stable run (0: an independent run)."""
+        if self.lr_policy(run) != "wsd":
+            return 0
+        t = self.cfg["train"]
+        total = parse_tokens(run.budget) // (t["batch_size"] * t["seq_len"])
+        warmup = warmup_steps(total, t["warmup_frac"], fixed=t["warmup_steps"])
+        return total - decay_steps(total, warmup, t["decay_frac"])
+
+    def _segments(self) -> dict[tuple[str, int], Segment]:
+        by_family: dict[str, dict[int, Run]] = {}
+        for run in self.runs:
+            step = self.branch_step(run)
+            if step > 0:
+                by_family.setdefault(run.family, {}).setdefault(step, run)
+        segments = {}
+        for family, runs in by_family.items():
+            previous = 0
+            for step in sorted(runs):
+                segments[(family, step)] = Segment(family, step, previous, runs[step])
+                previous = step
+        return segments
+
+    def start_state(self, run: Run) -> list[str]:
+        """The branch state ``run`` cools down from, as a rule input ([] for an independent run)."""
+        step = self.branch_step(run)
+        return [branch_state(run.family, step)] if step > 0 else []
+
+    def segment(self, family: str, step: str | int) -> Segment:
+        return self.segments[(family, int(step))]
+
+    def init_dir(self, run: Run) -> str:
+        """The checkpoint a continuation starts from ('' for a fresh model)."""
+        if run.kind == "upcycled":
+            return f"{RESULTS}/upcycled/{run.model}/d1_{run.d1}/{run.moe}"
+        return Run("dense", run.model, d1=run.d1).directory if run.kind == "dense_cont" else ""
+
+    def segment_args(self, family: str, step: str | int) -> str:
+        """Arguments of ``stages.train`` for one stable segment (everything but threads and output)."""
+        seg = self.segment(family, step)
+        run = seg.run
+        start = (
+            f"--init {self.init_dir(run)}"
+            if self.init_dir(run)
+            else f"--model {shlex.quote(self.model_json(run.model, run.moe or None))}"
+        )
+        args = [
+            f"--kind {run.kind}",
+            f"--run-id stable/{family}/b_{seg.step}",
+            f"--data {self.corpus_dir}",
+            f"--tokens {run.budget}",
+            start,
+            f"--train {shlex.quote(self.train_json(self.lr_policy(run)))}",
+            f"--labels {shlex.quote(self.labels_json(run))}",
+            f"--seed {self.seed(run.kind, run.model, run.moe)}",
+            f"--data-seed {self.data_seed()}",
+            f"--stop-step {seg.step}",
+        ]
+        if seg.previous:
+            args.append(f"--start-state {branch_state(family, seg.previous)}")
+        return " ".join(args)
+
+    def trained_steps(self) -> tuple[int, int]:
+        """Optimizer steps of every training job of the grid, and what independent runs would take."""
+        t = self.cfg["train"]
+        independent = sum(parse_tokens(r.budget) // (t["batch_size"] * t["seq_len"]) for r in self.runs)
+        branched = sum(s.step - s.previous for s in self.segments.values())
+        branched += sum(
+            parse_tokens(r.budget) // (t["batch_size"] * t["seq_len"]) - self.branch_step(r) for r in self.runs
+        )
+        return branched, independent
 
     def of_kind(self, kind: str) -> list[Run]:
         return [r for r in self.runs if r.kind == kind]

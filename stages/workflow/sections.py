@@ -7,6 +7,7 @@ training, evaluation, fit); these two add what only the workflow uses. Torch-fre
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 from stages.core.options import option
 from stages.training.options import LRPolicy
@@ -16,6 +17,11 @@ from stages.training.options import LRPolicy
 class StudyTraining:
     """How the study runs its training jobs (the ``train`` section, next to the training options)."""
 
+    lr_policy: Literal["cosine", "wsd"] = option(
+        "cosine",
+        help="schedule of fresh runs (dense, MoE from scratch); wsd: one stable run per model, branching "
+        "a cooldown for every budget (set warmup_steps)",
+    )
     dense_cont_lr_policy: LRPolicy = option("cosine", help="lr policy of the dense-continued baseline")
     threads: int = option(1, help="torch threads per training job (Snakemake runs jobs in parallel)", minimum=1)
     save_every: int = option(

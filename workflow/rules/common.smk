@@ -15,7 +15,7 @@ sys.path.insert(0, workflow.basedir)
 from stages.core.cli import UserError
 from stages.core.codehash import code_hash
 from stages.workflow.config import FIGURE_FITS, validate_config
-from stages.workflow.grid import RESULTS, Grid, Run
+from stages.workflow.grid import RESULTS, Grid, Run, branch_state
 
 
 def _job_environment():
@@ -59,6 +59,8 @@ wildcard_constraints:
     d2=r"[0-9]+(\.[0-9]+)?[KMBT]?",
     d=r"[0-9]+(\.[0-9]+)?[KMBT]?",
     run=r"(dense|moe|scratch|dense_cont)/.+",
+    family=r"(dense|moe|scratch|dense_cont)/.+",
+    step=r"[0-9]+",
 
 
 def checkpoint_files(directory, *extra):
@@ -76,3 +78,15 @@ def figure_fits(w):
     wanted = FIGURE_FITS[w.figure]
     names = ENABLED_FITS if "*" in wanted else [f for f in wanted if f in ENABLED_FITS]
     return [f"{RESULTS}/fits/{name}.json" for name in names]
+
+
+def stable_previous(w):
+    """The branch state a stable segment continues from ([] for the first segment of a family)."""
+    seg = GRID.segment(w.family, w.step)
+    return [branch_state(w.family, seg.previous)] if seg.previous else []
+
+
+def stable_parent(w):
+    """The checkpoint a continued family (upcycled, dense continued) starts from, as declared files."""
+    init = GRID.init_dir(GRID.segment(w.family, w.step).run)
+    return checkpoint_files(init) if init else []

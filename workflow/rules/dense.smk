@@ -6,6 +6,7 @@
 rule dense:
     input:
         corpus=DATA,
+        start=lambda w: GRID.start_state(Run("dense", w.model, d1=w.d1)),
     output:
         checkpoint_files(f"{RESULTS}/dense/{{model}}/d1_{{d1}}", "metrics.csv"),
     params:
@@ -13,7 +14,8 @@ rule dense:
         out=lambda w: Run("dense", w.model, d1=w.d1).directory,
         data=lambda w, input: os.path.dirname(input.corpus[0]),
         model=lambda w: GRID.model_json(w.model),
-        train=GRID.train_json(),
+        train=lambda w: GRID.train_json(GRID.lr_policy(Run("dense", w.model, d1=w.d1))),
+        branch=lambda w, input: " ".join(f"--start-state {p}" for p in input.start),
         labels=lambda w: GRID.labels_json(Run("dense", w.model, d1=w.d1)),
         seed=lambda w: GRID.seed("dense", w.model),
         data_seed=GRID.data_seed(),
@@ -30,7 +32,7 @@ rule dense:
     shell:
         "python -m stages.train --kind dense --run-id {params.run_id} --data {params.data} --tokens {wildcards.d1} "
         "--model {params.model:q} --train {params.train:q} --labels {params.labels:q} --seed {params.seed} "
-        "--data-seed {params.data_seed} --threads {threads} --save-every {resources.save_every} "
+        "--data-seed {params.data_seed} {params.branch} --threads {threads} --save-every {resources.save_every} "
         "--out {params.out} > {log} 2>&1"
 
 
@@ -38,6 +40,7 @@ rule dense_cont:
     input:
         corpus=DATA,
         parent=checkpoint_files(f"{RESULTS}/dense/{{model}}/d1_{{d1}}"),
+        start=lambda w: GRID.start_state(Run("dense_cont", w.model, d1=w.d1, d2=w.d2)),
     output:
         checkpoint_files(f"{RESULTS}/dense_cont/{{model}}/d1_{{d1}}/d2_{{d2}}", "metrics.csv"),
     params:
@@ -46,6 +49,7 @@ rule dense_cont:
         init=lambda w: Run("dense", w.model, d1=w.d1).directory,
         data=lambda w, input: os.path.dirname(input.corpus[0]),
         train=GRID.train_json(config["train"]["dense_cont_lr_policy"]),
+        branch=lambda w, input: " ".join(f"--start-state {p}" for p in input.start),
         labels=lambda w: GRID.labels_json(Run("dense_cont", w.model, d1=w.d1, d2=w.d2)),
         seed=lambda w: GRID.seed("dense_cont", w.model),
         data_seed=GRID.data_seed(),
@@ -62,5 +66,5 @@ rule dense_cont:
     shell:
         "python -m stages.train --kind dense_cont --run-id {params.run_id} --data {params.data} "
         "--tokens {wildcards.d2} --init {params.init} --train {params.train:q} --labels {params.labels:q} "
-        "--seed {params.seed} --data-seed {params.data_seed} --threads {threads} "
+        "--seed {params.seed} --data-seed {params.data_seed} {params.branch} --threads {threads} "
         "--save-every {resources.save_every} --out {params.out} > {log} 2>&1"
