@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import itertools
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+from test_fit import run_cli
 
 from stages.laws import diagnostics
 from stages.laws.bootstrap import bootstrap
@@ -162,14 +161,7 @@ def test_jacobian_is_the_derivative_of_the_log_prediction():
 # --- the command, the table, the figures ---------------------------------------------------------------------
 
 
-def run_fit(*args: str | Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "stages.fit", *map(str, args)],
-        capture_output=True,
-        text=True,
-        cwd=Path(__file__).parents[1],
-        check=False,
-    )
+run_fit = run_cli  # the same subprocess call as the fit command-line tests
 
 
 @pytest.fixture(scope="module")

@@ -25,7 +25,7 @@ from typing import Any, Literal, TypeVar
 from jsonschema import Draft202012Validator, validators
 from jsonschema.exceptions import ValidationError, best_match
 
-from stages.core.cli import UserError
+from stages.core.cli import UserError, parse_json_object
 
 T = TypeVar("T")
 _BOUNDS = ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum")
@@ -214,12 +214,7 @@ def to_json(group: Any) -> str:
 
 def from_json(cls: type[T], text: str, flag: str) -> T:
     """Parse a group given on the command line (``--train JSON``); errors name the flag and key."""
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as err:
-        raise UserError(f"{flag}: not valid JSON ({err.msg})") from None
-    if not isinstance(data, dict):
-        raise UserError(f"{flag}: expected a JSON object")
+    data = parse_json_object(text, flag)
     try:
         return from_mapping(cls, data, flag.lstrip("-"))
     except UserError as err:

@@ -563,20 +563,7 @@ def plan(
             rows.append({**_blank(option, "unavailable"), "note": note})
             warnings.append(f"{option}: {note}")
     text, best = verdict(rows, budget)
-    keep = (
-        "within_budget",
-        "predicted_loss",
-        "loss_ci95_low",
-        "loss_ci95_high",
-        "tokens_this_phase",
-        "tokens_ci95_low",
-        "tokens_ci95_high",
-        "flops_extra",
-        "flops_total",
-        "extrapolation",
-        "extrapolated",
-        "bootstrap_draws",
-    )
+    keep = COLUMNS[2:-1]  # the winner's numbers, under the verdict's own option, kind and note
     rows.append({**_blank("verdict", "verdict"), **({k: best[k] for k in keep} if best else {}), "note": text})
     for caveat in laws.caveats:
         rows.append({**_blank("warning", "warning"), "note": caveat})
