@@ -1,0 +1,159 @@
+"""The compute ledger of a grid: FLOPs and GPU-hours of every job the DAG would run, before anything runs.
+
+It counts what is really trained, from the same :class:`Grid` the Snakefile builds: independent runs train
+their whole budget (whole optimizer steps); under a wsd schedule each family's stable run is counted once
+(its segments, ``Grid.segments``) plus one cooldown per budget (from ``Grid.branch_step`` to the end).
+Training FLOPs per token follow ``train.flops_convention`` (``stages.model.compute``). Evaluation is counted
+roughly as forward passes (a third of the training FLOPs per token): ``evaluate.max_tokens`` per run, and
+``upcycle_eval_tokens`` through the dense parent and the new MoE at every upcycling. Torch-free.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from stages.core.cli import parse_tokens
+from stages.model.compute import flops_per_token
+from stages.model.config import ModelConfig
+from stages.workflow.config import load_yaml, model_config, validate_config
+from stages.workflow.grid import Grid, Run
+
+DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "config" / "config.yaml"
+H100_BF16_TFLOPS = 989.0  # dense bf16 tensor-core peak of an H100 SXM (datasheet, no sparsity); H200: the same
+KIND_ORDER = ("dense", "scratch_moe", "upcycled", "dense_cont", "stable", "upcycle_eval", "evaluate")
+
+
+def merge(base: dict[str, Any], overlay: dict[str, Any]) -> dict[str, Any]:
+    """Snakemake's config overlay: mappings merge key by key, everything else (lists too) replaces."""
+    out = copy.deepcopy(base)
+    for key, value in overlay.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def load_config(configfiles: list[str | Path], default: str | Path | None = DEFAULT_CONFIG) -> dict[str, Any]:
+    """The validated config Snakemake would build: the default config, then each ``--configfile`` on top."""
+    cfg: dict[str, Any] = load_yaml(default) if default is not None else {}
+    for path in configfiles:
+        cfg = merge(cfg, load_yaml(path))
+    return validate_config(cfg)
+
+
+@dataclass(frozen=True)
+class Line:
+    """One job of the ledger (a training run, a stable segment, an evaluation or an upcycling's check)."""
+
+    kind: str
+    job: str
+    tokens: int
+    flops: float
+
+
+def _run_model(cfg: dict[str, Any], run: Run) -> ModelConfig:
+    moe = run.moe if run.kind in ("upcycled", "scratch_moe") else None
+    return model_config(cfg, run.model, moe)
+
+
+def ledger_lines(cfg: dict[str, Any]) -> list[Line]:
+    """Every job of the validated config ``cfg`` with the tokens it processes and its FLOPs."""
+    grid = Grid(cfg)
+    t = cfg["train"]
+    tps = t["batch_size"] * t["seq_len"]
+    conv = t["flops_convention"]
+
+    def fpt(run: Run) -> float:
+        return flops_per_token(_run_model(cfg, run), t["seq_len"], conv)
+
+    lines: list[Line] = []
+    for seg in grid.segments.values():
+        tokens = (seg.step - seg.previous) * tps
+        lines.append(Line("stable", seg.state, tokens, fpt(seg.run) * tokens))
+    eval_tokens = cfg["evaluate"]["max_tokens"]
+    for run in grid.runs:
+        steps = parse_tokens(run.budget) // tps
+        tokens = (steps - grid.branch_step(run)) * tps
+        lines.append(Line(run.kind, run.run_id, tokens, fpt(run) * tokens))
+        lines.append(Line("evaluate", run.eval_json, eval_tokens, fpt(run) / 3.0 * eval_tokens))
+    check = cfg["upcycle_eval_tokens"]
+    for init in grid.upcycle_inits():
+        _, model, d1, moe = init.rsplit("/", 3)
+        dense = flops_per_token(model_config(cfg, model), t["seq_len"], conv)
+        sparse = flops_per_token(model_config(cfg, model, moe), t["seq_len"], conv)
+        lines.append(Line("upcycle_eval", init, 2 * check, (dense + sparse) / 3.0 * check))
+    return lines
+
+
+@dataclass(frozen=True)
+class Summary:
+    rows: list[tuple[str, int, int, float]]  # kind, jobs, tokens, FLOPs
+    total_flops: float
+    largest: Line
+    independent_flops: float  # the training FLOPs if every run trained on its own (no shared wsd phase)
+
+
+def summarize(cfg: dict[str, Any]) -> Summary:
+    lines = ledger_lines(cfg)
+    by_kind: dict[str, list[Line]] = {}
+    for line in lines:
+        by_kind.setdefault(line.kind, []).append(line)
+    rows = [
+        (kind, len(by_kind[kind]), sum(x.tokens for x in by_kind[kind]), sum(x.flops for x in by_kind[kind]))
+        for kind in KIND_ORDER
+        if kind in by_kind
+    ]
+    t = cfg["train"]
+    tps = t["batch_size"] * t["seq_len"]
+    grid = Grid(cfg)
+    independent = sum(
+        flops_per_token(_run_model(cfg, r), t["seq_len"], t["flops_convention"]) * (parse_tokens(r.budget) // tps) * tps
+        for r in grid.runs
+    )
+    training = [x for x in lines if x.kind not in ("evaluate", "upcycle_eval")]
+    return Summary(rows, sum(x.flops for x in lines), max(training, key=lambda x: x.flops), independent)
+
+
+def gpu_hours(flops: float, mfu: float, gpu_tflops: float) -> float:
+    return flops / (mfu * gpu_tflops * 1e12) / 3600.0
+
+
+def format_ledger(cfg: dict[str, Any], mfu: float = 0.35, gpu_tflops: float = H100_BF16_TFLOPS) -> str:
+    """The ledger as a table: jobs, tokens, FLOPs and GPU-hours per kind, the total and the largest job."""
+    s = summarize(cfg)
+    conv = cfg["train"]["flops_convention"]
+    head = f"{'kind':<14}{'jobs':>6}{'tokens':>12}{'FLOPs':>12}{'GPU-hours':>12}{'share':>8}"
+    out = [
+        f"compute ledger: {conv} FLOPs per token (stages/model/compute.py), GPU-hours at MFU {mfu:g} of "
+        f"{gpu_tflops:g} TFLOP/s ({mfu * gpu_tflops:.1f} TFLOP/s achieved per GPU)",
+        head,
+        "-" * len(head),
+    ]
+    for kind, jobs, tokens, flops in s.rows:
+        out.append(
+            f"{kind:<14}{jobs:>6}{tokens:>12.3g}{flops:>12.3e}{gpu_hours(flops, mfu, gpu_tflops):>12,.1f}"
+            f"{flops / s.total_flops:>8.1%}"
+        )
+    out.append("-" * len(head))
+    jobs = sum(r[1] for r in s.rows)
+    tokens = sum(r[2] for r in s.rows)
+    out.append(
+        f"{'total':<14}{jobs:>6}{tokens:>12.3g}{s.total_flops:>12.3e}"
+        f"{gpu_hours(s.total_flops, mfu, gpu_tflops):>12,.1f}{1:>8.0%}"
+    )
+    big = s.largest
+    out.append(
+        f"largest training job: {big.job} ({big.flops:.3e} FLOPs, "
+        f"{gpu_hours(big.flops, mfu, gpu_tflops):,.1f} GPU-hours on one GPU)"
+    )
+    trained = sum(r[3] for r in s.rows if r[0] not in ("evaluate", "upcycle_eval"))
+    if trained < s.independent_flops:
+        out.append(
+            f"training with shared wsd stable runs: {trained:.3e} FLOPs vs {s.independent_flops:.3e} for "
+            f"independent runs ({trained / s.independent_flops:.3f})"
+        )
+    return "\n".join(out)
