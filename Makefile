@@ -7,6 +7,12 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 CORES  ?= all
+# A second study beside the demo: make demo STUDY=name CONFIG=config/other.yaml writes everything under
+# results/name/ (the config key `study`), the report included; without STUDY, results/ as before.
+STUDY  ?=
+CONFIG ?=
+SMK    := $(BIN)/snakemake $(if $(CONFIG),--configfile $(CONFIG)) $(if $(STUDY),--config study=$(STUDY))
+REPORT := results/$(if $(STUDY),$(STUDY)/)report.html
 
 .PHONY: demo test test-fast env lint schema apt-lists report paper clean
 
@@ -28,14 +34,14 @@ apt-lists:
 	fi
 
 demo: env apt-lists
-	$(BIN)/snakemake --cores $(CORES)
-	$(BIN)/snakemake --report results/report.html
+	$(SMK) --cores $(CORES)
+	$(SMK) --report $(REPORT)
 
 paper: env
-	$(BIN)/snakemake paper --cores $(CORES)
+	$(SMK) paper --cores $(CORES)
 
 report: env
-	$(BIN)/snakemake --report results/report.html
+	$(SMK) --report $(REPORT)
 
 test: env apt-lists
 	$(BIN)/python -m pytest -q

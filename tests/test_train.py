@@ -264,3 +264,51 @@ def test_cooldowns_from_one_stable_run_equal_independent_wsd_runs(tmp_path, corp
     )
     res = subprocess.run(other, cwd=REPO, capture_output=True, text=True)
     assert res.returncode == 2 and "another run family" in res.stderr
+
+
+def test_periodic_validation_is_logged_and_leaves_the_weights_alone(tmp_path, corpus_dir):
+    """val_loss at every eval_every-th row (step 1, 1 + eval_every, ...) and the last, empty in between; the
+    same weights as with evaluation off."""
+    import pandas as pd
+
+    run_ok(train_cmd(corpus_dir, tmp_path / "on", kind="scratch_moe", eval_every=10, eval_tokens=256))
+    run_ok(train_cmd(corpus_dir, tmp_path / "off", kind="scratch_moe", eval_every=0))
+    on, off = files(tmp_path / "on"), files(tmp_path / "off")
+    assert on["model.safetensors"] == off["model.safetensors"]
+    m_on = pd.read_csv(tmp_path / "on" / "metrics.csv")
+    m_off = pd.read_csv(tmp_path / "off" / "metrics.csv")
+    steps = 8000 // (8 * 32)  # 8K tokens
+    measured = m_on.loc[m_on["val_loss"].notna(), "step"].tolist()
+    assert measured == [s for s in range(1, steps + 1) if (s - 1) % 10 == 0 or s == steps]
+    assert (m_on["val_loss"].dropna() > 0).all()
+    assert "val_loss" not in m_off.columns  # off (the default): the columns of before
+    assert m_on["train_loss"].tolist() == m_off["train_loss"].tolist()
+    assert not (tmp_path / "on" / "tensorboard").exists()  # TensorBoard is off by default
+
+
+def test_tensorboard_without_the_package_is_one_line(tmp_path, corpus_dir):
+    try:
+        import tensorboard  # noqa: F401
+    except ImportError:
+        res = subprocess.run(
+            train_cmd(corpus_dir, tmp_path / "tb", tensorboard=True), cwd=REPO, capture_output=True, text=True
+        )
+        assert res.returncode == 2 and "train.tensorboard" in res.stderr and "Traceback" not in res.stderr
+    else:
+        run_ok(train_cmd(corpus_dir, tmp_path / "tb", tensorboard=True))
+        assert any((tmp_path / "tb" / "tensorboard").iterdir())
+
+
+def test_progress_folder_lives_under_the_study_root():
+    from stages.training.loop import Job
+    from stages.training.options import TrainConfig
+
+    def job(out, run_id="dense/s/d1_1K", **kw):
+        return Job("dense", run_id, Path("d"), 1000, out, 1, 2, TrainConfig(lr_policy="wsd"), model={}, **kw)
+
+    assert job(Path("results/a/dense/s/d1_1K")).scratch == Path("results/a/.work/dense/s/d1_1K")
+    assert job(Path("results/dense/s/d1_1K")).scratch == Path("results/.work/dense/s/d1_1K")
+    assert job(Path("elsewhere/x")).scratch == Path("results/.work/dense/s/d1_1K")
+    assert job(Path("x"), work_dir=Path("w")).scratch == Path("w")
+    segment = job(None, "stable/dense/s/b_5", state_out=Path("results/a/stable/dense/s/b_5.pt"), stop_step=5)
+    assert segment.scratch == Path("results/a/.work/stable/dense/s/b_5")

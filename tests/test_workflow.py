@@ -40,31 +40,32 @@ def test_default_config_dry_run_lists_every_stage(tmp_path):
         "evaluate": 30,
         "collect": 1,
         "fit": 6,
-        "figures": 6,
+        "figures": 7,
         "fit_table": 1,
         "plan": 1,
         "all": 1,
-        "total": 80,
+        "total": 81,
     }
     assert not (tmp_path / "results").exists()
 
 
 SHIPPED_GRIDS = {
-    "paper": {
+    "paper": {  # 4 dense sizes x 4 D1, wsd: one stable run per family (python -m stages.ledger counts the same)
         "data": 1,
-        "dense": 9,
-        "scratch": 6,
+        "stable": 76,
+        "dense": 16,
+        "scratch": 12,
         "dense_cont": 12,
-        "evaluate": 81,
-        "upcycle": 18,
-        "moe": 54,
+        "evaluate": 76,
+        "upcycle": 12,
+        "moe": 36,
         "collect": 1,
-        "figures": 6,
+        "figures": 7,
         "fit": 7,
         "fit_table": 1,
         "plan": 1,
         "all": 1,
-        "total": 198,
+        "total": 259,
     },
     "wsd": {  # the default grid with a stable run per family and a cooldown per budget
         "data": 1,
@@ -76,12 +77,12 @@ SHIPPED_GRIDS = {
         "upcycle": 3,
         "moe": 9,
         "collect": 1,
-        "figures": 6,
+        "figures": 7,
         "fit": 6,
         "fit_table": 1,
         "plan": 1,
         "all": 1,
-        "total": 110,
+        "total": 111,
     },
     "methods": {
         "data": 1,
@@ -186,7 +187,15 @@ def test_tiny_grid_end_to_end(tiny_run, repo_copy):
     assert len(table) == 6 and table["holdout_rmse_log"].notna().sum() == 3
     plan = pd.read_csv(results / "tables" / "plan.csv")
     assert {"upcycle", "scratch_same_tokens", "scratch_same_compute", "dense_continued"} <= set(plan["option"])
-    for fig in ("loss_vs_d2", "alpha_eff", "loss_vs_compute", "threshold", "predicted_vs_observed", "residuals"):
+    for fig in (
+        "loss_vs_d2",
+        "alpha_eff",
+        "loss_vs_compute",
+        "threshold",
+        "predicted_vs_observed",
+        "residuals",
+        "training_curves",
+    ):
         for ext in ("png", "pdf"):
             assert (results / "figures" / f"{fig}.{ext}").stat().st_size > 1000
     for surgery in results.glob("upcycled/*/*/*/surgery.json"):  # naive + renormalised routing: exact
@@ -202,11 +211,11 @@ def test_tiny_grid_end_to_end(tiny_run, repo_copy):
 @pytest.mark.parametrize(
     ("args", "expected"),
     [
-        (["-R", "fit"], {"fit": 6, "figures": 5, "fit_table": 1, "plan": 1}),  # loss_vs_compute draws no fit
-        (["-R", "figures"], {"figures": 6}),
+        (["-R", "fit"], {"fit": 6, "figures": 5, "fit_table": 1, "plan": 1}),  # two figures draw no fit
+        (["-R", "figures"], {"figures": 7}),
         (
             ["-R", "collect", "--allowed-rules", "collect", "fit", "figures", "fit_table", "plan"],
-            {"collect": 1, "fit": 6, "figures": 6, "fit_table": 1, "plan": 1},
+            {"collect": 1, "fit": 6, "figures": 7, "fit_table": 1, "plan": 1},
         ),
         (
             ["-R", "results/dense/xs/d1_16K/model.safetensors", "-U", "evaluate"],

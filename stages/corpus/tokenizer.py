@@ -1,11 +1,12 @@
 """The tokenizer: byte-level BPE with one end-of-text token, trained deterministically on the training
 split, and the encoding of documents into uint16 token ids (each document followed by the end-of-text
-token)."""
+token). Both stream: the trainer pulls documents from an iterator, the encoder takes a bounded batch of
+documents at a time (``encode_stream``) and encodes its pieces in parallel."""
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 
 import numpy as np
 
@@ -17,14 +18,16 @@ EOT = "<|endoftext|>"
 # split points inside a document that leave the byte-level pre-tokenisation unchanged: after a newline run,
 # before the next non-space character (so encoding the pieces equals encoding the whole text)
 _PIECE_BOUNDARY = re.compile(r"(?<=\n)(?=\S)")
+BATCH_DOCUMENTS = 1024  # the encoder holds at most this many documents ...
+BATCH_CHARS = 4_000_000  # ... and about this many characters (plus one document) at once
 
 
-def _pieces(docs: list[Document]) -> Iterator[str]:
+def _pieces(docs: Iterable[Document]) -> Iterator[str]:
     for doc in docs:
         yield from _PIECE_BOUNDARY.split(doc.text)
 
 
-def train_tokenizer(docs: list[Document], vocab_size: int):  # -> tokenizers.Tokenizer
+def train_tokenizer(docs: Iterable[Document], vocab_size: int):  # -> tokenizers.Tokenizer
     """Byte-level BPE with one special token, trained deterministically on ``docs``."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
@@ -46,12 +49,36 @@ def train_tokenizer(docs: list[Document], vocab_size: int):  # -> tokenizers.Tok
     return tok
 
 
-def encode_documents(tok, docs: list[Document]) -> np.ndarray:
-    """Token ids of the documents, each followed by the end-of-text token."""
+def encode_stream(
+    tok, docs: Iterable[Document], max_documents: int = BATCH_DOCUMENTS, max_chars: int = BATCH_CHARS
+) -> Iterator[list[tuple[Document, np.ndarray]]]:
+    """Batches of ``(document, its token ids followed by the end-of-text token)``, in document order. A batch
+    holds at most ``max_documents`` documents and stops growing once it has ``max_chars`` characters."""
     eot = tok.token_to_id(EOT)
-    out: list[np.ndarray] = []
+    batch: list[Document] = []
+    chars = 0
     for doc in docs:
-        pieces = _PIECE_BOUNDARY.split(doc.text)
-        ids = [i for enc in tok.encode_batch(pieces, add_special_tokens=False) for i in enc.ids]
-        out.append(np.asarray(ids + [eot], dtype=TOKEN_DTYPE))
+        batch.append(doc)
+        chars += len(doc.text)
+        if len(batch) >= max_documents or chars >= max_chars:
+            yield _encode_batch(tok, batch, eot)
+            batch, chars = [], 0
+    if batch:
+        yield _encode_batch(tok, batch, eot)
+
+
+def _encode_batch(tok, docs: list[Document], eot: int) -> list[tuple[Document, np.ndarray]]:
+    pieces = [_PIECE_BOUNDARY.split(doc.text) for doc in docs]
+    encodings = tok.encode_batch([p for split in pieces for p in split], add_special_tokens=False)
+    out, at = [], 0
+    for doc, split in zip(docs, pieces, strict=True):
+        ids = [i for enc in encodings[at : at + len(split)] for i in enc.ids]
+        at += len(split)
+        out.append((doc, np.asarray(ids + [eot], dtype=TOKEN_DTYPE)))
+    return out
+
+
+def encode_documents(tok, docs: Iterable[Document]) -> np.ndarray:
+    """Token ids of the documents, each followed by the end-of-text token."""
+    out = [ids for batch in encode_stream(tok, docs) for _, ids in batch]
     return np.concatenate(out) if out else np.zeros(0, dtype=TOKEN_DTYPE)

@@ -1,4 +1,4 @@
-"""Tables in, law rows out: read a CSV/Parquet table, map its columns to a law's, filter and check them.
+"""Tables in, law rows out: read a CSV/TSV/Parquet table, map its columns to a law's, filter and check them.
 
 Every failure is a one-line UserError naming the file (or the flag) and what is wrong.
 """
@@ -16,17 +16,31 @@ from stages.laws.forms import LOSS, Law
 
 
 def read_table(path: str) -> pd.DataFrame:
-    """Read a CSV or Parquet table; any failure is a one-line user error naming the file."""
+    """Read a CSV, TSV or Parquet table; any failure is a one-line user error naming the file.
+
+    A .csv whose header line has tabs and no commas is read as tab-separated (spreadsheets export TSV as .csv).
+    """
     suffix = Path(path).suffix.lower()
-    if suffix not in (".csv", ".parquet", ".pq"):
-        raise UserError(f"{path}: unsupported table format {suffix or '(none)'!r}; use .csv or .parquet")
+    if suffix not in (".csv", ".tsv", ".parquet", ".pq"):
+        raise UserError(f"{path}: unsupported table format {suffix or '(none)'!r}; use .csv, .tsv or .parquet")
     try:
-        return pd.read_csv(path) if suffix == ".csv" else pd.read_parquet(path)
+        if suffix in (".parquet", ".pq"):
+            return pd.read_parquet(path)
+        return pd.read_csv(path, sep="\t" if suffix == ".tsv" or _tab_separated(path) else ",")
     except FileNotFoundError:
         raise UserError(f"{path}: file not found") from None
     except Exception as err:  # pandas/pyarrow raise many types for corrupt files
         message = " ".join(str(err).split()) or type(err).__name__
         raise UserError(f"{path}: cannot read table ({message})") from None
+
+
+def _tab_separated(path: str) -> bool:
+    """Whether the first non-blank line of a text table separates its fields by tabs rather than commas."""
+    with open(path, encoding="utf-8-sig", errors="replace") as f:
+        for line in f:
+            if line.strip():
+                return "\t" in line and "," not in line
+    return False
 
 
 def parse_map(spec: str | None, law: Law) -> dict[str, str]:

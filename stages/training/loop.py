@@ -2,13 +2,20 @@
 
 AdamW with a schedule that ends at this run's own token budget, gradient clipping, and a deterministic
 data stream (a continued run starts where its parent stopped). The run directory receives the checkpoint
-and ``metrics.csv`` (step, tokens, lr, train loss, router losses, drop rate, gradient norm, router health:
-dead-expert share, tokens per expert, router gradient norm; then per-layer per-expert token fractions). An MoE
-run ends with a one-line router-health verdict (:func:`router_health`) on stderr and in its run record.
+and ``metrics.csv`` (step, tokens, lr, train loss, validation loss every ``eval_every`` steps, router
+losses, drop rate, gradient norm, router health: dead-expert share, tokens per expert, router gradient norm;
+then per-layer per-expert token fractions). An MoE run ends with a one-line router-health verdict
+(:func:`router_health`) on stderr and in its run record.
 
 Resumable: every ``save_every`` steps the model, optimizer and step go to an undeclared scratch folder; a
 rerun of a killed job continues from there and ends with the same bytes as an uninterrupted run. The
 scratch state is removed on success.
+
+Periodic validation (``eval_every``) measures the same first ``eval_tokens`` of the validation shard each
+time, under ``torch.no_grad`` in eval mode, then puts the model back in train mode: it draws no random numbers
+and changes no state, so the trained weights are the same bytes with it on or off. Optional TensorBoard event
+files (``tensorboard``) go to ``<run>/tensorboard/`` (a stable segment: beside its branch state); they carry
+wall-clock times and are no declared output.
 """
 
 from __future__ import annotations
@@ -32,11 +39,12 @@ from stages.core.cli import UserError
 from stages.core.codehash import code_hash
 from stages.core.options import as_dict
 from stages.core.record import Ancestor, DataRef, ParentRef, RunRecord
-from stages.corpus.shards import Corpus, TrainStream, open_corpus
+from stages.corpus.shards import Corpus, TrainStream, eval_windows, open_corpus
 from stages.model.checkpoint import load_model, save_checkpoint
 from stages.model.compute import flops_per_token, param_counts
 from stages.model.config import ModelConfig
 from stages.model.transformer import Output, Transformer, cross_entropy, seed_generator
+from stages.training.evaluation import validation_loss
 from stages.training.optimizer import AdamW
 from stages.training.options import TrainConfig
 from stages.training.runtime import configure, device, precision
@@ -84,7 +92,15 @@ class Job:
 
     @property
     def scratch(self) -> Path:
-        return self.work_dir or Path("results/.work") / self.run_id
+        """Progress folder: --work-dir, else <root>/.work/<run_id> beside the study root the output lives under
+        (results/<study>/<run_id> -> results/<study>/.work/<run_id>), else results/.work/<run_id>."""
+        if self.work_dir is not None:
+            return self.work_dir
+        target = str(self.out) if self.out is not None else str(self.state_out).removesuffix(".pt")
+        root = target.removesuffix(self.run_id)
+        if root != target and root.endswith("/"):
+            return Path(root) / ".work" / self.run_id
+        return Path("results/.work") / self.run_id
 
 
 def fresh_model(spec: dict[str, Any], corpus: Corpus, seq_len: int, seed: int) -> Transformer:
@@ -121,11 +137,12 @@ def make_optimizer(model: Transformer, train: TrainConfig) -> AdamW:
 ROUTER_COLUMNS = ["dead_experts", "min_expert_tokens", "tokens_per_expert", "router_grad_norm"]
 
 
-def metrics_header(model: Transformer) -> list[str]:
+def metrics_header(model: Transformer, val_loss: bool = False) -> list[str]:
+    """The metrics.csv columns; ``val_loss`` (last) when periodic validation is on, empty between measurements."""
     cols = ["step", "tokens", "lr", "train_loss", "aux_loss", "z_loss", "drop_rate", "grad_norm", *ROUTER_COLUMNS]
     if model.cfg.moe is not None:
         cols += [f"frac_l{layer}_e{e}" for layer in model.cfg.moe_layers() for e in range(model.cfg.moe.experts)]
-    return cols
+    return [*cols, "val_loss"] if val_loss else cols
 
 
 def _csv_text(header: list[str], rows: list[dict[str, Any]]) -> str:
@@ -314,12 +331,44 @@ def resume(
     return list(state["rows"]), int(state["step"])
 
 
+class Tracker:
+    """Optional TensorBoard event files beside metrics.csv: one scalar per metrics row column (no-op when off)."""
+
+    def __init__(self, job: Job, fresh: bool) -> None:
+        self.writer = None
+        if not job.train.tensorboard:
+            return
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:
+            raise UserError(
+                "train.tensorboard: the tensorboard package is not installed (pip install tensorboard, or set "
+                "train.tensorboard: false)"
+            ) from None
+        directory = (job.out if job.out is not None else Path(str(job.state_out)).parent) / "tensorboard"
+        if fresh and job.out is not None and directory.exists():
+            shutil.rmtree(directory)  # a rerun starts a new curve; a resumed run continues its own
+        self.writer = SummaryWriter(log_dir=str(directory))
+
+    def log(self, row: dict[str, Any]) -> None:
+        if self.writer is None:
+            return
+        for key in ("train_loss", "val_loss", "lr", "grad_norm", "aux_loss", "z_loss", "drop_rate", "dead_experts"):
+            if isinstance(row.get(key), float):
+                self.writer.add_scalar(key, row[key], global_step=row["tokens"])
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
 def train(job: Job) -> None:
     """Run ``job`` to the end and write its checkpoint, run record and metrics.csv."""
     t = job.train
     configure(job.threads)
     dev = device(t.device)
-    corpus = open_corpus(job.data, verify=("train", "tokenizer"))
+    evaluating = t.eval_every > 0
+    corpus = open_corpus(job.data, verify=("train", "val", "tokenizer") if evaluating else ("train", "tokenizer"))
     tokens_per_step = t.batch_size * t.seq_len
     steps = job.tokens // tokens_per_step
     if steps < 1:
@@ -366,6 +415,9 @@ def train(job: Job) -> None:
     if resumed[1]:
         rows, first_step = resumed
 
+    # the fixed evaluation slice: the first eval_tokens of the validation shard, every time
+    windows = eval_windows(corpus.tokens("val"), t.seq_len, t.eval_tokens) if evaluating else None
+    tracker = Tracker(job, fresh=not resumed[1] and not branch_step)
     params = list(model.parameters())
     routers = router_weights(model)
     max_norm = t.grad_clip if t.grad_clip > 0 else float("inf")
@@ -385,15 +437,21 @@ def train(job: Job) -> None:
                 group["lr"] = lr
             optimizer.zero_grad()
             loss.backward()
-            log = step % t.log_every == 0 or step == steps - 1
+            measure = evaluating and (step % t.eval_every == 0 or step == steps - 1)
+            log = step % t.log_every == 0 or step == steps - 1 or measure
             router_norm = router_grad_norm(routers) if log else None  # before clipping rescales the gradients
             grad_norm = torch.nn.utils.clip_grad_norm_(params, max_norm)
             optimizer.step()
             bar.update(1)
             if log:
-                rows.append(
-                    metrics_row(step, tokens_per_step, lr, ce, out, grad_norm, model.cfg.moe_layers(), router_norm)
-                )
+                row = metrics_row(step, tokens_per_step, lr, ce, out, grad_norm, model.cfg.moe_layers(), router_norm)
+                if measure:  # no_grad, eval mode, no random numbers; the model goes back to train mode
+                    row["val_loss"] = validation_loss(model, windows, dev=dev, dtype=t.dtype)
+                    model.train()
+                rows.append(row)
+                tracker.log(row)
+                rate = (step + 1 - first_step) * tokens_per_step / max(time.perf_counter() - t0, 1e-9)
+                bar.set_postfix(loss=f"{row['train_loss']:.4f}", tok_s=f"{rate:,.0f}", refresh=False)
             if job.save_every and (step + 1) % job.save_every == 0 and step + 1 < end:
                 _save_progress(
                     progress_path,
@@ -406,6 +464,7 @@ def train(job: Job) -> None:
                     },
                 )
     seconds = time.perf_counter() - t0
+    tracker.close()
 
     fpt = flops_per_token(model.cfg, t.seq_len, t.flops_convention)
     if end > first_step:
@@ -474,7 +533,7 @@ def train(job: Job) -> None:
         router_health=health,
     )
     assert job.out is not None
-    write_text(job.out / "metrics.csv", _csv_text(metrics_header(model), rows))
+    write_text(job.out / "metrics.csv", _csv_text(metrics_header(model, evaluating), rows))
     save_checkpoint(job.out, model, record)
     if job.scratch.exists():
         shutil.rmtree(job.scratch)

@@ -48,6 +48,21 @@ class TrainConfig:
     device: str = option("cpu", help="cpu, cuda or auto")
     dtype: Literal["fp32", "bf16"] = option("fp32", help="compute precision (bf16: autocast, fp32 master weights)")
     log_every: int = option(10, help="a metrics.csv row every N steps (and the last)", unit="steps", minimum=1)
+    eval_every: int = option(
+        0,
+        help="validation loss (a val_loss column of metrics.csv) every N steps and at the last, on the same "
+        "eval_tokens of the validation shard each time; no effect on the trained weights (0: off)",
+        unit="steps",
+        minimum=0,
+    )
+    eval_tokens: int = option(
+        8192, help="predicted validation tokens of each periodic evaluation", unit="tokens", minimum=1
+    )
+    tensorboard: bool = option(
+        False,
+        help="also write TensorBoard event files to <run>/tensorboard/ (needs the tensorboard package; not a "
+        "declared output: they carry wall-clock times)",
+    )
 
     def __post_init__(self) -> None:
         check_bounds(self, "train")

@@ -28,6 +28,7 @@ FIGURE_FITS: dict[str, tuple[str, ...]] = {
     "threshold": ("upcycled", "scratch_chinchilla"),
     "predicted_vs_observed": ("*",),
     "residuals": ("*",),
+    "training_curves": (),  # draws each run's metrics.csv, no fit
 }
 REQUIRED_FITS = {
     "alpha_eff": ("upcycled",),
@@ -86,6 +87,11 @@ def _check_semantics(cfg: dict[str, Any]) -> None:
         if source not in SOURCES:
             known = ", ".join(sorted(SOURCES))
             raise UserError(f"config key 'data.sources': unknown source {source!r} (known: {known})")
+    from stages.corpus.sources.files import expand_entries
+
+    for path, _ in expand_entries(data["files"], key="config key 'data.files'"):
+        if not path.is_file():
+            raise UserError(f"config key 'data.files': no such file or folder {str(path)!r}")
     for name in cfg["models"]:
         try:
             model_config(cfg, name)

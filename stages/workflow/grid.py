@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shlex
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from stages.core.cli import parse_tokens
@@ -22,6 +22,11 @@ from stages.training.schedule import decay_steps, warmup_steps
 from stages.workflow.config import model_config, moe_config, upcycle_recipe
 
 RESULTS = "results"
+
+
+def study_root(study: str) -> str:
+    """Where every output of a study lives: results/<study>, or results/ itself for the unnamed study ("")."""
+    return f"{RESULTS}/{study}" if study else RESULTS
 
 
 def derive_seed(*parts: object) -> int:
@@ -40,6 +45,7 @@ class Run:
     d1: str = ""
     d2: str = ""
     d: str = ""
+    root: str = field(default=RESULTS, compare=False, repr=False)  # the study root (study_root)
 
     @property
     def run_id(self) -> str:
@@ -53,11 +59,11 @@ class Run:
 
     @property
     def directory(self) -> str:
-        return f"{RESULTS}/{self.run_id}"
+        return f"{self.root}/{self.run_id}"
 
     @property
     def eval_json(self) -> str:
-        return f"{RESULTS}/eval/{self.run_id}/eval.json"
+        return f"{self.root}/eval/{self.run_id}/eval.json"
 
     def labels(self) -> dict[str, str]:
         fields = {"kind": self.kind, "model": self.model, "moe": self.moe, "D1": self.d1, "D2": self.d2, "D": self.d}
@@ -85,11 +91,11 @@ class Segment:
 
     @property
     def state(self) -> str:
-        return branch_state(self.family, self.step)
+        return branch_state(self.family, self.step, self.run.root)
 
 
-def branch_state(family: str, step: int) -> str:
-    return f"{RESULTS}/stable/{family}/b_{step}.pt"
+def branch_state(family: str, step: int, root: str = RESULTS) -> str:
+    return f"{root}/stable/{family}/b_{step}.pt"
 
 
 class Grid:
@@ -97,27 +103,39 @@ class Grid:
 
     def __init__(self, cfg: dict[str, Any]) -> None:
         self.cfg = cfg
+        study = cfg.get("study", "")
+        self.root = study_root(study)  # every output path below starts here
+        self.logs = f"{self.root}/logs" if study else "logs"
+        self.benchmarks = f"{self.root}/benchmarks" if study else "benchmarks"
         g = cfg["grid"]
+        new = self.run  # every run of this grid carries the study root
         runs: set[Run] = set()
-        runs.update(Run("dense", m, d1=str(d1)) for m in g["dense"]["models"] for d1 in g["dense"]["d1"])
+        runs.update(new("dense", m, d1=str(d1)) for m in g["dense"]["models"] for d1 in g["dense"]["d1"])
         if g.get("upcycled"):
             u = g["upcycled"]
             for m in u["models"]:
                 for e in u["moe"]:
                     for d1 in u["d1"]:
-                        runs.add(Run("dense", m, d1=str(d1)))
-                        runs.update(Run("upcycled", m, e, d1=str(d1), d2=str(d2)) for d2 in u["d2"])
+                        runs.add(new("dense", m, d1=str(d1)))
+                        runs.update(new("upcycled", m, e, d1=str(d1), d2=str(d2)) for d2 in u["d2"])
         if g.get("scratch_moe"):
             s = g["scratch_moe"]
-            runs.update(Run("scratch_moe", m, e, d=str(d)) for m in s["models"] for e in s["moe"] for d in s["d"])
+            runs.update(new("scratch_moe", m, e, d=str(d)) for m in s["models"] for e in s["moe"] for d in s["d"])
         if g.get("dense_cont"):
             c = g["dense_cont"]
             for m in c["models"]:
                 for d1 in c["d1"]:
-                    runs.add(Run("dense", m, d1=str(d1)))
-                    runs.update(Run("dense_cont", m, d1=str(d1), d2=str(d2)) for d2 in c["d2"])
+                    runs.add(new("dense", m, d1=str(d1)))
+                    runs.update(new("dense_cont", m, d1=str(d1), d2=str(d2)) for d2 in c["d2"])
         self.runs = sorted(runs)
         self.segments = self._segments()
+
+    def run(self, kind: str, model: str, moe: str = "", d1: str = "", d2: str = "", d: str = "") -> Run:
+        """A run of this study (its paths under the study root)."""
+        return Run(kind, model, moe, d1=d1, d2=d2, d=d, root=self.root)
+
+    def branch_state(self, family: str, step: str | int) -> str:
+        return branch_state(family, int(step), self.root)
 
     # ----- wsd: one stable run per family, a cooldown per budget -----
 
@@ -153,7 +171,7 @@ class Grid:
     def start_state(self, run: Run) -> list[str]:
         """The branch state ``run`` cools down from, as a rule input ([] for an independent run)."""
         step = self.branch_step(run)
-        return [branch_state(run.family, step)] if step > 0 else []
+        return [self.branch_state(run.family, step)] if step > 0 else []
 
     def segment(self, family: str, step: str | int) -> Segment:
         return self.segments[(family, int(step))]
@@ -161,8 +179,8 @@ class Grid:
     def init_dir(self, run: Run) -> str:
         """The checkpoint a continuation starts from ('' for a fresh model)."""
         if run.kind == "upcycled":
-            return f"{RESULTS}/upcycled/{run.model}/d1_{run.d1}/{run.moe}"
-        return Run("dense", run.model, d1=run.d1).directory if run.kind == "dense_cont" else ""
+            return f"{self.root}/upcycled/{run.model}/d1_{run.d1}/{run.moe}"
+        return self.run("dense", run.model, d1=run.d1).directory if run.kind == "dense_cont" else ""
 
     def segment_args(self, family: str, step: str | int) -> str:
         """Arguments of ``stages.train`` for one stable segment (everything but threads and output)."""
@@ -186,7 +204,7 @@ class Grid:
             f"--stop-step {seg.step}",
         ]
         if seg.previous:
-            args.append(f"--start-state {branch_state(family, seg.previous)}")
+            args.append(f"--start-state {self.branch_state(family, seg.previous)}")
         return " ".join(args)
 
     def trained_steps(self) -> tuple[int, int]:
@@ -204,13 +222,13 @@ class Grid:
 
     def upcycle_inits(self) -> list[str]:
         """Directories of the upcycled MoE initialisations (one per model, D1 and MoE variant)."""
-        return sorted({f"{RESULTS}/upcycled/{r.model}/d1_{r.d1}/{r.moe}" for r in self.of_kind("upcycled")})
+        return sorted({f"{self.root}/upcycled/{r.model}/d1_{r.d1}/{r.moe}" for r in self.of_kind("upcycled")})
 
     # ----- seeds and arguments the rules pass to the stages -----
 
     @property
     def corpus_dir(self) -> str:
-        return f"{RESULTS}/data/{self.cfg['data']['corpus']}"
+        return f"{self.root}/data/{self.cfg['data']['corpus']}"
 
     def data_seed(self) -> int:
         return derive_seed(self.cfg["seed"], "data", self.cfg["data"]["corpus"])

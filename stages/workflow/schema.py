@@ -29,6 +29,13 @@ TOKENS = {
     "pattern": "^[0-9]+(\\.[0-9]+)?[KMBT]?$",
 }
 NAME = {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9_-]*$"}
+# A study's outputs live under results/<study>/ (stages.workflow.grid.study_root). Its name may not be a
+# top-level name of the unnamed study's results/ tree, so the two never overlap.
+RESERVED_STUDIES = (
+    "data", "dense", "moe", "scratch", "dense_cont", "upcycled", "eval", "tables", "fits", "figures", "stable",
+    "logs", "benchmarks",
+)  # fmt: skip
+STUDY_PATTERN = "^(?!(" + "|".join(RESERVED_STUDIES) + ")$)([A-Za-z0-9][A-Za-z0-9_-]*)?$"
 
 
 def _defs() -> dict[str, Any]:
@@ -78,11 +85,19 @@ def _data() -> dict[str, Any]:
                 "default": ["web", "austen", "shakespeare"],
             },
             "files": {
-                "description": "your own .txt / .jsonl / .parquet files (one document per file / line / row)",
+                "description": "your own .txt / .jsonl / .jsonl.gz / .parquet files (one document per file / line / "
+                "row), folders (every such file below them) and globs (relative to the working directory)",
                 "type": "array",
-                "items": {"type": "string"},
+                "items": {"type": "string", "minLength": 1},
                 "uniqueItems": True,
                 "default": [],
+            },
+            "text_field": {
+                "description": "the field of .jsonl / .jsonl.gz records and the column of .parquet files that holds "
+                "the text",
+                "type": "string",
+                "minLength": 1,
+                "default": "text",
             },
             "vocab_size": {"type": "integer", "minimum": 258, "maximum": 65536, "default": 2048},
             "val_fraction": {"type": "number", "exclusiveMinimum": 0, "exclusiveMaximum": 1, "default": 0.05},
@@ -129,6 +144,15 @@ def config_schema() -> dict[str, Any]:
         "$defs": _defs(),
         "required": ["models", "grid"],
         "properties": {
+            "study": {
+                "type": "string",
+                "default": "",
+                "pattern": STUDY_PATTERN,
+                "description": "name of this study: every output (data, runs, eval, tables, fits, figures, stable "
+                "states, logs, benchmarks) goes under results/<study>/, so studies side by side never touch each "
+                "other's files; '' (the default) is results/ itself. Letters, digits, '_' and '-', not a top-level "
+                "name of results/ (" + ", ".join(RESERVED_STUDIES) + ")",
+            },
             "seed": {
                 "type": "integer",
                 "minimum": 0,

@@ -15,7 +15,7 @@ sys.path.insert(0, workflow.basedir)
 from stages.core.cli import UserError
 from stages.core.codehash import code_hash
 from stages.workflow.config import FIGURE_FITS, validate_config
-from stages.workflow.grid import RESULTS, Grid, Run, branch_state
+from stages.workflow.grid import Grid
 
 
 def _job_environment():
@@ -36,6 +36,11 @@ except UserError as err:
     sys.exit(2)
 
 GRID = Grid(config)
+# The study root (stages.workflow.grid.study_root): results/<study>/, or results/ for the unnamed study. Every
+# path of the rules starts here (logs and benchmarks too), so two studies never touch each other's files.
+RESULTS = GRID.root
+LOGS = GRID.logs
+BENCHMARKS = GRID.benchmarks
 CORPUS = GRID.corpus_dir
 DATA = multiext(f"{CORPUS}/", "train.bin", "val.bin", "tokenizer.json", "manifest.json")
 CKPT = ("model.safetensors", "config.json", "provenance.json")
@@ -83,10 +88,18 @@ def figure_fits(w):
 def stable_previous(w):
     """The branch state a stable segment continues from ([] for the first segment of a family)."""
     seg = GRID.segment(w.family, w.step)
-    return [branch_state(w.family, seg.previous)] if seg.previous else []
+    return [GRID.branch_state(w.family, seg.previous)] if seg.previous else []
 
 
 def stable_parent(w):
     """The checkpoint a continued family (upcycled, dense continued) starts from, as declared files."""
     init = GRID.init_dir(GRID.segment(w.family, w.step).run)
     return checkpoint_files(init) if init else []
+
+
+def data_files():
+    """The files data.files names, folders and globs expanded (sorted) at DAG time: the data rule's input, so an
+    edited, added or removed file reruns the data stage."""
+    from stages.corpus.sources.files import expand_files
+
+    return expand_files(config["data"]["files"])

@@ -3,22 +3,27 @@
 
 rule data:
     input:
-        config["data"]["files"],
+        data_files(),
     output:
         multiext(f"{RESULTS}/data/{{corpus}}/", "train.bin", "val.bin", "tokenizer.json", "manifest.json"),
     params:
         out=lambda w: f"{RESULTS}/data/{w.corpus}",
-        sources=",".join(config["data"]["sources"]),
+        # --sources and --files only when set; data.files as written (the stage expands folders and globs alike)
+        texts=shlex.join(
+            (["--sources", ",".join(config["data"]["sources"])] if config["data"]["sources"] else [])
+            + (["--files", *config["data"]["files"]] if config["data"]["files"] else [])
+        ),
+        text_field=config["data"]["text_field"],
         vocab_size=config["data"]["vocab_size"],
         val_fraction=config["data"]["val_fraction"],
         code=code_hash("data"),
     log:
-        "logs/data/{corpus}.log",
+        f"{LOGS}/data/{{corpus}}.log",
     benchmark:
-        "benchmarks/data/{corpus}.tsv"
+        f"{BENCHMARKS}/data/{{corpus}}.tsv"
     threads: 2
     conda:
         "../envs/stages.yaml"
     shell:
-        "python -m stages.data --out {params.out} --sources {params.sources:q} --files {input:q} "
+        "python -m stages.data --out {params.out} {params.texts} --text-field {params.text_field:q} "
         "--vocab-size {params.vocab_size} --val-fraction {params.val_fraction} --threads {threads} > {log} 2>&1"

@@ -6,26 +6,26 @@
 rule dense:
     input:
         corpus=DATA,
-        start=lambda w: GRID.start_state(Run("dense", w.model, d1=w.d1)),
+        start=lambda w: GRID.start_state(GRID.run("dense", w.model, d1=w.d1)),
     output:
         checkpoint_files(f"{RESULTS}/dense/{{model}}/d1_{{d1}}", "metrics.csv"),
     params:
-        run_id=lambda w: Run("dense", w.model, d1=w.d1).run_id,
-        out=lambda w: Run("dense", w.model, d1=w.d1).directory,
+        run_id=lambda w: GRID.run("dense", w.model, d1=w.d1).run_id,
+        out=lambda w: GRID.run("dense", w.model, d1=w.d1).directory,
         data=lambda w, input: os.path.dirname(input.corpus[0]),
         model=lambda w: GRID.model_json(w.model),
-        train=lambda w: GRID.train_json(GRID.lr_policy(Run("dense", w.model, d1=w.d1))),
+        train=lambda w: GRID.train_json(GRID.lr_policy(GRID.run("dense", w.model, d1=w.d1))),
         branch=lambda w, input: " ".join(f"--start-state {p}" for p in input.start),
-        labels=lambda w: GRID.labels_json(Run("dense", w.model, d1=w.d1)),
+        labels=lambda w: GRID.labels_json(GRID.run("dense", w.model, d1=w.d1)),
         seed=lambda w: GRID.seed("dense", w.model),
         data_seed=GRID.data_seed(),
         code=code_hash("train"),
     resources:
         save_every=RUNTIME["save_every"],
     log:
-        "logs/dense/{model}/d1_{d1}.log",
+        f"{LOGS}/dense/{{model}}/d1_{{d1}}.log",
     benchmark:
-        "benchmarks/dense/{model}/d1_{d1}.tsv"
+        f"{BENCHMARKS}/dense/{{model}}/d1_{{d1}}.tsv"
     threads: config["train"]["threads"]
     conda:
         "../envs/stages.yaml"
@@ -40,26 +40,26 @@ rule dense_cont:
     input:
         corpus=DATA,
         parent=checkpoint_files(f"{RESULTS}/dense/{{model}}/d1_{{d1}}"),
-        start=lambda w: GRID.start_state(Run("dense_cont", w.model, d1=w.d1, d2=w.d2)),
+        start=lambda w: GRID.start_state(GRID.run("dense_cont", w.model, d1=w.d1, d2=w.d2)),
     output:
         checkpoint_files(f"{RESULTS}/dense_cont/{{model}}/d1_{{d1}}/d2_{{d2}}", "metrics.csv"),
     params:
-        run_id=lambda w: Run("dense_cont", w.model, d1=w.d1, d2=w.d2).run_id,
-        out=lambda w: Run("dense_cont", w.model, d1=w.d1, d2=w.d2).directory,
-        init=lambda w: Run("dense", w.model, d1=w.d1).directory,
+        run_id=lambda w: GRID.run("dense_cont", w.model, d1=w.d1, d2=w.d2).run_id,
+        out=lambda w: GRID.run("dense_cont", w.model, d1=w.d1, d2=w.d2).directory,
+        init=lambda w: GRID.run("dense", w.model, d1=w.d1).directory,
         data=lambda w, input: os.path.dirname(input.corpus[0]),
         train=GRID.train_json(config["train"]["dense_cont_lr_policy"]),
         branch=lambda w, input: " ".join(f"--start-state {p}" for p in input.start),
-        labels=lambda w: GRID.labels_json(Run("dense_cont", w.model, d1=w.d1, d2=w.d2)),
+        labels=lambda w: GRID.labels_json(GRID.run("dense_cont", w.model, d1=w.d1, d2=w.d2)),
         seed=lambda w: GRID.seed("dense_cont", w.model),
         data_seed=GRID.data_seed(),
         code=code_hash("train"),
     resources:
         save_every=RUNTIME["save_every"],
     log:
-        "logs/dense_cont/{model}/d1_{d1}/d2_{d2}.log",
+        f"{LOGS}/dense_cont/{{model}}/d1_{{d1}}/d2_{{d2}}.log",
     benchmark:
-        "benchmarks/dense_cont/{model}/d1_{d1}/d2_{d2}.tsv"
+        f"{BENCHMARKS}/dense_cont/{{model}}/d1_{{d1}}/d2_{{d2}}.tsv"
     threads: config["train"]["threads"]
     conda:
         "../envs/stages.yaml"

@@ -14,7 +14,7 @@ rule evaluate:
         batch_size=config["evaluate"]["batch_size"],
         code=code_hash("evaluate"),
     log:
-        "logs/eval/{run}.log",
+        f"{LOGS}/eval/{{run}}.log",
     threads: config["train"]["threads"]
     conda:
         "../envs/stages.yaml"
@@ -34,7 +34,7 @@ rule collect:
     params:
         code=code_hash("collect"),
     log:
-        "logs/collect.log",
+        f"{LOGS}/collect.log",
     conda:
         "../envs/stages.yaml"
     shell:

@@ -1,10 +1,14 @@
 # Paper figures (PNG + PDF, deterministic bytes), each a report entry with a caption, and the tables of fits.
+# training_curves also draws the metrics.csv of every run of the grid: they are its declared inputs.
 
 
 rule figures:
     input:
         runs=RUNS_TABLE[0],
         fits=figure_fits,
+        metrics=lambda w: (
+            [f"{r.directory}/metrics.csv" for r in GRID.runs] if w.figure == "training_curves" else []
+        ),
     output:
         png=report(
             f"{RESULTS}/figures/{{figure}}.png",
@@ -15,16 +19,17 @@ rule figures:
     params:
         fits=lambda w, input: " ".join(f"--fit {f}" for f in input.fits),
         prefix=lambda w: f"{RESULTS}/figures/{w.figure}",
+        metrics=lambda w, input: f"--metrics {RESULTS}" if input.metrics else "",
         code=code_hash("figures"),
     log:
-        "logs/figures/{figure}.log",
+        f"{LOGS}/figures/{{figure}}.log",
     wildcard_constraints:
         figure="|".join(config["figures"]) or "(?!)",
     conda:
         "../envs/stages.yaml"
     shell:
-        "python -m stages.figures {wildcards.figure} --runs {input.runs} {params.fits} --out {params.prefix} "
-        "> {log} 2>&1"
+        "python -m stages.figures {wildcards.figure} --runs {input.runs} {params.fits} {params.metrics} "
+        "--out {params.prefix} > {log} 2>&1"
 
 
 rule fit_table:
@@ -37,7 +42,7 @@ rule fit_table:
         prefix=lambda w, output: output.csv.removesuffix(".csv"),
         code=code_hash("tables"),
     log:
-        "logs/tables/fit_params.log",
+        f"{LOGS}/tables/fit_params.log",
     conda:
         "../envs/stages.yaml"
     shell:
@@ -54,7 +59,7 @@ rule plan:
         flags=GRID.planner_args() if config["planner"] else "",
         code=code_hash("planner"),
     log:
-        "logs/tables/plan.log",
+        f"{LOGS}/tables/plan.log",
     conda:
         "../envs/stages.yaml"
     shell:

@@ -11,7 +11,7 @@ rule fit:
         seed=config["seed"],
         code=code_hash("fit"),
     log:
-        "logs/fits/{fit}.log",
+        f"{LOGS}/fits/{{fit}}.log",
     wildcard_constraints:
         fit="|".join(ENABLED_FITS) or "(?!)",
     threads: 2

@@ -5,26 +5,26 @@ rule moe:
     input:
         corpus=DATA,
         parent=checkpoint_files(f"{RESULTS}/upcycled/{{model}}/d1_{{d1}}/{{moe}}"),
-        start=lambda w: GRID.start_state(Run("upcycled", w.model, w.moe, d1=w.d1, d2=w.d2)),
+        start=lambda w: GRID.start_state(GRID.run("upcycled", w.model, w.moe, d1=w.d1, d2=w.d2)),
     output:
         checkpoint_files(f"{RESULTS}/moe/{{model}}/d1_{{d1}}/{{moe}}/d2_{{d2}}", "metrics.csv"),
     params:
-        run_id=lambda w: Run("upcycled", w.model, w.moe, d1=w.d1, d2=w.d2).run_id,
-        out=lambda w: Run("upcycled", w.model, w.moe, d1=w.d1, d2=w.d2).directory,
+        run_id=lambda w: GRID.run("upcycled", w.model, w.moe, d1=w.d1, d2=w.d2).run_id,
+        out=lambda w: GRID.run("upcycled", w.model, w.moe, d1=w.d1, d2=w.d2).directory,
         init=lambda w: f"{RESULTS}/upcycled/{w.model}/d1_{w.d1}/{w.moe}",
         data=lambda w, input: os.path.dirname(input.corpus[0]),
         train=lambda w: GRID.train_json(config["moe"][w.moe]["lr_policy"]),
         branch=lambda w, input: " ".join(f"--start-state {p}" for p in input.start),
-        labels=lambda w: GRID.labels_json(Run("upcycled", w.model, w.moe, d1=w.d1, d2=w.d2)),
+        labels=lambda w: GRID.labels_json(GRID.run("upcycled", w.model, w.moe, d1=w.d1, d2=w.d2)),
         seed=lambda w: GRID.seed("upcycled", w.model, w.moe),
         data_seed=GRID.data_seed(),
         code=code_hash("train"),
     resources:
         save_every=RUNTIME["save_every"],
     log:
-        "logs/moe/{model}/d1_{d1}/{moe}/d2_{d2}.log",
+        f"{LOGS}/moe/{{model}}/d1_{{d1}}/{{moe}}/d2_{{d2}}.log",
     benchmark:
-        "benchmarks/moe/{model}/d1_{d1}/{moe}/d2_{d2}.tsv"
+        f"{BENCHMARKS}/moe/{{model}}/d1_{{d1}}/{{moe}}/d2_{{d2}}.tsv"
     threads: config["train"]["threads"]
     conda:
         "../envs/stages.yaml"
@@ -38,26 +38,26 @@ rule moe:
 rule scratch:
     input:
         corpus=DATA,
-        start=lambda w: GRID.start_state(Run("scratch_moe", w.model, w.moe, d=w.d)),
+        start=lambda w: GRID.start_state(GRID.run("scratch_moe", w.model, w.moe, d=w.d)),
     output:
         checkpoint_files(f"{RESULTS}/scratch/{{model}}/{{moe}}/d_{{d}}", "metrics.csv"),
     params:
-        run_id=lambda w: Run("scratch_moe", w.model, w.moe, d=w.d).run_id,
-        out=lambda w: Run("scratch_moe", w.model, w.moe, d=w.d).directory,
+        run_id=lambda w: GRID.run("scratch_moe", w.model, w.moe, d=w.d).run_id,
+        out=lambda w: GRID.run("scratch_moe", w.model, w.moe, d=w.d).directory,
         data=lambda w, input: os.path.dirname(input.corpus[0]),
         model=lambda w: GRID.model_json(w.model, w.moe),
-        train=lambda w: GRID.train_json(GRID.lr_policy(Run("scratch_moe", w.model, w.moe, d=w.d))),
+        train=lambda w: GRID.train_json(GRID.lr_policy(GRID.run("scratch_moe", w.model, w.moe, d=w.d))),
         branch=lambda w, input: " ".join(f"--start-state {p}" for p in input.start),
-        labels=lambda w: GRID.labels_json(Run("scratch_moe", w.model, w.moe, d=w.d)),
+        labels=lambda w: GRID.labels_json(GRID.run("scratch_moe", w.model, w.moe, d=w.d)),
         seed=lambda w: GRID.seed("scratch_moe", w.model, w.moe),
         data_seed=GRID.data_seed(),
         code=code_hash("train"),
     resources:
         save_every=RUNTIME["save_every"],
     log:
-        "logs/scratch/{model}/{moe}/d_{d}.log",
+        f"{LOGS}/scratch/{{model}}/{{moe}}/d_{{d}}.log",
     benchmark:
-        "benchmarks/scratch/{model}/{moe}/d_{d}.tsv"
+        f"{BENCHMARKS}/scratch/{{model}}/{{moe}}/d_{{d}}.tsv"
     threads: config["train"]["threads"]
     conda:
         "../envs/stages.yaml"
@@ -83,7 +83,7 @@ rule stable:
     resources:
         save_every=RUNTIME["save_every"],
     log:
-        "logs/stable/{family}/b_{step}.log",
+        f"{LOGS}/stable/{{family}}/b_{{step}}.log",
     threads: config["train"]["threads"]
     conda:
         "../envs/stages.yaml"

@@ -11,16 +11,16 @@ rule upcycle:
     params:
         run_id=lambda w: f"upcycled/{w.model}/d1_{w.d1}/{w.moe}",
         out=lambda w: f"{RESULTS}/upcycled/{w.model}/d1_{w.d1}/{w.moe}",
-        dense=lambda w: Run("dense", w.model, d1=w.d1).directory,
+        dense=lambda w: GRID.run("dense", w.model, d1=w.d1).directory,
         data=lambda w, input: os.path.dirname(input.corpus[0]),
         moe=lambda w: GRID.moe_json(w.moe),
         recipe=lambda w: GRID.recipe_json(w.moe),
-        labels=lambda w: GRID.labels_json(Run("upcycled", w.model, w.moe, d1=w.d1)),
+        labels=lambda w: GRID.labels_json(GRID.run("upcycled", w.model, w.moe, d1=w.d1)),
         seed=lambda w: GRID.seed("upcycle", w.model, w.moe),
         eval_tokens=config["upcycle_eval_tokens"],
         code=code_hash("upcycle"),
     log:
-        "logs/upcycled/{model}/d1_{d1}/{moe}.log",
+        f"{LOGS}/upcycled/{{model}}/d1_{{d1}}/{{moe}}.log",
     threads: config["train"]["threads"]
     conda:
         "../envs/stages.yaml"
