@@ -97,18 +97,21 @@ def planned(repo: Path, workdir: Path) -> dict[str, int]:
 def test_editing_a_module_reruns_exactly_the_stages_that_import_it(repo_copy, tiny_run):
     stages = repo_copy / "stages"
     with edited(stages / "figures.py"):  # a stage command
-        assert planned(repo_copy, tiny_run) == {"figures": 6}
+        assert planned(repo_copy, tiny_run) == {"figures": 7}
     with edited(stages / "tables.py"):
         assert planned(repo_copy, tiny_run) == {"fit_table": 1}
     with edited(stages / "report" / "figures.py"):  # a library module only the figures command imports
-        assert planned(repo_copy, tiny_run) == {"figures": 6}
+        assert planned(repo_copy, tiny_run) == {"figures": 7}
     with edited(stages / "laws" / "bootstrap.py"):  # only the fitter: the fits rerun, then what reads them
         assert planned(repo_copy, tiny_run) == {"fit": 6, "figures": 5, "fit_table": 1, "plan": 1}
     with edited(stages / "laws" / "forms.py"):  # imported by fit, figures, tables and the planner
-        assert planned(repo_copy, tiny_run) == {"fit": 6, "figures": 6, "fit_table": 1, "plan": 1}
-    with edited(stages / "training" / "evaluation.py"):  # evaluate, and the surgery's step-0 loss
+        assert planned(repo_copy, tiny_run) == {"fit": 6, "figures": 7, "fit_table": 1, "plan": 1}
+    with edited(stages / "training" / "evaluation.py"):  # evaluate, surgery's step-0 loss, periodic validation
         counts = planned(repo_copy, tiny_run)
-        assert counts["evaluate"] == 25 and counts["upcycle"] == 3 and "dense" not in counts and "data" not in counts
+        assert counts["evaluate"] == 25 and counts["upcycle"] == 3 and counts["dense"] == 9 and "data" not in counts
+    with edited(stages / "surgery" / "upcycling.py"):  # only the surgery, then what trains and reads from it
+        counts = planned(repo_copy, tiny_run)
+        assert counts["upcycle"] == 3 and counts["moe"] == 9 and "dense" not in counts and "scratch" not in counts
     with edited(stages / "model" / "moe.py"):
         counts = planned(repo_copy, tiny_run)
         assert {"dense", "upcycle", "moe", "scratch", "dense_cont", "evaluate", "collect"} <= set(counts)
