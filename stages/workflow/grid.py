@@ -145,12 +145,20 @@ class Grid:
             return self.cfg["moe"][run.moe]["lr_policy"]
         return t["dense_cont_lr_policy"] if run.kind == "dense_cont" else t["lr_policy"]
 
+    @property
+    def tokens_per_step(self) -> int:
+        return self.cfg["train"]["batch_size"] * self.cfg["train"]["seq_len"]
+
+    def steps(self, run: Run) -> int:
+        """Optimizer steps of ``run``'s whole budget (what the trainer runs for ``--tokens``)."""
+        return parse_tokens(run.budget) // self.tokens_per_step
+
     def branch_step(self, run: Run) -> int:
         """Where ``run``'s cooldown branches off its family's stable run (0: an independent run)."""
         if self.lr_policy(run) != "wsd":
             return 0
         t = self.cfg["train"]
-        total = parse_tokens(run.budget) // (t["batch_size"] * t["seq_len"])
+        total = self.steps(run)
         warmup = warmup_steps(total, t["warmup_frac"], fixed=t["warmup_steps"])
         return total - decay_steps(total, warmup, t["decay_frac"])
 
@@ -209,12 +217,9 @@ class Grid:
 
     def trained_steps(self) -> tuple[int, int]:
         """Optimizer steps of every training job of the grid, and what independent runs would take."""
-        t = self.cfg["train"]
-        independent = sum(parse_tokens(r.budget) // (t["batch_size"] * t["seq_len"]) for r in self.runs)
+        independent = sum(self.steps(r) for r in self.runs)
         branched = sum(s.step - s.previous for s in self.segments.values())
-        branched += sum(
-            parse_tokens(r.budget) // (t["batch_size"] * t["seq_len"]) - self.branch_step(r) for r in self.runs
-        )
+        branched += sum(self.steps(r) - self.branch_step(r) for r in self.runs)
         return branched, independent
 
     def of_kind(self, kind: str) -> list[Run]:

@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from stages.core.cli import parse_tokens
 from stages.model.compute import flops_per_token
 from stages.model.config import ModelConfig
 from stages.workflow.config import load_yaml, model_config, validate_config
@@ -64,7 +63,7 @@ def ledger_lines(cfg: dict[str, Any]) -> list[Line]:
     """Every job of the validated config ``cfg`` with the tokens it processes and its FLOPs."""
     grid = Grid(cfg)
     t = cfg["train"]
-    tps = t["batch_size"] * t["seq_len"]
+    tps = grid.tokens_per_step
     conv = t["flops_convention"]
 
     def fpt(run: Run) -> float:
@@ -76,8 +75,7 @@ def ledger_lines(cfg: dict[str, Any]) -> list[Line]:
         lines.append(Line("stable", seg.state, tokens, fpt(seg.run) * tokens))
     eval_tokens = cfg["evaluate"]["max_tokens"]
     for run in grid.runs:
-        steps = parse_tokens(run.budget) // tps
-        tokens = (steps - grid.branch_step(run)) * tps
+        tokens = (grid.steps(run) - grid.branch_step(run)) * tps
         lines.append(Line(run.kind, run.run_id, tokens, fpt(run) * tokens))
         lines.append(Line("evaluate", run.eval_json, eval_tokens, fpt(run) / 3.0 * eval_tokens))
     check = cfg["upcycle_eval_tokens"]
@@ -108,10 +106,9 @@ def summarize(cfg: dict[str, Any]) -> Summary:
         if kind in by_kind
     ]
     t = cfg["train"]
-    tps = t["batch_size"] * t["seq_len"]
     grid = Grid(cfg)
     independent = sum(
-        flops_per_token(_run_model(cfg, r), t["seq_len"], t["flops_convention"]) * (parse_tokens(r.budget) // tps) * tps
+        flops_per_token(_run_model(cfg, r), t["seq_len"], t["flops_convention"]) * grid.steps(r) * grid.tokens_per_step
         for r in grid.runs
     )
     training = [x for x in lines if x.kind not in ("evaluate", "upcycle_eval")]
