@@ -19,7 +19,7 @@ from stages.core.cli import UserError
 
 SCHEMA_VERSION = 2  # 1: the untyped records written before this module existed
 RECORD = "provenance.json"
-KINDS = ("dense", "scratch_moe", "upcycled", "dense_cont", "upcycle", "import")
+KINDS = ("dense", "scratch_moe", "upcycled", "dense_cont", "lr_sweep", "grown", "upcycle", "grow", "import")
 
 
 @dataclass(frozen=True)
@@ -60,6 +60,7 @@ class Ancestor:
     kind: str
     labels: dict[str, str] = field(default_factory=dict)
     tokens: int = 0
+    tokens_known: bool = True
     steps: int = 0
     flops: float = 0.0
     flops_convention: str | None = None
@@ -82,7 +83,8 @@ class RunRecord:
     torch_version: str
     labels: dict[str, str] = field(default_factory=dict)
     seed: int = 0
-    tokens: int = 0  # tokens this run trained on (0 for surgery and imports)
+    tokens: int = 0  # tokens this run trained on (0 for surgery; for an import, its stated pre-training)
+    tokens_known: bool = True  # False: an import whose pre-training was not stated (tokens, flops 0 = unknown)
     steps: int = 0
     tokens_per_step: int = 0
     flops: float = 0.0  # training FLOPs of this run alone

@@ -8,6 +8,7 @@ from torch import nn
 
 from stages.model.config import ModelConfig
 from stages.model.layers import apply_rotary
+from stages.model.parametrization import attention_scale
 
 
 class Attention(nn.Module):
@@ -17,6 +18,7 @@ class Attention(nn.Module):
         super().__init__()
         hd = cfg.head_dim
         self.n_head, self.n_kv_head, self.head_dim = cfg.n_head, cfg.n_kv_head, hd
+        self.scale = attention_scale(cfg)  # None: 1/sqrt(head_dim); muP: sqrt(base head_dim)/head_dim
         self.q_proj = nn.Linear(cfg.d_model, cfg.n_head * hd, bias=cfg.qkv_bias)
         self.k_proj = nn.Linear(cfg.d_model, cfg.n_kv_head * hd, bias=cfg.qkv_bias)
         self.v_proj = nn.Linear(cfg.d_model, cfg.n_kv_head * hd, bias=cfg.qkv_bias)
@@ -28,5 +30,6 @@ class Attention(nn.Module):
         k = self.k_proj(x).view(b, t, self.n_kv_head, self.head_dim).transpose(1, 2)
         v = self.v_proj(x).view(b, t, self.n_kv_head, self.head_dim).transpose(1, 2)
         q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
-        y = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=self.n_head != self.n_kv_head)
+        gqa = self.n_head != self.n_kv_head
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=self.scale, enable_gqa=gqa)
         return self.o_proj(y.transpose(1, 2).reshape(b, t, -1))

@@ -77,7 +77,26 @@ class ModelConfig:
     norm_eps: float = option(1e-6, help="RMSNorm epsilon", exclusive_minimum=0)
     qkv_bias: bool = option(False, help="biases on the q/k/v projections")
     tie_embeddings: bool = option(True, help="output head shares the input embedding")
-    init_std: float = option(0.02, help="std of the normal initialisation of every matrix", exclusive_minimum=0)
+    init_std: float = option(
+        0.02,
+        help="std of the normal initialisation of every matrix (under mup: at the base width)",
+        exclusive_minimum=0,
+    )
+    parametrization: Literal["sp", "mup"] = option(
+        "sp",
+        help="sp: one init std and lr for all matrices, 1/sqrt(head_dim) attention; mup: maximal update "
+        "parametrization relative to mup_base_d_model (hidden init / sqrt(m), hidden lr / m, logits / m, "
+        "1/head_dim attention; see stages/model/parametrization.py), so lr and init transfer across widths",
+    )
+    mup_base_d_model: int = option(
+        0, help="mup: the base width, where mup equals sp (width multiplier m = d_model / this; sp: unused)", minimum=0
+    )
+    mup_base_head_dim: int = option(
+        0,
+        help="mup: head_dim where the 1/head_dim attention equals sp's 1/sqrt(head_dim) "
+        "(0: mup_base_d_model / n_head; sp: unused)",
+        minimum=0,
+    )
     moe: MoEConfig | None = field(default=None)
 
     def __post_init__(self) -> None:
@@ -109,8 +128,15 @@ class ModelConfig:
             raise UserError(f"model.n_head: head_dim={self.head_dim} must be even for rotary embeddings")
         if self.n_head % self.n_kv_head:
             raise UserError(f"model.n_kv_head: {self.n_kv_head} does not divide n_head={self.n_head}")
-        if self.vocab_size > 65536:
-            raise UserError(f"model.vocab_size: {self.vocab_size} does not fit the uint16 token shards")
+        if self.vocab_size > 1 << 32:
+            raise UserError(f"model.vocab_size: {self.vocab_size} does not fit the uint32 token shards")
+        if self.parametrization == "mup" and self.mup_base_d_model == 0:
+            raise UserError("model.mup_base_d_model: parametrization mup needs the base width (a d_model, > 0)")
+        if self.parametrization == "mup" and not self.mup_base_head_dim and self.mup_base_d_model % self.n_head:
+            raise UserError(
+                f"model.mup_base_head_dim: 0 means mup_base_d_model / n_head, but n_head={self.n_head} does not "
+                f"divide mup_base_d_model={self.mup_base_d_model}; set it"
+            )
         moe = self.moe
         if moe is None:
             return
@@ -166,3 +192,8 @@ class ModelConfig:
                 raise UserError(f"model config: unknown key 'moe.{bad[0]}'")
             moe = MoEConfig(**moe)
         return cls(**d, moe=moe)
+
+
+def base_head_dim(cfg: ModelConfig) -> int:
+    """The head size at which the muP attention scale equals SP's (0 in the config: base d_model / n_head)."""
+    return cfg.mup_base_head_dim or cfg.mup_base_d_model // cfg.n_head

@@ -1,4 +1,4 @@
-"""One training loop for every run kind: dense, MoE from scratch, upcycled MoE, dense continued.
+"""One training loop for every run kind: dense, MoE from scratch, upcycled MoE, dense continued, grown dense.
 
 AdamW with a schedule that ends at this run's own token budget, gradient clipping, and a deterministic
 data stream (a continued run starts where its parent stopped). The run directory receives the checkpoint
@@ -43,6 +43,7 @@ from stages.corpus.shards import Corpus, TrainStream, eval_windows, open_corpus
 from stages.model.checkpoint import load_model, save_checkpoint
 from stages.model.compute import flops_per_token, param_counts
 from stages.model.config import ModelConfig
+from stages.model.parametrization import optimizer_groups
 from stages.model.transformer import Output, Transformer, cross_entropy, seed_generator
 from stages.training.evaluation import validation_loss
 from stages.training.optimizer import AdamW
@@ -50,7 +51,8 @@ from stages.training.options import TrainConfig
 from stages.training.runtime import configure, device, precision
 from stages.training.schedule import Schedule, decay_steps, warmup_steps
 
-KINDS = ("dense", "scratch_moe", "upcycled", "dense_cont")
+# lr_sweep: a fresh dense run at a swept lr; grown: a grown dense checkpoint (stages.grow) trained further
+KINDS = ("dense", "scratch_moe", "upcycled", "dense_cont", "lr_sweep", "grown")
 PROGRESS = "progress.pt"
 
 
@@ -127,10 +129,8 @@ def _check_parent(job: Job, model: Transformer, parent: RunRecord, corpus: Corpu
 
 
 def make_optimizer(model: Transformer, train: TrainConfig) -> AdamW:
-    """AdamW; matrices decay, norms and biases do not."""
-    decay = [p for _, p in model.named_parameters() if p.ndim >= 2]
-    no_decay = [p for _, p in model.named_parameters() if p.ndim < 2]
-    groups = [{"params": decay, "weight_decay": train.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    """AdamW; matrices decay, norms and biases do not; under muP hidden matrices and routers get lr / m."""
+    groups = optimizer_groups(model, model.cfg, train.weight_decay)
     return AdamW(groups, lr=train.lr, betas=(train.beta1, train.beta2), eps=train.adam_eps)
 
 
@@ -220,7 +220,7 @@ def starting_point(job: Job, corpus: Corpus) -> StartingPoint:
     """A fresh model or a parent checkpoint with its lineage and data position."""
     if job.init is None:
         assert job.model is not None
-        if job.kind in ("upcycled", "dense_cont"):
+        if job.kind in ("upcycled", "dense_cont", "grown"):
             raise UserError(f"--kind {job.kind}: needs --init (a parent checkpoint), not --model")
         model = fresh_model(job.model, corpus, job.train.seq_len, job.seed)
         if (model.cfg.moe is not None) != (job.kind == "scratch_moe"):
@@ -433,8 +433,7 @@ def train(job: Job) -> None:
                 kept = f"; last good progress checkpoint kept at {progress_path}" if progress_path.exists() else ""
                 raise UserError(f"{job.run_id}: non-finite training loss {float(loss)} at step {step}{kept}")
             lr = schedule.lr(step)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
+            optimizer.set_lr(lr)
             optimizer.zero_grad()
             loss.backward()
             measure = evaluating and (step % t.eval_every == 0 or step == steps - 1)

@@ -15,7 +15,11 @@ import torch
 
 
 class AdamW:
-    """Adam with decoupled weight decay (Loshchilov & Hutter 2019); per-group weight decay and lr."""
+    """Adam with decoupled weight decay (Loshchilov & Hutter 2019); per-group weight decay and lr.
+
+    A group's ``lr_mult`` (default 1) scales the schedule's lr for it (muP's per-parameter learning rates);
+    :meth:`set_lr` applies it.
+    """
 
     def __init__(
         self, groups: Iterable[dict[str, Any]], lr: float, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8
@@ -24,7 +28,8 @@ class AdamW:
             {
                 "params": list(g["params"]),
                 "weight_decay": float(g.get("weight_decay", 0.0)),
-                "lr": float(g.get("lr", lr)),
+                "lr": float(g.get("lr", lr)) * float(g.get("lr_mult", 1.0)),
+                "lr_mult": float(g.get("lr_mult", 1.0)),
             }
             for g in groups
         ]
@@ -33,6 +38,11 @@ class AdamW:
         params = [p for g in self.param_groups for p in g["params"]]
         self.exp_avg = [torch.zeros_like(p, memory_format=torch.preserve_format) for p in params]
         self.exp_avg_sq = [torch.zeros_like(p, memory_format=torch.preserve_format) for p in params]
+
+    def set_lr(self, lr: float) -> None:
+        """The schedule's lr for this step, times each group's ``lr_mult``."""
+        for group in self.param_groups:
+            group["lr"] = lr * group["lr_mult"]
 
     def zero_grad(self) -> None:
         for group in self.param_groups:
