@@ -26,7 +26,11 @@ from stages.training.runtime import configure, device
 def main(argv: Sequence[str] | None = None) -> None:
     p = ArgumentParser(prog="python -m stages.evaluate", description=__doc__.split("\n\n")[0])
     p.add_argument("--checkpoint", required=True, help="checkpoint directory (model.safetensors + config.json)")
-    p.add_argument("--tokens", required=True, help="validation shard (uint16 token ids)")
+    p.add_argument(
+        "--tokens",
+        required=True,
+        help="validation shard (ids of the dtype its manifest names; without one, uint16 if the vocabulary fits)",
+    )
     p.add_argument("--out", required=True, help="eval.json to write")
     add_flags(p, EvalConfig)
     p.add_argument("--seq-len", type=int, default=0, help="window length (default: the checkpoint's max_seq_len)")

@@ -2,6 +2,7 @@
 
 ``python -m stages.export --checkpoint DIR --to hf|nanotron --out OUT [--tokenizer PATH]``
 ``python -m stages.export --checkpoint SRC --from hf|nanotron --out DIR``
+``python -m stages.export --checkpoint HF_DIR --from hf --out DIR --max-seq-len 1024 --tokens 2T``
 
 The model already computes Qwen2 / Qwen2-MoE math with Hugging Face parameter names, so an export
 moves the same fp32 tensors (renamed, split, concatenated or transposed) and never trains or
@@ -13,7 +14,10 @@ written to a temporary sibling and renamed into place, readable by others (direc
 also carries the corpus tokenizer the checkpoint was trained with (``--tokenizer`` gives it for a
 checkpoint whose run record names none, such as an import; without one the export is an error) and a
 ``generation_config.json``, so ``AutoTokenizer`` / ``AutoModelForCausalLM`` load it and ``generate`` runs.
-The layouts and their decisions: ``stages.interop.hf``, ``stages.interop.nanotron``.
+An import from Hugging Face also reads dense Llama and Mistral models (the parent of an upcycling study);
+``--max-seq-len`` sets the context it is trained and evaluated at, and ``--tokens`` states its pre-training
+tokens (recorded as its D1 and, at our FLOP convention, its sunk compute; unstated, both stay unknown).
+The layouts and their decisions: ``stages.interop.hf``, ``stages.interop.hf_config``, ``stages.interop.nanotron``.
 """
 
 from __future__ import annotations
@@ -21,9 +25,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from stages.core.cli import ArgumentParser, UserError, run
+from stages.core.cli import ArgumentParser, UserError, parse_tokens, run
 from stages.interop.hf import export_hf, import_hf
 from stages.interop.nanotron import export_nanotron, import_nanotron
+from stages.model.compute import FLOP_CONVENTIONS
 
 FORMATS = {"hf": (export_hf, import_hf), "nanotron": (export_nanotron, import_nanotron)}
 
@@ -40,10 +45,34 @@ def main(argv: Sequence[str] | None = None) -> None:
         help="--to hf: the tokenizer.json (or a folder holding one) the checkpoint was trained with; "
         "default: the corpus tokenizer named by its run record",
     )
+    p.add_argument(
+        "--max-seq-len",
+        type=int,
+        help="--from hf: context length of the imported model, the sequence length it will be trained and "
+        "evaluated at (default: its max_position_embeddings); a sliding window must cover it",
+    )
+    p.add_argument(
+        "--tokens",
+        help="--from hf: tokens the model was pre-trained on, as its authors state them (e.g. 2T): its D1 and "
+        "sunk compute in the runs table (default: unknown, left empty there)",
+    )
+    p.add_argument(
+        "--flops-convention",
+        choices=FLOP_CONVENTIONS,
+        default="6N",
+        help="--from hf: FLOPs per token the sunk compute of --tokens is counted with",
+    )
+    p.add_argument("--run-id", help="--from hf: identity recorded in the run record (default: --out)")
     args = p.parse_args(argv)
     checkpoint, out = Path(args.checkpoint), Path(args.out)
     if args.tokenizer is not None and args.to != "hf":
         raise UserError("--tokenizer: only an export --to hf carries a tokenizer")
+    import_only = {"--max-seq-len": args.max_seq_len, "--tokens": args.tokens, "--run-id": args.run_id}
+    for flag, value in import_only.items():
+        if value is not None and args.source != "hf":
+            raise UserError(f"{flag}: only an import --from hf takes it")
+    if args.max_seq_len is not None and args.max_seq_len < 1:
+        raise UserError(f"--max-seq-len: must be positive, got {args.max_seq_len}")
     if not checkpoint.is_dir():
         raise UserError(f"--checkpoint {checkpoint}: not a directory")
     export, import_ = FORMATS[args.to or args.source]
@@ -51,6 +80,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         export_hf(checkpoint, out, tokenizer=Path(args.tokenizer) if args.tokenizer is not None else None)
     elif args.to:
         export(checkpoint, out)
+    elif args.source == "hf":
+        tokens = parse_tokens(args.tokens, "--tokens") if args.tokens is not None else None
+        import_hf(checkpoint, out, args.max_seq_len, tokens, args.flops_convention, args.run_id)
     else:
         import_(checkpoint, out)
     what = f"exported to {args.to}" if args.to else f"imported from {args.source}"

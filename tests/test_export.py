@@ -24,7 +24,7 @@ from stages.corpus.sources import Document
 from stages.corpus.tokenizer import EOT, train_tokenizer
 from stages.export import main
 from stages.interop.nanotron import nanotron_params, nanotron_path
-from stages.model.checkpoint import save_checkpoint
+from stages.model.checkpoint import load_model, save_checkpoint
 from stages.model.config import MoEConfig
 from stages.model.transformer import Transformer, seed_generator
 
@@ -259,7 +259,7 @@ def test_cli_exit_status_and_message(tmp_path):
     ("key", "value", "named"),
     [
         ("hidden_act", "gelu", "hidden_act"),
-        ("use_sliding_window", True, "use_sliding_window"),
+        ("head_dim", 16, "head_dim"),  # sliding windows: tests/test_import_hf.py (two keys make one)
         ("rope_parameters", {"rope_type": "linear", "factor": 2.0, "rope_theta": 1e4}, "rope_parameters"),
         ("moe_intermediate_size", 24, "moe_intermediate_size"),
     ],
@@ -540,3 +540,44 @@ def test_exports_are_readable_by_others_whatever_the_umask(fmt, tmp_path):
         os.umask(old)
     assert_readable_by_others(out)
     assert any(p.is_dir() for p in out.rglob("*")) == (fmt == "nanotron")
+
+
+# ----- muP: the export writes the SP model with the same function (factors folded into weights) -----------
+
+MUP_CASES = {  # tiny_config: d_model 32, n_head 4 (head_dim 8)
+    "mup_dense_untied": dict(tie_embeddings=False, parametrization="mup", mup_base_d_model=16),  # m 2, base hd 4
+    "mup_moe_untied_bias_gqa": dict(
+        tie_embeddings=False,
+        qkv_bias=True,
+        n_kv_head=2,
+        parametrization="mup",
+        mup_base_d_model=8,  # m 4
+        mup_base_head_dim=2,
+        moe=MoEConfig(experts=4, top_k=2, shared_expert_d_ff=16),
+    ),
+    "mup_tied_at_base_width": dict(parametrization="mup", mup_base_d_model=32, mup_base_head_dim=12),  # m 1
+}
+
+
+@pytest.mark.parametrize("case", sorted(MUP_CASES))
+def test_mup_export_folds_its_factors_and_computes_the_same_logits(case, tmp_path):
+    """The HF model (transformers) and the SP models read back from HF and nanotron give our muP logits."""
+    model, ckpt = checkpoint(tmp_path / "ours", **MUP_CASES[case])
+    out = convert(ckpt, tmp_path / "hf", "--to", "hf")
+    hf_model = transformers.AutoModelForCausalLM.from_pretrained(out).eval()
+    diff = float((logits(hf_model) - logits(model)).abs().max())
+    print(f"{case}: max |logit difference| ours (muP) vs transformers = {diff:.3g}")
+    assert diff <= 1e-4
+    nanotron = convert(ckpt, tmp_path / "nt", "--to", "nanotron")
+    for source, fmt in ((out, "hf"), (nanotron, "nanotron")):
+        back, _ = load_model(convert(source, tmp_path / f"back_{fmt}", "--from", fmt))
+        assert back.cfg.parametrization == "sp"
+        torch.testing.assert_close(logits(back.eval()), logits(model), rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("fmt", ["hf", "nanotron"])
+def test_mup_tied_output_multiplier_cannot_be_exported(fmt, tmp_path, capsys):
+    _, ckpt = checkpoint(tmp_path / "ours", parametrization="mup", mup_base_d_model=16)
+    err = one_line_error(["--checkpoint", str(ckpt), "--to", fmt, "--out", str(tmp_path / "x")], capsys)
+    assert "parametrization mup" in err and "tie_embeddings false" in err
+    assert not (tmp_path / "x").exists()

@@ -1,1 +1,1 @@
-"""Text sources, the tokenizer and uint16 token shards."""
+"""Text sources, the tokenizer and token shards (uint16 ids, uint32 for vocabularies beyond 65536)."""

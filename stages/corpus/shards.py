@@ -1,7 +1,10 @@
 """Token shards and the deterministic order in which runs read them.
 
-A corpus directory holds ``train.bin`` / ``val.bin`` (little-endian uint16 token ids, documents joined
-by the end-of-text token), ``tokenizer.json`` and ``manifest.json`` with their sha256. Training reads
+A corpus directory holds ``train.bin`` / ``val.bin`` (little-endian token ids, documents joined by the
+end-of-text token), ``tokenizer.json`` and ``manifest.json`` with their sha256. Ids are uint16 when the
+vocabulary fits (every corpus with a trained tokenizer of up to 65536 ids) and uint32 otherwise (a parent
+model's tokenizer, such as Qwen2's 151K ids); the manifest's ``token_dtype`` says which, and every reader
+takes it from there. Training reads
 non-overlapping windows of ``seq_len + 1`` tokens in a permuted order that depends only on the data
 seed, so every run sees the same stream: a run that continues a parent (upcycled, dense-continued)
 starts where the parent stopped and sees fresh text, and runs that differ only in token budget see
@@ -21,7 +24,20 @@ from stages.core.artifacts import read_json, sha256_file
 from stages.core.cli import UserError
 
 MANIFEST = "manifest.json"
-TOKEN_DTYPE = np.dtype("<u2")
+TOKEN_DTYPE = np.dtype("<u2")  # the shards of a vocabulary of up to 65536 ids
+TOKEN_DTYPES = {"uint16-le": TOKEN_DTYPE, "uint32-le": np.dtype("<u4")}  # manifest name -> numpy dtype
+
+
+def token_dtype(vocab_size: int) -> str:
+    """The manifest name of the narrowest dtype that holds every id of ``vocab_size`` (uint16 when it fits)."""
+    return "uint16-le" if vocab_size <= 1 << 16 else "uint32-le"
+
+
+def dtype_of(name: str, where: str | Path) -> np.dtype:
+    """The numpy dtype of a manifest's ``token_dtype``, or a one-line error naming the manifest."""
+    if name not in TOKEN_DTYPES:
+        raise UserError(f"{where}: token_dtype {name!r} is not one of {', '.join(TOKEN_DTYPES)}")
+    return TOKEN_DTYPES[name]
 
 
 @dataclass(frozen=True)
@@ -41,8 +57,13 @@ class Corpus:
     def sha256(self, split: str) -> str:
         return str(self.manifest["files"][split]["sha256"])
 
+    @property
+    def dtype(self) -> np.dtype:
+        """Token ids of the shards; manifests written before uint32 shards existed hold uint16."""
+        return dtype_of(self.manifest.get("token_dtype", "uint16-le"), self.directory / MANIFEST)
+
     def tokens(self, split: str) -> np.ndarray:
-        return read_token_file(self.path(split), self.vocab_size)
+        return read_token_file(self.path(split), self.vocab_size, self.dtype)
 
     def check_checkpoint(self, vocab_size: int, tokenizer_sha256: str, who: str) -> None:
         """Refuse a checkpoint trained with another tokenizer (the one check train, surgery and eval share)."""
@@ -79,15 +100,17 @@ def open_corpus(directory: str | Path, verify: tuple[str, ...] = ("train", "val"
     return Corpus(directory, manifest)
 
 
-def read_token_file(path: str | Path, vocab_size: int) -> np.ndarray:
-    """Memory-map a uint16 shard, rejecting truncated files and ids outside the vocabulary."""
+def read_token_file(path: str | Path, vocab_size: int, dtype: np.dtype = TOKEN_DTYPE) -> np.ndarray:
+    """Memory-map a shard of ``dtype`` ids, rejecting truncated files and ids outside the vocabulary."""
     path = Path(path)
     if not path.exists():
         raise UserError(f"{path}: file not found")
     size = path.stat().st_size
-    if size == 0 or size % TOKEN_DTYPE.itemsize:
-        raise UserError(f"{path}: truncated token shard ({size} bytes; expected a positive multiple of 2)")
-    tokens = np.memmap(path, dtype=TOKEN_DTYPE, mode="r")
+    if size == 0 or size % dtype.itemsize:
+        raise UserError(
+            f"{path}: truncated token shard ({size} bytes; expected a positive multiple of {dtype.itemsize})"
+        )
+    tokens = np.memmap(path, dtype=dtype, mode="r")
     top = int(tokens.max())
     if top >= vocab_size:
         raise UserError(f"{path}: token id {top} is outside the vocabulary of size {vocab_size} (tokenizer mismatch)")

@@ -1,12 +1,15 @@
 """The tokenizer: byte-level BPE with one end-of-text token, trained deterministically on the training
-split, and the encoding of documents into uint16 token ids (each document followed by the end-of-text
-token). Both stream: the trainer pulls documents from an iterator, the encoder takes a bounded batch of
-documents at a time (``encode_stream``) and encodes its pieces in parallel."""
+split (or a parent model's ``tokenizer.json``, read as it is), and the encoding of documents into token ids
+(each document followed by the end-of-text token). Both stream: the trainer pulls documents from an
+iterator, the encoder takes a bounded batch of documents at a time (``encode_stream``) and encodes its
+pieces in parallel. A pretrained tokenizer encodes whole documents: its normalizer or pre-tokenizer may
+treat the start of a text specially (a prefix space, a metaspace), so pieces would not add up."""
 
 from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Iterator
+from pathlib import Path
 
 import numpy as np
 
@@ -33,8 +36,6 @@ def train_tokenizer(docs: Iterable[Document], vocab_size: int):  # -> tokenizers
 
     if vocab_size < 257 + 1:
         raise UserError(f"data.vocab_size: {vocab_size} is too small (needs > 257: 256 bytes + {EOT})")
-    if vocab_size > np.iinfo(TOKEN_DTYPE).max + 1:
-        raise UserError(f"data.vocab_size: {vocab_size} does not fit uint16 token shards (max 65536)")
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
@@ -49,32 +50,76 @@ def train_tokenizer(docs: Iterable[Document], vocab_size: int):  # -> tokenizers
     return tok
 
 
+def tokenizer_size(tok) -> int:
+    """Ids the tokenizer can produce: one more than its largest id, added (special) tokens included."""
+    return 1 + max(tok.get_vocab(with_added_tokens=True).values(), default=-1)
+
+
+def load_tokenizer(path: Path, eos: str | None = None, eos_id: int | None = None):  # -> (Tokenizer, int)
+    """A pretrained ``tokenizer.json`` and the id that ends each document: the token ``eos`` names, else
+    ``eos_id``, else our end-of-text token if the vocabulary has it (a tokenizer this project trained)."""
+    from tokenizers import Tokenizer
+
+    try:
+        tok = Tokenizer.from_file(str(path))
+    except Exception as err:  # tokenizers raises plain Exception subclasses with multi-line messages
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise UserError(f"{path}: not a tokenizers tokenizer.json ({reason})") from None
+    if eos is not None:
+        eot = tok.token_to_id(eos)
+        if eot is None:
+            raise UserError(f"{path}: its end-of-sequence token {eos!r} is not in the vocabulary")
+    elif eos_id is not None:
+        if not 0 <= eos_id < tokenizer_size(tok):
+            raise UserError(f"{path}: eos_token_id {eos_id} is not an id of this tokenizer")
+        eot = eos_id
+    else:
+        eot = tok.token_to_id(EOT)
+        if eot is None:
+            raise UserError(
+                f"{path}: no end-of-sequence token to separate documents (no eos_token in tokenizer_config.json, "
+                f"no eos_token_id in config.json, no {EOT!r} in the vocabulary)"
+            )
+    return tok, eot
+
+
 def encode_stream(
-    tok, docs: Iterable[Document], max_documents: int = BATCH_DOCUMENTS, max_chars: int = BATCH_CHARS
+    tok,
+    docs: Iterable[Document],
+    max_documents: int = BATCH_DOCUMENTS,
+    max_chars: int = BATCH_CHARS,
+    *,
+    eot_id: int | None = None,
+    dtype: np.dtype = TOKEN_DTYPE,
+    pieces: bool = True,
 ) -> Iterator[list[tuple[Document, np.ndarray]]]:
     """Batches of ``(document, its token ids followed by the end-of-text token)``, in document order. A batch
-    holds at most ``max_documents`` documents and stops growing once it has ``max_chars`` characters."""
-    eot = tok.token_to_id(EOT)
+    holds at most ``max_documents`` documents and stops growing once it has ``max_chars`` characters.
+    ``eot_id`` is the separator (default: our end-of-text token), ``dtype`` the ids' type; ``pieces=False``
+    encodes whole documents (a pretrained tokenizer, see the module docstring)."""
+    eot = tok.token_to_id(EOT) if eot_id is None else eot_id
     batch: list[Document] = []
     chars = 0
     for doc in docs:
         batch.append(doc)
         chars += len(doc.text)
         if len(batch) >= max_documents or chars >= max_chars:
-            yield _encode_batch(tok, batch, eot)
+            yield _encode_batch(tok, batch, eot, dtype, pieces)
             batch, chars = [], 0
     if batch:
-        yield _encode_batch(tok, batch, eot)
+        yield _encode_batch(tok, batch, eot, dtype, pieces)
 
 
-def _encode_batch(tok, docs: list[Document], eot: int) -> list[tuple[Document, np.ndarray]]:
-    pieces = [_PIECE_BOUNDARY.split(doc.text) for doc in docs]
-    encodings = tok.encode_batch([p for split in pieces for p in split], add_special_tokens=False)
+def _encode_batch(
+    tok, docs: list[Document], eot: int, dtype: np.dtype = TOKEN_DTYPE, pieces: bool = True
+) -> list[tuple[Document, np.ndarray]]:
+    parts = [_PIECE_BOUNDARY.split(doc.text) if pieces else [doc.text] for doc in docs]
+    encodings = tok.encode_batch([p for split in parts for p in split], add_special_tokens=False)
     out, at = [], 0
-    for doc, split in zip(docs, pieces, strict=True):
+    for doc, split in zip(docs, parts, strict=True):
         ids = [i for enc in encodings[at : at + len(split)] for i in enc.ids]
         at += len(split)
-        out.append((doc, np.asarray(ids + [eot], dtype=TOKEN_DTYPE)))
+        out.append((doc, np.asarray(ids + [eot], dtype=dtype)))
     return out
 
 

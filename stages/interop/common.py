@@ -9,15 +9,15 @@ import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import torch
 
 from stages.core.artifacts import replace_dir
-from stages.core.cli import UserError
 from stages.core.codehash import code_hash
-from stages.core.record import RunRecord, SourceRef
+from stages.core.record import DataRef, RunRecord, SourceRef
+from stages.interop.hf_config import require as require  # one definition, torch-free
 from stages.model.checkpoint import save_checkpoint
+from stages.model.compute import flops_per_token, param_counts
 from stages.model.transformer import Transformer
 
 
@@ -46,20 +46,41 @@ def staged_dir(out: Path) -> Iterator[Path]:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def require(config: dict[str, Any], key: str, where: Path) -> Any:
-    """``config[key]``, or a one-line error naming the file that lacks it."""
-    if key not in config:
-        raise UserError(f"{where}: missing key {key!r}")
-    return config[key]
+def save_import(
+    model: Transformer,
+    out: Path,
+    fmt: str,
+    source: Path,
+    shas: dict[str, str],
+    *,
+    run_id: str | None = None,
+    tokens: int | None = None,
+    flops_convention: str = "6N",
+    tokenizer_sha256: str = "",
+) -> None:
+    """Write an imported model as our checkpoint; its run record names the source files and their sha256.
 
-
-def save_import(model: Transformer, out: Path, fmt: str, source: Path, shas: dict[str, str]) -> None:
-    """Write an imported model as our checkpoint; its run record names the source files and their sha256."""
+    Its pre-training is sunk compute that nobody measured here: ``tokens`` is what the user states (then the
+    FLOPs are that many tokens at our ``flops_convention`` per-token cost at the imported context length, an
+    estimate), and without it the record says ``tokens_known: false`` so that the runs table leaves D1 and
+    the total compute of its descendants empty instead of counting zero. ``tokenizer_sha256`` pins the
+    tokenizer that came with the model: a child run on a corpus tokenized otherwise is refused.
+    """
+    counts = param_counts(model.cfg)
+    fpt = flops_per_token(model.cfg, model.cfg.max_seq_len, flops_convention)
     record = RunRecord(
-        run_id=str(out),
+        run_id=run_id or str(out),
         kind="import",
         code_hash=code_hash("export"),
         torch_version=torch.__version__,
+        tokens=tokens or 0,
+        tokens_known=tokens is not None,
+        flops=fpt * tokens if tokens is not None else 0.0,
+        flops_per_token=fpt,
+        flops_convention=flops_convention,
+        N_total=counts.total(),
+        N_active=counts.active(),
+        data=DataRef(tokenizer_sha256=tokenizer_sha256),
         source=SourceRef(format=fmt, path=str(source), sha256=shas),
     )
     with staged_dir(out) as tmp:

@@ -10,19 +10,28 @@
 - Experts are written one module per expert (``mlp.experts.{e}.{gate,up,down}_proj.weight``), the
   layout transformers itself saves and 4.x loads (checked with 4.57 and 5.23); the import also reads
   the packed 3-D layout and sharded (``model.safetensors.index.json``) directories.
-- The import refuses what the model cannot compute (other activations, sliding windows, scaled RoPE,
-  a head_dim other than hidden_size / heads, an expert width that does not divide intermediate_size)
-  and ignores ``attention_dropout`` (training-only).
+- The import also reads dense Llama and Mistral directories (the same names and math; Qwen2-style
+  q/k/v biases only where Qwen2 has them), and ``pytorch_model.bin`` weights (single or sharded, loaded
+  with ``weights_only``). It refuses what the model cannot compute (other activations, a sliding window
+  shorter than the context, scaled RoPE, a head_dim other than hidden_size / heads, Llama's
+  attention/mlp biases, an expert width that does not divide intermediate_size; see
+  ``stages.interop.hf_config``) and ignores ``attention_dropout`` (training-only). Its context length is
+  ``max_position_embeddings`` unless given (a workflow imports at its training sequence length).
 - The balancing coefficient is written as ``aux_loss_coef / top_k``: Qwen2-MoE counts k assignments
   per token where we count fractions, so the terms agree for one MoE layer; with several, transformers
   averages the layers' statistics before the product, we average per-layer losses.
 - Token dropping (``capacity_factor > 0``) cannot be expressed (Qwen2-MoE is dropless): an error.
+- A muP model is written as the SP model computing the same function: its attention scale is folded into
+  ``q_proj`` and its 1/m logit multiplier into an untied ``lm_head``; a tied head cannot hold the multiplier
+  (an error unless d_model is the base width). See :func:`stages.model.parametrization.fold_for_export`.
+  The import reads every model as SP.
 - The export carries what ``AutoTokenizer`` and ``generate`` need: the corpus ``tokenizer.json`` the
   checkpoint was trained with (byte for byte; found beside the run record's ``data.manifest`` and checked
   against ``data.tokenizer_sha256``, or given with ``--tokenizer``), a ``tokenizer_config.json``
   (``PreTrainedTokenizerFast``) and a ``generation_config.json`` (greedy). Our only special token, the
   end-of-text token, is eos, bos and pad, also in ``config.json``. Without a tokenizer the export is an
-  error (see :func:`tokenizer_source`). The import ignores these files.
+  error (see :func:`tokenizer_source`). The import records the sha256 of a ``tokenizer.json`` beside the
+  weights (the tokenizer a child run's corpus must have been tokenized with) and ignores the other files.
 """
 
 from __future__ import annotations
@@ -35,17 +44,27 @@ from typing import Any
 import torch
 from safetensors.torch import save_file
 
-from stages.core.artifacts import atomic_path, read_json, sha256_file, write_bytes, write_json
+from stages.core.artifacts import atomic_path, sha256_file, write_bytes, write_json
 from stages.core.cli import UserError
 from stages.core.record import RunRecord
 from stages.corpus.tokenizer import EOT
-from stages.interop.common import require, save_import, staged_dir
+from stages.interop.common import save_import, staged_dir
+from stages.interop.hf_config import (
+    base_config,
+    check_computable,
+    context_of,
+    dense_config,
+    model_type,
+    read_config,
+    require,
+    weight_files,
+)
 from stages.model.checkpoint import checked_model, load_model, load_weights, state_dict_for_saving
 from stages.model.config import ModelConfig, MoEConfig
+from stages.model.parametrization import fold_for_export
 
 HF_CONFIG = "config.json"
 HF_WEIGHTS = "model.safetensors"
-HF_INDEX = "model.safetensors.index.json"
 HF_TOKENIZER = "tokenizer.json"
 HF_TOKENIZER_CONFIG = "tokenizer_config.json"
 HF_GENERATION = "generation_config.json"
@@ -219,7 +238,7 @@ def export_hf(checkpoint: Path, out: Path, tokenizer: Path | None = None) -> Non
     model, record = load_model(checkpoint)
     tokenizer_bytes, eot_id = read_tokenizer(tokenizer_source(checkpoint, record, tokenizer), model.cfg.vocab_size)
     config = hf_config(model.cfg, eot_id)
-    tensors = hf_state(model.cfg, state_dict_for_saving(model))
+    tensors = hf_state(model.cfg, fold_for_export(model.cfg, state_dict_for_saving(model), "Hugging Face Qwen2"))
     with staged_dir(out) as tmp:
         write_json(tmp / HF_CONFIG, config)
         with atomic_path(tmp / HF_WEIGHTS) as path:
@@ -234,69 +253,45 @@ def _nonzero(tensors: dict[str, torch.Tensor], names: Sequence[str]) -> bool:
     return any(name not in tensors or bool(tensors[name].any()) for name in names)
 
 
-def config_from_hf(hf: dict[str, Any], tensors: dict[str, torch.Tensor], where: Path) -> ModelConfig:
-    """Our config for a Qwen2 / Qwen2-MoE ``config.json``; refuses what our model cannot compute."""
-    model_type = hf.get("model_type")
-    if model_type not in ("qwen2", "qwen2_moe"):
-        raise UserError(f"{where}: model_type {model_type!r} is not qwen2 or qwen2_moe")
-    if hf.get("hidden_act", "silu") != "silu":
-        raise UserError(f"{where}: hidden_act {hf['hidden_act']!r} is not supported (SwiGLU needs silu)")
-    if hf.get("use_sliding_window"):
-        raise UserError(f"{where}: use_sliding_window is true; sliding-window attention is not supported")
-    rope = hf.get("rope_parameters") or {}
-    if hf.get("rope_scaling") or rope.get("rope_type", rope.get("type", "default")) != "default":
-        raise UserError(f"{where}: rope_parameters: only the default (unscaled) RoPE is supported")
-    d_model, n_head = require(hf, "hidden_size", where), require(hf, "num_attention_heads", where)
-    if hf.get("head_dim") not in (None, d_model // n_head):
-        raise UserError(f"{where}: head_dim {hf['head_dim']} is not hidden_size / num_attention_heads")
-    n_layer, d_ff = require(hf, "num_hidden_layers", where), require(hf, "intermediate_size", where)
+def config_from_hf(
+    hf: dict[str, Any], tensors: dict[str, torch.Tensor], where: Path, max_seq_len: int | None = None
+) -> ModelConfig:
+    """Our config for a Qwen2 / Llama / Mistral or Qwen2-MoE ``config.json`` with context ``max_seq_len``
+    (default ``max_position_embeddings``); refuses what our model cannot compute (``stages.interop.hf_config``)."""
+    model_type(hf, where)
+    n_layer = require(hf, "num_hidden_layers", where)
     layers = [f"model.layers.{i}" for i in range(n_layer)]
-    moe = None
-    if model_type == "qwen2_moe":
-        qkv_bias = bool(hf.get("qkv_bias", True))
-        experts, top_k = require(hf, "num_experts", where), require(hf, "num_experts_per_tok", where)
-        width = require(hf, "moe_intermediate_size", where)
-        shared = require(hf, "shared_expert_intermediate_size", where)
-        step, dense = hf.get("decoder_sparse_step", 1), set(hf.get("mlp_only_layers") or [])
-        sparse = [i for i in range(n_layer) if i not in dense and experts > 0 and (i + 1) % step == 0]
-        if sparse:
-            if width <= 0 or d_ff % width:
-                raise UserError(
-                    f"{where}: moe_intermediate_size {width} does not divide intermediate_size {d_ff} "
-                    "(expert width must be d_ff / granularity)"
-                )
-            if shared and not _nonzero(tensors, [f"{layers[i]}.mlp.shared_expert.down_proj.weight" for i in sparse]):
-                shared = 0
-            moe = MoEConfig(
-                experts=experts,
-                top_k=top_k,
-                granularity=d_ff // width,
-                norm_topk_prob=bool(hf.get("norm_topk_prob")),
-                layers=None if len(sparse) == n_layer else tuple(sparse),
-                shared_expert_d_ff=shared,
-                aux_loss_coef=hf.get("router_aux_loss_coef", 0.001) * top_k,
-            )
-    else:
-        qkv_bias = _nonzero(tensors, [f"{p}.self_attn.{x}_proj.bias" for p in layers for x in "qkv"])
-    rope_theta = rope.get("rope_theta", hf.get("rope_theta", 10000.0))
-    try:
-        return ModelConfig(
-            vocab_size=require(hf, "vocab_size", where),
-            n_layer=n_layer,
-            d_model=d_model,
-            n_head=n_head,
-            d_ff=d_ff,
-            n_kv_head=hf.get("num_key_value_heads") or n_head,
-            max_seq_len=hf.get("max_position_embeddings", 32768),
-            rope_theta=float(rope_theta),
-            norm_eps=hf.get("rms_norm_eps", 1e-6),
-            qkv_bias=qkv_bias,
-            tie_embeddings=bool(hf.get("tie_word_embeddings", False)),
-            init_std=hf.get("initializer_range", 0.02),
-            moe=moe,
+    if hf.get("model_type") != "qwen2_moe":
+        qkv_bias = hf.get("model_type") == "qwen2" and _nonzero(
+            tensors, [f"{p}.self_attn.{x}_proj.bias" for p in layers for x in "qkv"]
         )
-    except UserError as err:
-        raise UserError(f"{where}: {err}") from None
+        return dense_config(hf, where, qkv_bias=qkv_bias, max_seq_len=max_seq_len)
+    check_computable(hf, where, context_of(hf, where, max_seq_len))
+    d_ff = require(hf, "intermediate_size", where)
+    moe = None
+    experts, top_k = require(hf, "num_experts", where), require(hf, "num_experts_per_tok", where)
+    width = require(hf, "moe_intermediate_size", where)
+    shared = require(hf, "shared_expert_intermediate_size", where)
+    step, dense = hf.get("decoder_sparse_step", 1), set(hf.get("mlp_only_layers") or [])
+    sparse = [i for i in range(n_layer) if i not in dense and experts > 0 and (i + 1) % step == 0]
+    if sparse:
+        if width <= 0 or d_ff % width:
+            raise UserError(
+                f"{where}: moe_intermediate_size {width} does not divide intermediate_size {d_ff} "
+                "(expert width must be d_ff / granularity)"
+            )
+        if shared and not _nonzero(tensors, [f"{layers[i]}.mlp.shared_expert.down_proj.weight" for i in sparse]):
+            shared = 0
+        moe = MoEConfig(
+            experts=experts,
+            top_k=top_k,
+            granularity=d_ff // width,
+            norm_topk_prob=bool(hf.get("norm_topk_prob")),
+            layers=None if len(sparse) == n_layer else tuple(sparse),
+            shared_expert_d_ff=shared,
+            aux_loss_coef=hf.get("router_aux_loss_coef", 0.001) * top_k,
+        )
+    return base_config(hf, where, max_seq_len, qkv_bias=bool(hf.get("qkv_bias", True)), moe=moe)
 
 
 def state_from_hf(cfg: ModelConfig, tensors: dict[str, torch.Tensor], where: Path) -> dict[str, torch.Tensor]:
@@ -327,31 +322,59 @@ def state_from_hf(cfg: ModelConfig, tensors: dict[str, torch.Tensor], where: Pat
     return {name: tensor.float().contiguous() for name, tensor in state.items()}
 
 
+def _read_weight_file(path: Path) -> dict[str, torch.Tensor]:
+    """One safetensors file, or one ``pytorch_model.bin`` read as tensors only (``weights_only``: no code runs)."""
+    if path.suffix == ".safetensors":
+        return load_weights(path)
+    if not path.exists():
+        raise UserError(f"{path}: file not found")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # pickle and zip errors of every kind: the file is not a plain tensor dict
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise UserError(f"{path}: not a readable PyTorch weights file ({reason})") from None
+    if not isinstance(state, dict) or not all(isinstance(t, torch.Tensor) for t in state.values()):
+        raise UserError(f"{path}: not a dictionary of tensors")
+    return state
+
+
 def read_hf_weights(directory: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    """All tensors of a single-file or sharded safetensors model, and the sha256 of each file read."""
-    if (directory / HF_WEIGHTS).exists():
-        files = [HF_WEIGHTS]
-    elif (directory / HF_INDEX).exists():
-        index = read_json(directory / HF_INDEX)
-        weight_map = index.get("weight_map") if isinstance(index, dict) else None
-        if not isinstance(weight_map, dict):
-            raise UserError(f"{directory / HF_INDEX}: no weight_map object")
-        files = sorted(set(weight_map.values()))
-    else:
-        raise UserError(f"{directory}: no {HF_WEIGHTS} or {HF_INDEX} (only safetensors weights are read)")
+    """All tensors of a single-file or sharded model (safetensors, or ``pytorch_model.bin``), and the sha256 of
+    each file read."""
+    files = weight_files(directory)
     tensors: dict[str, torch.Tensor] = {}
     for name in files:
-        tensors.update(load_weights(directory / name))
+        tensors.update(_read_weight_file(directory / name))
     return tensors, {name: sha256_file(directory / name) for name in files}
 
 
-def import_hf(directory: Path, out: Path) -> None:
-    """Read a Qwen2 / Qwen2-MoE directory (single-file or sharded safetensors) into our checkpoint format."""
-    hf = read_json(directory / HF_CONFIG)
-    if not isinstance(hf, dict):
-        raise UserError(f"{directory / HF_CONFIG}: expected a JSON object")
+def import_hf(
+    directory: Path,
+    out: Path,
+    max_seq_len: int | None = None,
+    tokens: int | None = None,
+    flops_convention: str = "6N",
+    run_id: str | None = None,
+) -> None:
+    """Read a Qwen2 / Llama / Mistral / Qwen2-MoE directory into our checkpoint format, with context
+    ``max_seq_len`` (default ``max_position_embeddings``) and the stated pre-training ``tokens`` (default:
+    unknown; see :func:`stages.interop.common.save_import`). A ``tokenizer.json`` beside the weights is
+    recorded by sha256 as the model's tokenizer."""
+    hf = read_config(directory)
     tensors, shas = read_hf_weights(directory)
-    cfg = config_from_hf(hf, tensors, directory / HF_CONFIG)
+    cfg = config_from_hf(hf, tensors, directory / HF_CONFIG, max_seq_len)
     model = checked_model(cfg, state_from_hf(cfg, tensors, directory), directory / HF_CONFIG, directory)
     shas[HF_CONFIG] = sha256_file(directory / HF_CONFIG)
-    save_import(model, out, "hf", directory, shas)
+    tokenizer = directory / HF_TOKENIZER
+    tokenizer_sha = sha256_file(tokenizer) if tokenizer.is_file() else ""  # the run record's data.tokenizer_sha256
+    save_import(
+        model,
+        out,
+        "hf",
+        directory,
+        shas,
+        run_id=run_id,
+        tokens=tokens,
+        flops_convention=flops_convention,
+        tokenizer_sha256=tokenizer_sha,
+    )

@@ -6,8 +6,9 @@ reshards it to any TP; ``model_config.json``; and a ``config.yaml`` with the mod
 (``init_method.path`` = OUT) for the trainer to complete. nanotron routes without renormalising the
 top-k weights, so ``norm_topk_prob`` must be false, and its MoE is dropless, so ``capacity_factor > 0``
 is an error. The balancing coefficient is written as ``aux_loss_coef / top_k``, as for Hugging Face
-(``stages.interop.hf``). The import merges TP/PP shards using their slice metadata and ignores
-nanotron's output-logit z-loss (training-only).
+(``stages.interop.hf``). A muP model is folded into the SP model computing the same function, as for
+Hugging Face (:func:`stages.model.parametrization.fold_for_export`). The import merges TP/PP shards using
+their slice metadata and ignores nanotron's output-logit z-loss (training-only).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from stages.core.cli import UserError
 from stages.interop.common import require, save_import, staged_dir
 from stages.model.checkpoint import checked_model, load_model, load_weights, state_dict_for_saving
 from stages.model.config import ModelConfig, MoEConfig
+from stages.model.parametrization import fold_for_export
 from stages.model.transformer import Transformer
 
 NANOTRON_MODEL = "model"
@@ -175,7 +177,7 @@ def export_nanotron(checkpoint: Path, out: Path) -> None:
     """Write nanotron's checkpoint layout (``model/``, ``model_config.json``) and a ``config.yaml`` that loads it."""
     model, _ = load_model(checkpoint)
     model_config = nanotron_model_config(model.cfg)
-    state = state_dict_for_saving(model)
+    state = fold_for_export(model.cfg, state_dict_for_saving(model), "nanotron")
     with staged_dir(out) as tmp:
         for param in nanotron_params(model.cfg):
             tensor = torch.cat([state[name] for name in param.ours])

@@ -14,7 +14,7 @@ import torch
 
 from stages.core.artifacts import sha256_file
 from stages.core.cli import UserError
-from stages.corpus.shards import MANIFEST, open_corpus, read_token_file
+from stages.corpus.shards import MANIFEST, TOKEN_DTYPES, open_corpus, read_token_file, token_dtype
 from stages.model.transformer import Transformer
 from stages.training.runtime import precision
 
@@ -46,9 +46,13 @@ def validation_loss(
 
 
 def read_checked_shard(tokens_path: Path, vocab_size: int, tokenizer_sha256: str, who: str) -> np.ndarray:
-    """The token shard, checked against the manifest beside it (if any) and the checkpoint's tokenizer."""
+    """The token shard, checked against the manifest beside it (if any) and the checkpoint's tokenizer; its ids
+    are of the manifest's dtype, or without a manifest of the narrowest dtype that holds ``vocab_size`` ids (the
+    data stage's choice)."""
+    dtype = TOKEN_DTYPES[token_dtype(vocab_size)]
     if (tokens_path.parent / MANIFEST).exists():
         corpus = open_corpus(tokens_path.parent, verify=())
+        dtype = corpus.dtype
         corpus.check_checkpoint(vocab_size, tokenizer_sha256, who)
         for split, entry in corpus.manifest["files"].items():
             if entry.get("name") == tokens_path.name and sha256_file(tokens_path) != corpus.sha256(split):
@@ -56,4 +60,4 @@ def read_checked_shard(tokens_path: Path, vocab_size: int, tokenizer_sha256: str
                     f"{tokens_path}: sha256 does not match {corpus.directory / MANIFEST}; "
                     "the shard was changed or truncated"
                 )
-    return read_token_file(tokens_path, vocab_size)
+    return read_token_file(tokens_path, vocab_size, dtype)

@@ -1,9 +1,11 @@
-# Real text -> documents -> train/val split by whole documents -> byte-level BPE -> uint16 shards.
+# Real text -> documents -> train/val split by whole documents -> byte-level BPE (or data.tokenizer: a parent's
+# tokenizer) -> uint16 shards (uint32 when the vocabulary needs it).
 
 
 rule data:
     input:
         data_files(),
+        tokenizer_files(config),
     output:
         multiext(f"{RESULTS}/data/{{corpus}}/", "train.bin", "val.bin", "tokenizer.json", "manifest.json"),
     params:
@@ -14,7 +16,10 @@ rule data:
             + (["--files", *config["data"]["files"]] if config["data"]["files"] else [])
         ),
         text_field=config["data"]["text_field"],
-        vocab_size=config["data"]["vocab_size"],
+        vocab_size=corpus_vocab_size(config),
+        tokenizer=shlex.join(["--tokenizer", config["parents"][config["data"]["tokenizer"]]["hf"]])
+        if config["data"]["tokenizer"]
+        else "",
         val_fraction=config["data"]["val_fraction"],
         code=code_hash("data"),
     log:
@@ -26,4 +31,5 @@ rule data:
         "../envs/stages.yaml"
     shell:
         "python -m stages.data --out {params.out} {params.texts} --text-field {params.text_field:q} "
-        "--vocab-size {params.vocab_size} --val-fraction {params.val_fraction} --threads {threads} > {log} 2>&1"
+        "--vocab-size {params.vocab_size} {params.tokenizer} --val-fraction {params.val_fraction} "
+        "--threads {threads} > {log} 2>&1"
