@@ -27,8 +27,10 @@ class Problem:
 
     Rows carry integer weights so that a bootstrap resample is a weight vector, not a copied table.
     The parameter vector is the law's internal parameters followed by the objective's own (mle: log sigma).
-    Features sit in a zero-padded (term, slot, row) block so that each term's log and each gradient entry
-    is one vectorised product and sum (``np.add.reduceat`` and ``np.clip`` cost more than the math here).
+    This call is the largest single cost of a multi-start fit, so it is two small matrix products: the
+    parameters scattered into a (term, parameter) matrix times the (parameter, row) features gives every
+    term's log, and the per-term residual weights times the (row, parameter) features gives the gradient
+    (``np.add.reduceat``, ``np.clip`` and broadcast-and-sum cost more than the math here).
     """
 
     def __init__(
@@ -46,11 +48,10 @@ class Problem:
         self.weights = None if weights is None else np.asarray(weights, float)
         self.total_weight = float(len(self.log_loss) if weights is None else self.weights.sum())
         self.n_params = len(law.params)
-        width = max(len(term) for term in law.terms)
-        self.slots = law.term_of * width + (np.arange(self.n_params) - law.term_starts[law.term_of])
-        self.padded = np.zeros((len(law.terms) * width, len(self.log_loss)))
-        self.padded[self.slots] = self.features
-        self.padded = self.padded.reshape(len(law.terms), width, -1)
+        self.n_terms = len(law.terms)
+        # flat index of (term of parameter j, j) in a (term, parameter) matrix
+        self.slots = law.term_of * self.n_params + np.arange(self.n_params)
+        self.features_t = np.ascontiguousarray(self.features.T)
         # Huber density normaliser Z(delta) = sqrt(2 pi) (1 - 2 Phi(-delta)) + 2 exp(-delta^2/2) / delta
         self.log_z = math.log(
             math.sqrt(2 * math.pi) * (1 - 2 * special.ndtr(-delta)) + 2 * math.exp(-(delta**2) / 2) / delta
@@ -64,16 +65,17 @@ class Problem:
         return Problem(self.law, self.features, self.log_loss, self.objective, self.delta, weights)
 
     def __call__(self, theta: np.ndarray) -> tuple[float, np.ndarray]:
-        coef = np.zeros(self.padded.shape[0] * self.padded.shape[1])
+        coef = np.zeros(self.n_terms * self.n_params)
         coef[self.slots] = theta[: self.n_params]
-        terms = (coef.reshape(self.padded.shape[:2])[:, :, None] * self.padded).sum(axis=1)
+        terms = coef.reshape(self.n_terms, self.n_params) @ self.features
         top = terms.max(axis=0)
         expd = np.exp(terms - top)
         total = expd.sum(axis=0)
         resid = top + np.log(total) - self.log_loss
         value, d_resid, d_extra = self._loss(resid, theta[self.n_params :])
-        grad = (self.padded * (expd * (d_resid / total))[:, None, :]).sum(axis=2).ravel()[self.slots]
-        return value, np.concatenate([grad, d_extra])
+        expd *= d_resid / total  # d value / d term, per term and row
+        grad = (expd @ self.features_t).ravel()[self.slots]
+        return value, grad if not len(d_extra) else np.concatenate([grad, d_extra])
 
     def _loss(self, r: np.ndarray, extra: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
         """Summed loss, its derivative per residual and per extra parameter."""

@@ -12,13 +12,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from stages.model.attention import Attention
 from stages.model.config import ModelConfig
 from stages.model.layers import MLP, RMSNorm, at_least_fp32, rotary_cos_sin
+from stages.model.loss import cross_entropy as fused_cross_entropy
 from stages.model.moe import MoELayer
+from stages.model.parametrization import init_std, output_multiplier
 
 
 class Block(nn.Module):
@@ -67,13 +68,14 @@ class Transformer(nn.Module):
         self.lm_head = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
         if cfg.tie_embeddings:
             self.lm_head.weight = self.model.embed_tokens.weight
+        self.logit_multiplier = output_multiplier(cfg)  # muP readout: 1/m (1.0 under SP: not applied)
         cos, sin = rotary_cos_sin(cfg, cfg.max_seq_len, torch.device("cpu"))
         self.register_buffer("rope_cos", cos, persistent=False)
         self.register_buffer("rope_sin", sin, persistent=False)
 
     def init_weights(self, generator: torch.Generator) -> None:
-        """Draw every weight from ``generator``: N(0, init_std) for matrices, ones for norms, zeros for biases."""
-        std = self.cfg.init_std
+        """Draw every weight from ``generator``: N(0, std) for matrices (init_std, or its muP scaling: see
+        :func:`stages.model.parametrization.init_std`), ones for norms, zeros for biases."""
         with torch.no_grad():
             for name, p in self.named_parameters():
                 if name.endswith("layernorm.weight") or name == "model.norm.weight":
@@ -81,7 +83,7 @@ class Transformer(nn.Module):
                 elif name.endswith(".bias"):
                     p.zero_()
                 else:
-                    p.normal_(0.0, std, generator=generator)
+                    p.normal_(0.0, init_std(self.cfg, name, p.ndim), generator=generator)
 
     def forward(self, idx: torch.Tensor) -> Output:
         b, t = idx.shape
@@ -97,6 +99,8 @@ class Transformer(nn.Module):
                 z.append(block.mlp.last_z_loss)
                 stats.append(block.mlp.last_stats)
         logits = self.lm_head(self.model.norm(x))
+        if self.logit_multiplier != 1.0:
+            logits = logits * self.logit_multiplier
         zero = logits.new_zeros((), dtype=torch.float32)
         aux_loss = torch.stack(aux).mean() if aux else zero
         z_loss = torch.stack(z).mean() if z else zero
@@ -104,8 +108,8 @@ class Transformer(nn.Module):
 
 
 def cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Mean next-token cross-entropy in nats, computed in fp32."""
-    return F.cross_entropy(at_least_fp32(logits).reshape(-1, logits.size(-1)), targets.reshape(-1))
+    """Mean next-token cross-entropy in nats, computed in fp32 (fused softmax gradient: stages/model/loss.py)."""
+    return fused_cross_entropy(at_least_fp32(logits), targets)
 
 
 def seed_generator(seed: int) -> torch.Generator:
