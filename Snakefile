@@ -20,8 +20,11 @@ configfile: os.path.join(workflow.basedir, "config", "config.yaml")
 include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/dense.smk"
+include: "workflow/rules/lr_sweep.smk"
+include: "workflow/rules/parents.smk"
 include: "workflow/rules/upcycle.smk"
 include: "workflow/rules/moe.smk"
+include: "workflow/rules/grow.smk"
 include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/fit.smk"
 include: "workflow/rules/figures.smk"
@@ -36,6 +39,7 @@ localrules:
     collect,
     fit_table,
     plan,
+    findings,
 
 
 rule all:
@@ -46,7 +50,9 @@ rule all:
         FIGURE_FILES,
         TABLE_FILES,
         PLAN_FILES,
+        FINDINGS_FILES,
         [f"{d}/surgery.json" for d in GRID.upcycle_inits()],
+        [f"{d}/surgery.json" for d in GRID.grow_inits()],
 
 
 rule paper:
@@ -55,3 +61,4 @@ rule paper:
         FIGURE_FILES,
         TABLE_FILES,
         PLAN_FILES,
+        FINDINGS_FILES,

@@ -33,7 +33,7 @@ from stages.model.transformer import Transformer, cross_entropy, seed_generator 
 from stages.training.loop import make_optimizer  # noqa: E402
 from stages.training.options import TrainConfig  # noqa: E402
 from stages.training.runtime import configure, precision  # noqa: E402
-from stages.workflow.config import model_config  # noqa: E402
+from stages.workflow.config import grid_blocks, model_config  # noqa: E402
 from stages.workflow.ledger import load_config  # noqa: E402
 
 DATASHEET_TFLOPS = {"H100": 989.0, "H200": 989.0, "GH200": 989.0, "A100": 312.0, "L40S": 362.0}
@@ -202,9 +202,9 @@ def main() -> int:
         }
     )
     cfg["train"]["seq_len"] = train.seq_len  # model_config takes max_seq_len from here
-    grid = cfg["grid"]
-    shapes = args.shapes.split(",") if args.shapes else list(grid["dense"]["models"])
-    used = {m for kind in ("upcycled", "scratch_moe") if grid.get(kind) for m in grid[kind]["moe"]}
+    dense_models = [m for b in grid_blocks(cfg, "dense") for m in b["models"]]
+    shapes = args.shapes.split(",") if args.shapes else list(dict.fromkeys(dense_models))
+    used = {m for kind in ("upcycled", "scratch_moe") for b in grid_blocks(cfg, kind) for m in b["moe"]}
     variants = ["dense"] + (
         [] if args.moe == "none" else (args.moe.split(",") if args.moe else [m for m in cfg["moe"] if m in used])
     )

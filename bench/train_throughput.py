@@ -56,7 +56,7 @@ from stages.model.transformer import Transformer, cross_entropy, seed_generator 
 from stages.training.loop import make_optimizer  # noqa: E402
 from stages.training.options import TrainConfig  # noqa: E402
 from stages.training.runtime import configure  # noqa: E402
-from stages.workflow.config import model_config  # noqa: E402
+from stages.workflow.config import grid_blocks, model_config  # noqa: E402
 from stages.workflow.ledger import load_config  # noqa: E402
 
 COLUMNS = [
@@ -348,9 +348,11 @@ def main(argv: list[str] | None = None) -> int:
     cfg = load_config([args.configfile])
     t = cfg["train"]
     train = TrainConfig(**{k: v for k, v in t.items() if k in TrainConfig.__dataclass_fields__})
-    grid = cfg["grid"]
-    shapes = args.shapes.split(",") if args.shapes else list(grid["dense"]["models"])
-    used = [m for m in cfg["moe"] if any(m in (grid.get(k) or {}).get("moe", []) for k in ("upcycled", "scratch_moe"))]
+    shapes = args.shapes.split(",") if args.shapes else [m for b in grid_blocks(cfg, "dense") for m in b["models"]]
+    shapes = list(dict.fromkeys(shapes))
+    used = [
+        m for m in cfg["moe"] if any(m in b["moe"] for k in ("upcycled", "scratch_moe") for b in grid_blocks(cfg, k))
+    ]
     variants: list[str | None] = [None] + ([] if args.moe == "none" else (args.moe.split(",") if args.moe else used))
     if args.quick:
         shapes = shapes[:1]

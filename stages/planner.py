@@ -6,7 +6,8 @@
 You own a dense checkpoint (N1 parameters, D1 tokens: sunk). Reads the upcycled, MoE-from-scratch and dense
 fits from ``--fits`` (a directory of fit JSON files, by file stem, or a published fit set: ``liew2025`` is
 Table 2 of Liew et al. 2025), predicts every option (upcycle; scratch with the same extra tokens or the same
-total compute; dense continued; with ``--total-flops`` the compute-optimal D1/D2 split of a fresh run) and the
+total compute; dense continued; with ``--grown-fit`` and ``--n-grown``, the dense model grown into a larger one and
+trained on (grow); with ``--total-flops`` the compute-optimal D1/D2 split of a fresh run) and the
 thresholds D2*, with 95% intervals from the fits' bootstrap resamples, and recommends the best option that fits
 the extra budget (``--extra-tokens``, or ``--extra-flops`` with C = 6 N D) with its margin, or says the best two
 are indistinguishable. Every row carries its compute (flops_extra, flops_total: the sunk cost once) and its
@@ -63,6 +64,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     p.add_argument("--scratch-fit", default="scratch_chinchilla", help="fit name of the MoE-from-scratch law")
     p.add_argument("--dense-fit", default="dense_chinchilla", help="fit name of the dense law")
     p.add_argument(
+        "--grown-fit",
+        help="fit name of the upcycled D1 x D2 law fitted on grown runs: adds the option 'grow' (needs --n-grown)",
+    )
+    p.add_argument("--n-grown", type=float, help="size of the grown dense model of the grow option (parameters)")
+    p.add_argument(
         "--max-extrapolation",
         type=float,
         default=100.0,
@@ -70,14 +76,20 @@ def main(argv: Sequence[str] | None = None) -> None:
     )
     p.add_argument("--out", help="CSV to write (the table is also printed)")
     args = p.parse_args(argv)
-    for key in ("n1", "n_active", "d1", "extra_tokens", "extra_flops", "total_flops", "max_extrapolation"):
+    if (args.grown_fit is None) != (args.n_grown is None):
+        raise UserError("--grown-fit and --n-grown: give both (the grown runs' law and the grown model's size) or none")
+    for key in ("n1", "n_active", "d1", "extra_tokens", "extra_flops", "total_flops", "max_extrapolation", "n_grown"):
         value = getattr(args, key)
         if value is not None and not (math.isfinite(value) and value > 0):
             raise UserError(f"--{key.replace('_', '-')}: must be a positive number, got {value}")
     roles = {"upcycle": args.upcycled_fit, "scratch": args.scratch_fit, "dense": args.dense_fit}
+    if args.grown_fit:
+        roles["grow"] = args.grown_fit
     laws = Laws.load(args.fits, roles)
     extra = Budget(args.extra_tokens, "tokens") if args.extra_tokens is not None else Budget(args.extra_flops, "flops")
-    table, warnings = plan(laws, args.n1, args.n_active, args.d1, extra, args.total_flops, args.max_extrapolation)
+    table, warnings = plan(
+        laws, args.n1, args.n_active, args.d1, extra, args.total_flops, args.max_extrapolation, args.n_grown
+    )
     for w in warnings:
         print(f"warning: {w}", file=sys.stderr)
     buf = io.StringIO()

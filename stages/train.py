@@ -1,4 +1,4 @@
-"""Train one run of the grid: dense, MoE from scratch, upcycled MoE or dense continued.
+"""Train one run of the grid: dense, MoE from scratch, upcycled MoE, dense continued or grown dense.
 
 ``python -m stages.train --kind dense --run-id dense/s/d1_250K --data results/data/pdprose --tokens 250K \\
     --model '{"n_layer": 2, "d_model": 64, "n_head": 2, "d_ff": 256}' --train '{"lr": 0.005, ...}' \\
@@ -29,7 +29,7 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--out", help="run directory to write (a stable segment writes --state-out instead)")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--model", help="JSON model shape for a fresh model (vocab_size, max_seq_len filled in)")
-    src.add_argument("--init", help="checkpoint directory to continue from (upcycled MoE, or dense parent)")
+    src.add_argument("--init", help="checkpoint directory to continue from (upcycled MoE, grown or dense parent)")
     p.add_argument("--train", default="{}", help="JSON training options (keys of the config's train section)")
     p.add_argument("--labels", default="{}", help="JSON object of grid labels recorded in the run record")
     p.add_argument("--seed", type=int, required=True, help="initialisation seed (derived from the run identity)")

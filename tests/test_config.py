@@ -51,7 +51,7 @@ def test_defaults_are_filled():
         ("grid.dense.d1", [], "config key 'grid.dense.d1': must not be empty"),
         ("grid.dense.d1", ["-5K"], "config key 'grid.dense.d1.0'"),
         ("grid.dense.d1", ["1M", "1000K"], "duplicate token budget"),
-        ("grid.upcycled.moe", ["e9"], "'e9' is not defined under 'moe'"),
+        ("grid.upcycled", {"models": ["s"], "moe": ["e9"], "d1": ["1M"], "d2": ["1M"]}, "'e9' is not defined"),
         ("grid.dense.models", ["s", "s"], "config key 'grid.dense.models'"),
         ("grid.dense.models", ["zz"], "'zz' is not defined under 'models'"),
         ("models.s.n_layer", 0, "config key 'models.s.n_layer'"),
@@ -68,8 +68,9 @@ def test_defaults_are_filled():
         ("figures", ["pie_chart"], "unknown figure 'pie_chart'"),
         ("fits.scratch_chinchilla", None, "'threshold' needs the fit 'scratch_chinchilla'"),
         ("planner.moe", "e99", "config key 'planner'"),
-        ("train.lr_policy", "wsd", "config key 'train.warmup_steps': a wsd schedule needs a fixed warmup"),
+        ("train.warmup_steps", 0, "config key 'train.warmup_steps': a wsd schedule needs a fixed warmup"),
         ("train.lr_policy", "constant_min", "config key 'train.lr_policy'"),
+        ("moe.e8k2.lr_policy", "continue", "config key 'moe.e8k2.lr_policy': 'continue' resumes"),
     ],
 )
 def test_bad_values_are_one_line_naming_the_key(path, value, message):
@@ -82,17 +83,58 @@ def test_bad_values_are_one_line_naming_the_key(path, value, message):
 def test_default_grid_runs_and_paths():
     grid = Grid(validate_config(DEFAULT))
     kinds = {k: len(grid.of_kind(k)) for k in ("dense", "upcycled", "scratch_moe", "dense_cont")}
-    assert kinds == {"dense": 9, "upcycled": 9, "scratch_moe": 6, "dense_cont": 6}
+    # 3 sizes x 4 D1 (+ s at 100K, an upcycling parent, + the replicated s/400K), 4 x 4 upcycled (+ D2 = 1.6M
+    # at D1 = 100K, + 1 replica), 3 sizes x 4 scratch (+ s at 1.6M, + 1 replica), 2 x 4 continued
+    assert kinds == {"dense": 14, "upcycled": 18, "scratch_moe": 14, "dense_cont": 8}
     run = grid.of_kind("upcycled")[0]
     assert run.directory.startswith("results/moe/s/d1_") and "/e8k2/d2_" in run.directory
     assert run.eval_json == f"results/eval/{run.run_id}/eval.json"
-    assert len(grid.upcycle_inits()) == 3
+    assert len(grid.upcycle_inits()) == 5
+
+
+def test_replicas_train_a_cell_again_with_its_whole_lineage_under_other_seeds():
+    cfg = with_change("grid.replicas", {"seeds": 3, "runs": ["moe/s/d1_400K/e8k2/d2_400K"]})
+    grid = Grid(validate_config(cfg))
+    ids = {r.run_id for r in grid.runs}
+    for k in (2, 3):
+        assert f"moe/s@{k}/d1_400K/e8k2/d2_400K" in ids and f"dense/s@{k}/d1_400K" in ids  # parent replicated
+    replica = grid.run("upcycled", "s@2", "e8k2", d1="400K", d2="400K")
+    assert replica.labels() == {"kind": "upcycled", "model": "s", "moe": "e8k2", "D1": "400K", "D2": "400K"} | {
+        "replica": "2"
+    }
+    assert grid.model_json("s@2") == grid.model_json("s")  # same shape
+    assert grid.seed("upcycled", "s@2", "e8k2") != grid.seed("upcycled", "s", "e8k2")
+    assert grid.data_seed("s@2") != grid.data_seed("s") == grid.data_seed()  # replicas see another data order
+    assert grid.init_dir(replica) == "results/upcycled/s@2/d1_400K/e8k2"
+
+
+def test_a_replica_of_a_run_outside_the_grid_is_one_line_naming_the_key():
+    cfg = with_change("grid.replicas", {"runs": ["dense/s/d1_123K"]})
+    with pytest.raises(UserError, match=r"^config key 'grid.replicas.runs': 'dense/s/d1_123K' is not a run"):
+        Grid(validate_config(cfg))
+
+
+def test_grid_sections_take_a_list_of_blocks():
+    blocks = [
+        {"models": ["s"], "moe": ["e8k2"], "d1": ["400K"], "d2": ["100K", "200K"]},
+        {"models": ["xs"], "moe": ["e8k2"], "d1": ["800K"], "d2": ["100K"]},
+    ]
+    cfg = with_change("grid.replicas", None, base=with_change("grid.upcycled", blocks))
+    grid = Grid(validate_config(cfg))
+    assert {r.run_id for r in grid.of_kind("upcycled")} == {
+        "moe/s/d1_400K/e8k2/d2_100K",
+        "moe/s/d1_400K/e8k2/d2_200K",
+        "moe/xs/d1_800K/e8k2/d2_100K",
+    }
+    bad = with_change("grid.upcycled", [{**blocks[0], "moe": ["nope"]}])
+    with pytest.raises(UserError, match="grid.upcycled.moe"):
+        validate_config(bad)
 
 
 def test_parents_of_upcycled_runs_join_the_grid():
     cfg = with_change("grid.dense.d1", ["200K"])
     grid = Grid(validate_config(cfg))
-    assert {r.d1 for r in grid.of_kind("dense") if r.model == "s"} == {"200K", "400K", "800K"}
+    assert {r.d1 for r in grid.of_kind("dense") if r.model == "s"} == {"100K", "200K", "400K", "800K"}
 
 
 def test_seeds_derive_from_identity_not_budget():
@@ -214,7 +256,7 @@ def _dry_run_paths(tmp_path, *args: str) -> set[str]:
     import sys
 
     cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), "--directory", str(tmp_path)]
-    cmd += ["-n", "--configfile", str(REPO / "config" / "wsd.yaml"), *args]
+    cmd += ["-n", *args]
     res = subprocess.run(cmd, capture_output=True, text=True)
     assert res.returncode == 0, res.stderr[-2000:]
     paths = set()

@@ -16,14 +16,15 @@ from stages.workflow.ledger import format_ledger, gpu_hours, ledger_lines, load_
 ONE_RUN = """
 data: {vocab_size: 300}
 models: {a: {n_layer: 1, d_model: 32, n_head: 2, d_ff: 64}}
-train: {seq_len: 16, batch_size: 2%s}
+train: {seq_len: 16, batch_size: 2, lr_policy: cosine, dense_cont_lr_policy: cosine%s}
 grid:
   dense: {models: [a], d1: [%s]}
   upcycled: null
   scratch_moe: null
   dense_cont: null
+  replicas: null
 evaluate: {max_tokens: 64}
-fits: {dense_chinchilla: null, scratch_chinchilla: null, upcycled: null, upcycled_heldout: null,
+fits: {dense_chinchilla: null, dense_heldout: null, scratch_chinchilla: null, upcycled: null, upcycled_heldout: null,
        upcycled_no_interaction: null, upcycled_additive: null}
 figures: [loss_vs_compute]
 planner: null

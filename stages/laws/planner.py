@@ -13,6 +13,10 @@ cost). How should I spend my extra budget (tokens, or FLOPs)?* :func:`plan` pred
 * ``dense_continued``: the dense model after D1 + D2' tokens, where D2' spends the same extra budget (D2' = D2 for
   a token budget, C / (6 N1) for a FLOP budget), read from the dense law as one run of that length (an
   optimistic bound: a re-warmed continuation of an annealed run does worse at small scale);
+* ``grow`` (with a fit of the upcycled D1 x D2 law on grown runs, ``--grown-fit``): the dense model grown into a
+  larger dense model of N_grown parameters (``stages.grow``) and trained on the extra budget (D2 = the extra
+  tokens, or C / (6 N_grown)), read from that law at (D1, D2) (with N1 for ``joint_upcycled``); its baseline,
+  the larger model from scratch, is a dense-law question (Mallik et al. 2024 warm-starting);
 * ``optimal_split`` (with a total budget C): the compute-optimal split C = 6 N1 D1* + 6 N_active D2* of a fresh
   run (dense phase, then upcycling); nothing of it is sunk, so its extra cost is all of C.
 
@@ -61,7 +65,7 @@ from stages.laws.published import CAVEATS, FIT_SETS, fit_set
 
 SEARCH = (1e3, 1e16)  # token range searched for thresholds
 UPCYCLED_LAWS = ("upcycled", "upcycled_no_interaction", "upcycled_additive", "joint_upcycled")
-OPTIONS = ("upcycle", "scratch_same_tokens", "scratch_same_compute", "dense_continued")
+OPTIONS = ("upcycle", "scratch_same_tokens", "scratch_same_compute", "dense_continued", "grow")
 THRESHOLDS = ("threshold_same_tokens", "threshold_same_compute")
 NEEDS = {
     "scratch_same_tokens": "scratch",
@@ -69,6 +73,7 @@ NEEDS = {
     "threshold_same_tokens": "scratch",
     "threshold_same_compute": "scratch",
     "dense_continued": "dense",
+    "grow": "grow",
 }
 COLUMNS = (
     "option",
@@ -112,7 +117,7 @@ class Budget:
 
 
 class Laws:
-    """The fitted laws the planner needs (by role: upcycle, scratch, dense), with their data ranges."""
+    """The fitted laws the planner needs (by role: upcycle, scratch, dense, grow), with their data ranges."""
 
     def __init__(
         self,
@@ -181,9 +186,10 @@ class Laws:
                 f"{where(names['upcycle'])}: no fit of the upcycled law (fit it first, or name it with "
                 f"--upcycled-fit); the planner cannot predict upcycling without it"
             )
-        if fits["upcycle"]["law"] not in UPCYCLED_LAWS:
-            law = fits["upcycle"]["law"]
-            raise UserError(f"{where(names['upcycle'])}: law {law!r} is not an upcycled (D1, D2) law")
+        for role in ("upcycle", "grow"):
+            if role in fits and fits[role]["law"] not in UPCYCLED_LAWS:
+                law = fits[role]["law"]
+                raise UserError(f"{where(names[role])}: law {law!r} is not an upcycled (D1, D2) law")
         missing = {role: why_missing(role, name) for role, name in names.items() if role not in fits}
         return cls(fits, missing, caveats)
 
@@ -211,11 +217,10 @@ class Laws:
         arrays = np.broadcast_arrays(*(np.atleast_1d(np.asarray(v, float)) for v in columns.values()))
         return predict(fit["law"], fit["params"], pd.DataFrame(dict(zip(columns, arrays, strict=True))))
 
-    def upcycle_columns(self, n1: float, d1: Any, d2: Any) -> dict[str, Any]:
-        """The upcycled law's inputs (N1 only for ``joint_upcycled``)."""
-        return (
-            {"N1": n1, "D1": d1, "D2": d2} if self.fits["upcycle"]["law"] == "joint_upcycled" else {"D1": d1, "D2": d2}
-        )
+    def upcycle_columns(self, n1: float, d1: Any, d2: Any, role: str = "upcycle") -> dict[str, Any]:
+        """The inputs of the upcycled law of ``role`` (upcycle, or grow: the same law fitted on grown runs); N1 only
+        for ``joint_upcycled``."""
+        return {"N1": n1, "D1": d1, "D2": d2} if self.fits[role]["law"] == "joint_upcycled" else {"D1": d1, "D2": d2}
 
     def upcycled(self, n1: float, d1: float | Array, d2: float | Array) -> Array:
         return self.loss("upcycle", **self.upcycle_columns(n1, d1, d2))
@@ -329,9 +334,15 @@ class Outcome:
 
 
 def evaluate(
-    laws: Laws, n1: float, n_active: float, d1: float, budget: Budget | float, total_flops: float | None
+    laws: Laws,
+    n1: float,
+    n_active: float,
+    d1: float,
+    budget: Budget | float,
+    total_flops: float | None,
+    n_grown: float | None = None,
 ) -> dict[str, Outcome]:
-    """Every option and threshold for one set of law parameters."""
+    """Every option and threshold for one set of law parameters (``grow`` with a grow fit and ``n_grown``)."""
     budget = budget if isinstance(budget, Budget) else Budget(float(budget))
     sunk = 6 * n1 * d1
     d2 = budget.tokens(n_active)
@@ -400,6 +411,18 @@ def evaluate(
             sunk + 6 * n1 * dd,
             f"dense law at D1 + {dd:.4g} tokens as one run (optimistic for a re-warmed continuation)",
             (("dense", {"N": n1, "D": d1 + dd}),),
+        )
+    if laws.has("grow") and n_grown:
+        dg = budget.tokens(n_grown)
+        columns = laws.upcycle_columns(n1, d1, dg, "grow")
+        out["grow"] = Outcome(
+            float(laws.loss("grow", **columns)[0]),
+            dg,
+            dg,
+            6 * n_grown * dg,
+            sunk + 6 * n_grown * dg,
+            f"dense model grown to N={n_grown:.4g} (D1={d1:.4g} sunk), then D2={dg:.4g} more tokens (grown-run law)",
+            (("grow", columns),),
         )
     if total_flops is not None:
         loss, best_d1, best_d2 = optimal_split(laws, n1, n_active, total_flops)
@@ -488,6 +511,7 @@ def plan(
     budget: Budget | float,
     total_flops: float | None,
     max_extrapolation: float,
+    n_grown: float | None = None,
 ) -> tuple[pd.DataFrame, list[str]]:
     """The decision table (one row per option and threshold, the verdict, warnings) and the warnings.
 
@@ -495,7 +519,7 @@ def plan(
     docstring; the table is deterministic (same inputs, same rows in the same order).
     """
     budget = budget if isinstance(budget, Budget) else Budget(float(budget))
-    point = evaluate(laws, n1, n_active, d1, budget, total_flops)
+    point = evaluate(laws, n1, n_active, d1, budget, total_flops, n_grown)
     checks = {option: laws.extrapolation(outcome.uses) for option, outcome in point.items()}
     for option in OPTIONS:
         reasons = [r for r in checks.get(option, (1.0, []))[1] if r[0] > max_extrapolation]
@@ -509,7 +533,7 @@ def plan(
         if sampled is None:
             continue
         with np.errstate(all="ignore"):
-            for option, outcome in evaluate(sampled, n1, n_active, d1, budget, total_flops).items():
+            for option, outcome in evaluate(sampled, n1, n_active, d1, budget, total_flops, n_grown).items():
                 draws[option].append((outcome.loss, outcome.tokens))
     rows: list[dict[str, Any]] = []
     warnings: list[str] = []

@@ -786,7 +786,8 @@ def training_curves(runs: pd.DataFrame, fits: Fits, curves: Curves | None = None
 def lr_sweep(runs: pd.DataFrame, fits: Fits) -> plt.Figure:
     """Validation loss vs peak learning rate (log x) of the grid.lr_sweep runs: one panel per parametrization (and
     token budget D), one line per width (d_model, darker is narrower), each width's best lr starred and listed in
-    the panel's title. Under muP the starred lrs of all widths line up; under SP they drift (to smaller lrs as
+    the panel's title ("≤0.001" when it is the smallest lr of the line: the optimum may lie below the sweep; "≥"
+    at the largest). Under muP the starred lrs of all widths line up; under SP they drift (to smaller lrs as
     width grows)."""
     del fits
     rows = _require(runs, "lr_sweep", "lr_sweep")
@@ -818,7 +819,8 @@ def lr_sweep(runs: pd.DataFrame, fits: Fits) -> plt.Figure:
                 argmin = line.loc[line["val_loss"].idxmin()]
                 star = {"ls": "", "marker": "*", "ms": 15, "mec": "black", "mew": 0.7, "zorder": 4}
                 ax.plot(argmin["peak_lr"], argmin["val_loss"], color=palette[width], **star)
-                best.append(f"{int(width)}: {argmin['peak_lr']:g}")
+                edge = {line["peak_lr"].min(): "≤", line["peak_lr"].max(): "≥"} if len(line) > 1 else {}
+                best.append(f"{int(width)}: {edge.get(argmin['peak_lr'], '')}{argmin['peak_lr']:g}")
             name = "muP" if kind == "mup" else kind.upper()
             title = f"{name}, D = {names[float(d)]}\nbest lr by d_model: " + ", ".join(best)
             ax.set(xscale="log", xlabel="peak learning rate", ylabel="validation loss (nats/token)")

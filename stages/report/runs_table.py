@@ -2,12 +2,19 @@
 
 Sizes and FLOPs come from the one counting convention of ``stages.model.compute``; D1, D2 and the sunk
 dense compute come from the run record's lineage, so a row can always be traced back to the runs that
-produced it. Torch-free: it reads JSON files only.
+produced it. An imported parent counts as the dense phase with the pre-training its user stated; one
+imported without it makes D1, D_total and flops_total of its descendants NaN (unknown, never zero).
+A grown run (``grown``: a dense parent grown by ``stages.grow``, then trained) is a continuation like an
+upcycled one: N_dense is its parent's size N1, D1 the parent's tokens, D2 its own, flops_total counts the
+parent's sunk compute, the step-0 losses come from the growth's surgery.json and ``method`` is the growth
+method (the other recipe options are the ``growth_*`` columns).
+Torch-free: it reads JSON files only.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -20,6 +27,7 @@ from stages.core.options import option_fields
 from stages.core.record import RunRecord, read_record
 from stages.model.compute import param_counts
 from stages.model.config import ModelConfig, MoEConfig
+from stages.surgery.growth_recipe import GrowthRecipe
 from stages.surgery.recipe import UpcycleRecipe
 
 COLUMNS = [
@@ -27,6 +35,7 @@ COLUMNS = [
     "kind",
     "model",
     "moe",
+    "growth",  # the growth variant of a grown run (empty for the others)
     "n_layer",
     "d_model",
     "vocab_size",
@@ -51,8 +60,10 @@ COLUMNS = [
     "val_loss",
     "eval_tokens",
     "seed",
+    "replica",  # 1, or k for the k-th seed of a replicated cell (grid.replicas)
     "schedule",
     "peak_lr",
+    "parametrization",  # sp | mup (stages.model.parametrization)
     "seq_len",
     "batch_size",
     "checkpoint_sha256",
@@ -81,6 +92,8 @@ OPTION_COLUMNS = [
     for f in option_fields(group)
     if f.name not in COLUMNS and f.name not in ("layers", "drop_per_matrix_indices")
 ]
+# the growth recipe of a grown run, one column per option but its method (the ``method`` column)
+GROWTH_COLUMNS = [f"growth_{f.name}" for f in option_fields(GrowthRecipe) if f.name != "method"]
 
 
 def row_for(eval_path: Path) -> dict[str, Any]:
@@ -95,13 +108,18 @@ def row_for(eval_path: Path) -> dict[str, Any]:
     labels = rec.labels
     kind = rec.kind
     own = rec.tokens
-    dense_ancestors = sum(a.tokens for a in lineage if a.kind == "dense")
-    d1 = own if kind == "dense" else dense_ancestors
-    d2 = own if kind in ("upcycled", "dense_cont") else 0
-    recipe = next((a.recipe for a in reversed(lineage) if a.recipe), None) or {}
+    # an imported parent's stated pre-training is its D1; an unstated one leaves D1 and the totals unknown (NaN)
+    unknown = math.nan if not all(a.tokens_known for a in lineage) else 0
+    dense_ancestors = sum(a.tokens for a in lineage if a.kind in ("dense", "import")) + unknown
+    d1 = own if kind in ("dense", "lr_sweep") else dense_ancestors
+    d2 = own if kind in ("upcycled", "dense_cont", "grown") else 0
+    recipe = next((a.recipe for a in reversed(lineage) if a.recipe and a.kind == "upcycle"), None) or {}
+    growth = next((a.recipe for a in reversed(lineage) if a.recipe and a.kind == "grow"), None) or {}
+    # a grown run's dense parent (N1): the last dense or imported ancestor
+    parent = next((a for a in reversed(lineage) if a.kind in ("dense", "import")), None)
     moe = cfg.moe
     train = rec.train or {}
-    surgery = _surgery(rec) if kind == "upcycled" else {}
+    surgery = _surgery(rec) if kind in ("upcycled", "grown") else {}
     options = {
         name: getattr(moe, name) if moe is not None and hasattr(moe, name) else recipe.get(name, None)
         for name in OPTION_COLUMNS
@@ -112,32 +130,36 @@ def row_for(eval_path: Path) -> dict[str, Any]:
         "kind": kind,
         "model": labels.get("model", ""),
         "moe": labels.get("moe", ""),
+        "growth": labels.get("growth", ""),
+        **{column: growth.get(column.removeprefix("growth_")) for column in GROWTH_COLUMNS},
         "n_layer": cfg.n_layer,
         "d_model": cfg.d_model,
         "vocab_size": cfg.vocab_size,
         "N_total": counts.total(),
         "N_active": counts.active(),
-        "N_dense": dense_counts.total(),
+        "N_dense": parent.N_total if kind == "grown" and parent is not None else dense_counts.total(),
         "N_embedding": counts.embedding + counts.lm_head,
         "experts": moe.experts if moe else 0,
         "top_k": moe.top_k if moe else 0,
         "granularity": moe.granularity if moe else 0,
         "norm_topk_prob": bool(moe.norm_topk_prob) if moe else False,
-        "method": recipe.get("method", "scratch" if kind == "scratch_moe" else ""),
+        "method": recipe.get("method", growth.get("method", "scratch" if kind == "scratch_moe" else "")),
         "sparsity": counts.total() / counts.active(),
         "D1": d1,
         "D2": d2,
         "D": own,
-        "D_total": own + sum(a.tokens for a in lineage),
+        "D_total": own + sum(a.tokens for a in lineage) + unknown,
         "flops_per_token": float(rec.flops_per_token),
         "flops_run": float(rec.flops),
-        "flops_total": float(rec.flops) + sum(float(a.flops) for a in lineage),
+        "flops_total": float(rec.flops) + sum(float(a.flops) for a in lineage) + unknown,
         "flops_convention": rec.flops_convention,
         "val_loss": float(ev["val_loss"]),
         "eval_tokens": int(ev["tokens"]),
         "seed": rec.seed,
+        "replica": int(labels.get("replica", 1)),
         "schedule": rec.lr_policy or "",
         "peak_lr": float(rec.peak_lr or 0.0),
+        "parametrization": cfg.parametrization,
         "seq_len": int(train.get("seq_len", 0)),
         "batch_size": int(train.get("batch_size", 0)),
         "checkpoint_sha256": ev["checkpoint_sha256"],
@@ -152,15 +174,15 @@ def row_for(eval_path: Path) -> dict[str, Any]:
         "noise_std": recipe.get("noise_std", float("nan")),
         "drop_ratio": recipe.get("drop_ratio", float("nan")),
         "drop_indices": ("per_matrix" if recipe["drop_per_matrix_indices"] else "shared") if recipe else "",
-        "step0_val_loss": surgery.get("moe_val_loss", float("nan")),
-        "parent_val_loss": surgery.get("dense_val_loss", float("nan")),
+        "step0_val_loss": surgery.get("moe_val_loss", surgery.get("grown_val_loss", float("nan"))),
+        "parent_val_loss": surgery.get("dense_val_loss", surgery.get("parent_val_loss", float("nan"))),
         "router_health": rec.router_health or "",
         "branch_tokens": int((rec.schedule or {}).get("branch_step", 0)) * rec.tokens_per_step,
     }
 
 
 def _surgery(record: RunRecord) -> dict[str, Any]:
-    """The surgery report of an upcycled run's initialisation (its parent directory)."""
+    """The surgery report of an upcycled or grown run's initialisation (its parent directory)."""
     path = Path(record.parent.path if record.parent else "") / "surgery.json"
     return read_json(path) if path.exists() else {}
 
@@ -175,7 +197,9 @@ def collect(eval_paths: Sequence[str | Path]) -> pd.DataFrame:
     if not rows:
         raise UserError("collect: no eval.json files given")
     table = (
-        pd.DataFrame(rows, columns=COLUMNS + OPTION_COLUMNS).sort_values("run_id", kind="stable").reset_index(drop=True)
+        pd.DataFrame(rows, columns=COLUMNS + OPTION_COLUMNS + GROWTH_COLUMNS)
+        .sort_values("run_id", kind="stable")
+        .reset_index(drop=True)
     )
     conventions = set(table["flops_convention"])
     if len(conventions) > 1:

@@ -8,14 +8,18 @@ a half-finished grid. Torch-free on purpose (DAG building must stay fast).
 from __future__ import annotations
 
 import copy
+import dataclasses
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from stages.core.artifacts import sha256_file
 from stages.core.cli import UserError, parse_tokens
 from stages.core.options import from_mapping, pick, validate
+from stages.interop.hf_config import dense_config, hf_tokenizer, read_config, weight_files
 from stages.model.config import ModelConfig, MoEConfig
+from stages.surgery.growth_recipe import GrowthRecipe, check_growth
 from stages.surgery.recipe import UpcycleRecipe, check_compatible
 from stages.workflow.schema import config_schema
 
@@ -29,6 +33,7 @@ FIGURE_FITS: dict[str, tuple[str, ...]] = {
     "predicted_vs_observed": ("*",),
     "residuals": ("*",),
     "training_curves": (),  # draws each run's metrics.csv, no fit
+    "lr_sweep": (),  # validation loss vs peak lr of the grid.lr_sweep runs, no fit
 }
 REQUIRED_FITS = {
     "alpha_eff": ("upcycled",),
@@ -36,7 +41,27 @@ REQUIRED_FITS = {
     "predicted_vs_observed": ("*",),
     "residuals": ("*",),
 }
-TOKEN_KEYS = {"dense": ("d1",), "upcycled": ("d1", "d2"), "scratch_moe": ("d",), "dense_cont": ("d1", "d2")}
+TOKEN_KEYS = {
+    "dense": ("d1",),
+    "upcycled": ("d1", "d2"),
+    "scratch_moe": ("d",),
+    "dense_cont": ("d1", "d2"),
+    "grown": ("d1", "d2"),
+    "lr_sweep": ("d",),
+}
+CONTINUED = ("upcycled", "dense_cont", "grown")  # the sections whose dense parent may be an imported one (``parents``)
+
+
+def grid_blocks(cfg: dict[str, Any], kind: str) -> list[dict[str, Any]]:
+    """The blocks of grid section ``kind``: each is one cross product (models x moe x budgets).
+
+    A section is one block, or a list of blocks when one product would train cells nobody asked for (e.g.
+    three lr policies on one D1 only, next to the full D1 x D2 grid of the main variant).
+    """
+    section = cfg["grid"].get(kind)
+    if not section:
+        return []
+    return list(section) if isinstance(section, list) else [section]
 
 
 def load_yaml(path: str | Path) -> dict[str, Any]:
@@ -70,11 +95,96 @@ def upcycle_recipe(cfg: dict[str, Any], moe: str) -> UpcycleRecipe:
     return from_mapping(UpcycleRecipe, pick(UpcycleRecipe, cfg["moe"][moe]), f"moe.{moe}")
 
 
+def growth_recipe(cfg: dict[str, Any], growth: str) -> GrowthRecipe:
+    """The growth recipe of growth variant ``growth`` (its other keys are the target and the lr policy)."""
+    return from_mapping(GrowthRecipe, pick(GrowthRecipe, cfg["growth"][growth]), f"growth.{growth}")
+
+
+def growth_target(cfg: dict[str, Any], growth: str) -> str:
+    """The model (an entry of ``models``) that growth variant ``growth`` grows its parent into."""
+    return str(cfg["growth"][growth]["target"])
+
+
 def model_config(cfg: dict[str, Any], name: str, moe: str | None = None) -> ModelConfig:
-    """The ModelConfig of grid model ``name`` (optionally with MoE variant ``moe``)."""
+    """The ModelConfig of grid model ``name`` (optionally with MoE variant ``moe``); an imported parent's is
+    read from its ``config.json``, at the study's context length."""
+    routing = moe_config(cfg, moe) if moe is not None else None
+    if name in cfg.get("parents", {}):
+        return dataclasses.replace(parent_config(cfg, name), moe=routing)
     spec = dict(cfg["models"][name])
-    spec.update(vocab_size=cfg["data"]["vocab_size"], max_seq_len=cfg["train"]["seq_len"])
-    return ModelConfig(**spec, moe=moe_config(cfg, moe) if moe is not None else None)
+    spec.update(vocab_size=corpus_vocab_size(cfg), max_seq_len=cfg["train"]["seq_len"])
+    return ModelConfig(**spec, moe=routing)
+
+
+def parent_config(cfg: dict[str, Any], name: str) -> ModelConfig:
+    """The dense shape of imported parent ``name`` as the import will write it (``stages.interop.hf_config``)."""
+    directory = Path(cfg["parents"][name]["hf"])
+    try:
+        if not directory.is_dir():
+            raise UserError(f"{directory}: not a directory")
+        hf = read_config(directory)
+        weight_files(directory)
+        return dense_config(hf, directory / "config.json", max_seq_len=cfg["train"]["seq_len"])
+    except UserError as err:
+        raise UserError(f"config key 'parents.{name}.hf': {err}") from None
+
+
+def corpus_vocab_size(cfg: dict[str, Any]) -> int:
+    """The vocabulary of the study's corpus: the trained BPE's ``data.vocab_size``, or with ``data.tokenizer``
+    the embedding rows of that parent (its ``config.json``'s vocab_size)."""
+    name = cfg["data"].get("tokenizer")
+    return parent_config(cfg, name).vocab_size if name else cfg["data"]["vocab_size"]
+
+
+def parent_files(cfg: dict[str, Any], name: str) -> list[str]:
+    """The files of imported parent ``name`` that its import reads (a rule's input: an edit reimports)."""
+    directory = Path(cfg["parents"][name]["hf"])
+    return [str(directory / f) for f in ("config.json", *weight_files(directory))]
+
+
+def tokenizer_files(cfg: dict[str, Any]) -> list[str]:
+    """The files the data stage reads to encode with ``data.tokenizer``'s tokenizer ([] to train one)."""
+    name = cfg["data"].get("tokenizer")
+    if not name:
+        return []
+    directory = Path(cfg["parents"][name]["hf"])
+    names = ("tokenizer.json", "tokenizer_config.json", "config.json", "generation_config.json")
+    return [str(directory / f) for f in names if (directory / f).is_file()]
+
+
+def _check_parents(cfg: dict[str, Any]) -> None:
+    """Parents: names apart from 'models', readable folders, and one tokenizer for the whole corpus."""
+    parents = cfg["parents"]
+    for name, parent in parents.items():
+        if name in cfg["models"]:
+            raise UserError(f"config key 'parents.{name}': also defined under 'models' (one name, one model)")
+        parse_tokens(parent["tokens"], f"config key 'parents.{name}.tokens'")
+        parent_config(cfg, name)
+    tokenizer = cfg["data"]["tokenizer"]
+    if tokenizer is not None:
+        if tokenizer not in parents:
+            raise UserError(f"config key 'data.tokenizer': {tokenizer!r} is not defined under 'parents'")
+        try:
+            hf_tokenizer(Path(parents[tokenizer]["hf"]))
+        except UserError as err:
+            raise UserError(f"config key 'data.tokenizer': {err}") from None
+    used = sorted({m for kind in CONTINUED for b in grid_blocks(cfg, kind) for m in b["models"] if m in parents})
+    for name in used:
+        if tokenizer is None:
+            raise UserError(
+                f"config key 'data.tokenizer': the grid starts from parent {name!r}; set data.tokenizer: {name} "
+                "so that the corpus is tokenized with its tokenizer"
+            )
+        if name != tokenizer and _tokenizer_identity(cfg, name) != _tokenizer_identity(cfg, tokenizer):
+            raise UserError(
+                f"config key 'parents.{name}': its tokenizer.json or vocab_size differs from data.tokenizer "
+                f"{tokenizer!r}'s; one study tokenizes its corpus once (run a study per tokenizer)"
+            )
+
+
+def _tokenizer_identity(cfg: dict[str, Any], name: str) -> tuple[str, int]:
+    tok = hf_tokenizer(Path(cfg["parents"][name]["hf"]))
+    return sha256_file(tok.path), parent_config(cfg, name).vocab_size
 
 
 def _check_semantics(cfg: dict[str, Any]) -> None:
@@ -92,6 +202,7 @@ def _check_semantics(cfg: dict[str, Any]) -> None:
     for path, _ in expand_entries(data["files"], key="config key 'data.files'"):
         if not path.is_file():
             raise UserError(f"config key 'data.files': no such file or folder {str(path)!r}")
+    _check_parents(cfg)
     for name in cfg["models"]:
         try:
             model_config(cfg, name)
@@ -102,49 +213,44 @@ def _check_semantics(cfg: dict[str, Any]) -> None:
             upcycle_recipe(cfg, name)
         except UserError as err:
             raise UserError(f"config key 'moe.{name}': {err}") from None
+    for name, variant in cfg["growth"].items():
+        try:
+            growth_recipe(cfg, name)
+        except UserError as err:
+            raise UserError(f"config key 'growth.{name}': {err}") from None
+        if variant["target"] not in cfg["models"]:
+            raise UserError(f"config key 'growth.{name}.target': {variant['target']!r} is not defined under 'models'")
     policies = [cfg["train"]["lr_policy"], cfg["train"]["dense_cont_lr_policy"]]
-    policies += [m["lr_policy"] for m in cfg["moe"].values()]
+    used = {moe for block in grid_blocks(cfg, "upcycled") for moe in block["moe"]}  # variants nobody trains: skip
+    policies += [cfg["moe"][m]["lr_policy"] for m in used if m in cfg["moe"]]
+    grown = {g for block in grid_blocks(cfg, "grown") for g in block["growth"]}
+    policies += [cfg["growth"][g]["lr_policy"] for g in grown if g in cfg["growth"]]
     if "wsd" in policies and cfg["train"]["warmup_steps"] == 0:
         raise UserError(
             "config key 'train.warmup_steps': a wsd schedule needs a fixed warmup in steps (warmup_frac "
             "would give every budget its own warmup, and the budgets could not share a stable run)"
         )
+    for name, variant in [
+        *(("moe." + k, v) for k, v in cfg["moe"].items()),
+        *(("growth." + k, v) for k, v in cfg["growth"].items()),
+    ]:
+        if variant["lr_policy"] == "continue" and cfg["train"]["lr_policy"] == "wsd":
+            raise UserError(
+                f"config key '{name}.lr_policy': 'continue' resumes the dense parent's cosine schedule, but "
+                "the parents train with wsd (their schedule has already decayed); use constant_min or wsd"
+            )
     tokens_per_step = cfg["train"]["batch_size"] * cfg["train"]["seq_len"]
-    for kind, section in cfg["grid"].items():
-        if not section:
-            continue
-        for model in section["models"]:
-            if model not in cfg["models"]:
-                raise UserError(f"config key 'grid.{kind}.models': {model!r} is not defined under 'models'")
-            for moe in section.get("moe", []):
-                if moe not in cfg["moe"]:
-                    raise UserError(f"config key 'grid.{kind}.moe': {moe!r} is not defined under 'moe'")
-                try:
-                    model_config(cfg, model, moe)
-                    if kind == "upcycled":
-                        check_compatible(upcycle_recipe(cfg, moe), moe_config(cfg, moe), cfg["models"][model]["d_ff"])
-                except UserError as err:
-                    raise UserError(f"config key 'moe.{moe}' (with model {model!r}): {err}") from None
-        for key in TOKEN_KEYS[kind]:
-            values: dict[int, str] = {}
-            for label in section[key]:
-                n = parse_tokens(label, f"config key 'grid.{kind}.{key}'")
-                if n in values:
-                    raise UserError(
-                        f"config key 'grid.{kind}.{key}': duplicate token budget {label!r} (same as {values[n]!r})"
-                    )
-                if n < tokens_per_step:
-                    raise UserError(
-                        f"config key 'grid.{kind}.{key}': {label!r} is less than one optimizer step "
-                        f"({tokens_per_step} tokens = train.batch_size x train.seq_len)"
-                    )
-                values[n] = str(label)
+    for kind in TOKEN_KEYS:
+        for block in grid_blocks(cfg, kind):
+            _check_block(cfg, kind, block, tokens_per_step)
     from stages.laws.forms import LAWS
 
     enabled = [name for name, fit in cfg["fits"].items() if fit]
     for figure in cfg["figures"]:
         if figure not in FIGURE_FITS:
             raise UserError(f"config key 'figures': unknown figure {figure!r} (known: {', '.join(FIGURE_FITS)})")
+        if figure == "lr_sweep" and not grid_blocks(cfg, "lr_sweep"):
+            raise UserError("config key 'figures': 'lr_sweep' draws the runs of grid.lr_sweep, which is empty")
         for needed in REQUIRED_FITS.get(figure, ()):
             if (needed == "*" and not enabled) or (needed != "*" and needed not in enabled):
                 what = "at least one fit" if needed == "*" else f"the fit '{needed}'"
@@ -156,6 +262,13 @@ def _check_semantics(cfg: dict[str, Any]) -> None:
                 raise UserError(f"config key 'planner.{key}': {planner[key]!r} is not an enabled fit")
         if planner["model"] not in cfg["models"] or planner["moe"] not in cfg["moe"]:
             raise UserError("config key 'planner': model and moe must name entries of 'models' and 'moe'")
+        if planner["grown_fit"] is not None and planner["grown_fit"] not in enabled:
+            raise UserError(f"config key 'planner.grown_fit': {planner['grown_fit']!r} is not an enabled fit")
+        if planner["grown_fit"] is not None and planner["grown_model"] not in cfg["models"]:
+            raise UserError(
+                f"config key 'planner.grown_model': {planner['grown_model']!r} must name the grown model (an entry "
+                "of 'models') when planner.grown_fit is set"
+            )
         parse_tokens(planner["d1"], "config key 'planner.d1'")
         parse_tokens(planner["extra_tokens"], "config key 'planner.extra_tokens'")
     for name, fit in cfg["fits"].items():
@@ -163,3 +276,50 @@ def _check_semantics(cfg: dict[str, Any]) -> None:
             continue
         if fit["law"] not in LAWS:
             raise UserError(f"config key 'fits.{name}.law': unknown law {fit['law']!r} (known: {', '.join(LAWS)})")
+
+
+def _check_block(cfg: dict[str, Any], kind: str, section: dict[str, Any], tokens_per_step: int) -> None:
+    """One block of a grid section: its models, MoE variants and token budgets."""
+    for model in section["models"]:
+        if model in cfg["parents"] and kind not in CONTINUED:
+            raise UserError(
+                f"config key 'grid.{kind}.models': {model!r} is an imported parent (parents.{model}); a parent is "
+                "upcycled, grown or continued (grid.upcycled, grid.grown, grid.dense_cont), never trained from scratch"
+            )
+        if model not in cfg["models"] and model not in cfg["parents"]:
+            raise UserError(f"config key 'grid.{kind}.models': {model!r} is not defined under 'models'")
+        if model in cfg["models"] and kind in CONTINUED and "d1" not in section:
+            raise UserError(f"config key 'grid.{kind}.d1': needed for the trained model {model!r}")
+        for moe in section.get("moe", []):
+            if moe not in cfg["moe"]:
+                raise UserError(f"config key 'grid.{kind}.moe': {moe!r} is not defined under 'moe'")
+            try:
+                shape = model_config(cfg, model, moe)
+                if kind == "upcycled":
+                    check_compatible(upcycle_recipe(cfg, moe), moe_config(cfg, moe), shape.d_ff)
+            except UserError as err:
+                raise UserError(f"config key 'moe.{moe}' (with model {model!r}): {err}") from None
+        for growth in section.get("growth", []):
+            if growth not in cfg["growth"]:
+                raise UserError(f"config key 'grid.{kind}.growth': {growth!r} is not defined under 'growth'")
+            target = growth_target(cfg, growth)
+            try:
+                check_growth(model_config(cfg, model), model_config(cfg, target), growth_recipe(cfg, growth))
+            except UserError as err:
+                raise UserError(
+                    f"config key 'growth.{growth}.target': {target!r} cannot be grown from {model!r} ({err})"
+                ) from None
+    for key in TOKEN_KEYS[kind]:
+        values: dict[int, str] = {}
+        for label in section.get(key, []):
+            n = parse_tokens(label, f"config key 'grid.{kind}.{key}'")
+            if n in values:
+                raise UserError(
+                    f"config key 'grid.{kind}.{key}': duplicate token budget {label!r} (same as {values[n]!r})"
+                )
+            if n < tokens_per_step:
+                raise UserError(
+                    f"config key 'grid.{kind}.{key}': {label!r} is less than one optimizer step "
+                    f"({tokens_per_step} tokens = train.batch_size x train.seq_len)"
+                )
+            values[n] = str(label)

@@ -8,25 +8,43 @@ identity without its token budgets, so runs that differ only in D share initiali
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
+import re
 import shlex
 from dataclasses import dataclass, field
 from typing import Any
 
-from stages.core.cli import parse_tokens
+from stages.core.cli import UserError, parse_tokens
 from stages.core.options import from_mapping, pick, to_json
 from stages.model.compute import param_counts
 from stages.training.options import TrainConfig
 from stages.training.schedule import decay_steps, warmup_steps
-from stages.workflow.config import model_config, moe_config, upcycle_recipe
+from stages.workflow.config import grid_blocks, growth_recipe, growth_target, model_config, moe_config, upcycle_recipe
 
 RESULTS = "results"
+REPLICA = "@"  # s@2: model s trained again with its second seed (grid.replicas)
+
+
+def shape_name(model: str) -> str:
+    """The grid model a model label trains: 's@2' -> 's'."""
+    return model.split(REPLICA, 1)[0]
+
+
+def replica_index(model: str) -> int:
+    """Which seed of its cell a model label is: 's' -> 1, 's@2' -> 2."""
+    return int(model.split(REPLICA, 1)[1]) if REPLICA in model else 1
 
 
 def study_root(study: str) -> str:
     """Where every output of a study lives: results/<study>, or results/ itself for the unnamed study ("")."""
     return f"{RESULTS}/{study}" if study else RESULTS
+
+
+def lr_label(lr: float | str) -> str:
+    """A learning rate as run paths spell it (lr_0.003): Python's shortest repr, so it reads back exactly."""
+    return repr(float(lr))
 
 
 def derive_seed(*parts: object) -> int:
@@ -45,6 +63,8 @@ class Run:
     d1: str = ""
     d2: str = ""
     d: str = ""
+    lr: str = ""  # lr_sweep: the peak learning rate as its path spells it (lr_label)
+    growth: str = ""  # grown: the growth variant (an entry of config["growth"])
     root: str = field(default=RESULTS, compare=False, repr=False)  # the study root (study_root)
 
     @property
@@ -55,6 +75,10 @@ class Run:
             return f"moe/{self.model}/d1_{self.d1}/{self.moe}/d2_{self.d2}"
         if self.kind == "scratch_moe":
             return f"scratch/{self.model}/{self.moe}/d_{self.d}"
+        if self.kind == "lr_sweep":
+            return f"lr_sweep/{self.model}/lr_{self.lr}/d_{self.d}"
+        if self.kind == "grown":
+            return f"grown/{self.model}/d1_{self.d1}/{self.growth}/d2_{self.d2}"
         return f"dense_cont/{self.model}/d1_{self.d1}/d2_{self.d2}"
 
     @property
@@ -66,18 +90,27 @@ class Run:
         return f"{self.root}/eval/{self.run_id}/eval.json"
 
     def labels(self) -> dict[str, str]:
-        fields = {"kind": self.kind, "model": self.model, "moe": self.moe, "D1": self.d1, "D2": self.d2, "D": self.d}
+        fields = {"kind": self.kind, "model": shape_name(self.model), "moe": self.moe}
+        fields.update(D1=self.d1, D2=self.d2, D=self.d, lr=self.lr)
+        fields.update(growth=self.growth)
+        if replica_index(self.model) > 1:
+            fields["replica"] = str(replica_index(self.model))
         return {k: v for k, v in fields.items() if v}
 
     @property
     def budget(self) -> str:
         """The token budget this run trains for (D1 of a dense run, D2 of a continuation, D from scratch)."""
-        return {"dense": self.d1, "scratch_moe": self.d}.get(self.kind, self.d2)
+        return {"dense": self.d1, "scratch_moe": self.d, "lr_sweep": self.d}.get(self.kind, self.d2)
 
     @property
     def family(self) -> str:
         """The runs that differ only in their budget: under wsd they share one stable run."""
         return self.run_id.rsplit("/", 1)[0]
+
+    @property
+    def variant(self) -> str:
+        """The MoE or growth variant of the run ('' for none): part of its seed's identity."""
+        return self.moe or self.growth
 
 
 @dataclass(frozen=True, order=True)
@@ -110,29 +143,98 @@ class Grid:
         g = cfg["grid"]
         new = self.run  # every run of this grid carries the study root
         runs: set[Run] = set()
-        runs.update(new("dense", m, d1=str(d1)) for m in g["dense"]["models"] for d1 in g["dense"]["d1"])
-        if g.get("upcycled"):
-            u = g["upcycled"]
-            for m in u["models"]:
-                for e in u["moe"]:
-                    for d1 in u["d1"]:
+        for b in grid_blocks(cfg, "dense"):
+            runs.update(new("dense", m, d1=str(d1)) for m in b["models"] for d1 in b["d1"])
+        for b in grid_blocks(cfg, "upcycled"):
+            for m in b["models"]:
+                for e in b["moe"]:
+                    for d1 in self._d1s(m, b):
                         runs.add(new("dense", m, d1=str(d1)))
-                        runs.update(new("upcycled", m, e, d1=str(d1), d2=str(d2)) for d2 in u["d2"])
-        if g.get("scratch_moe"):
-            s = g["scratch_moe"]
-            runs.update(new("scratch_moe", m, e, d=str(d)) for m in s["models"] for e in s["moe"] for d in s["d"])
-        if g.get("dense_cont"):
-            c = g["dense_cont"]
-            for m in c["models"]:
-                for d1 in c["d1"]:
+                        runs.update(new("upcycled", m, e, d1=str(d1), d2=str(d2)) for d2 in b["d2"])
+        for b in grid_blocks(cfg, "scratch_moe"):
+            runs.update(new("scratch_moe", m, e, d=str(d)) for m in b["models"] for e in b["moe"] for d in b["d"])
+        for b in grid_blocks(cfg, "lr_sweep"):
+            for m in b["models"]:
+                runs.update(new("lr_sweep", m, d=str(d), lr=lr_label(lr)) for lr in b["lr"] for d in b["d"])
+        for b in grid_blocks(cfg, "dense_cont"):
+            for m in b["models"]:
+                for d1 in self._d1s(m, b):
                     runs.add(new("dense", m, d1=str(d1)))
-                    runs.update(new("dense_cont", m, d1=str(d1), d2=str(d2)) for d2 in c["d2"])
-        self.runs = sorted(runs)
+                    runs.update(new("dense_cont", m, d1=str(d1), d2=str(d2)) for d2 in b["d2"])
+        for b in grid_blocks(cfg, "grown"):
+            for m in b["models"]:
+                for v in b["growth"]:
+                    for d1 in self._d1s(m, b):
+                        runs.add(new("dense", m, d1=str(d1)))
+                        runs.update(new("grown", m, d1=str(d1), d2=str(d2), growth=v) for d2 in b["d2"])
+        runs.update(self._replicas(g.get("replicas"), runs))
+        # an imported parent's dense checkpoint is imported (rule import_parent), not trained nor evaluated
+        self.runs = sorted(r for r in runs if not (r.kind == "dense" and self.is_parent(r.model)))
         self.segments = self._segments()
 
-    def run(self, kind: str, model: str, moe: str = "", d1: str = "", d2: str = "", d: str = "") -> Run:
+    def _replicas(self, spec: dict[str, Any] | None, runs: set[Run]) -> set[Run]:
+        """Each listed run trained again with seeds 2..n, its whole lineage (dense parent, surgery) included."""
+        if not spec:
+            return set()
+        by_id = {r.run_id: r for r in runs}
+        replicas: set[Run] = set()
+        for run_id in spec["runs"]:
+            if run_id not in by_id:
+                raise UserError(f"config key 'grid.replicas.runs': {run_id!r} is not a run of the grid")
+            for k in range(2, spec.get("seeds", 2) + 1):
+                replica = dataclasses.replace(by_id[run_id], model=f"{by_id[run_id].model}{REPLICA}{k}")
+                replicas.add(replica)
+                if replica.kind in ("upcycled", "dense_cont", "grown"):
+                    replicas.add(self.run("dense", replica.model, d1=replica.d1))
+        return replicas
+
+    # ----- imported parents: existing dense models the grid upcycles or continues -----
+
+    def is_parent(self, model: str) -> bool:
+        """Whether grid model ``model`` (or the shape a replica label trains) is an imported parent."""
+        return shape_name(model) in self.cfg.get("parents", {})
+
+    def _d1s(self, model: str, block: dict[str, Any]) -> list[str]:
+        """The D1 budgets of ``model`` in a continued block: an imported parent's stated tokens, else ``d1``."""
+        if self.is_parent(model):
+            return [str(self.cfg["parents"][shape_name(model)]["tokens"])]
+        return [str(d1) for d1 in block["d1"]]
+
+    def parent_pattern(self) -> str:
+        """A regex of the parents' model labels (replicas included) for the import rule; one that matches nothing
+        when there are none."""
+        names = "|".join(re.escape(name) for name in sorted(self.cfg.get("parents", {})))
+        return f"({names})({re.escape(REPLICA)}[0-9]+)?" if names else "(?!)"
+
+    def import_args(self, model: str) -> str:
+        """Arguments of ``stages.export --from hf`` that import parent ``model`` as its dense checkpoint, at the
+        study's context length, with its stated pre-training counted in the study's FLOP convention."""
+        parent = self.cfg["parents"][shape_name(model)]
+        run = self.run("dense", model, d1=str(parent["tokens"]))
+        t = self.cfg["train"]
+        args = [
+            f"--checkpoint {shlex.quote(parent['hf'])} --from hf",
+            f"--max-seq-len {t['seq_len']}",
+            f"--tokens {parent['tokens']}",
+            f"--flops-convention {t['flops_convention']}",
+            f"--run-id {run.run_id}",
+            f"--out {run.directory}",
+        ]
+        return " ".join(args)
+
+    def run(
+        self,
+        kind: str,
+        model: str,
+        moe: str = "",
+        d1: str = "",
+        d2: str = "",
+        d: str = "",
+        lr: str = "",
+        growth: str = "",
+    ) -> Run:
         """A run of this study (its paths under the study root)."""
-        return Run(kind, model, moe, d1=d1, d2=d2, d=d, root=self.root)
+        return Run(kind, model, moe, d1=d1, d2=d2, d=d, lr=lr, growth=growth, root=self.root)
 
     def branch_state(self, family: str, step: str | int) -> str:
         return branch_state(family, int(step), self.root)
@@ -143,6 +245,8 @@ class Grid:
         t = self.cfg["train"]
         if run.kind == "upcycled":
             return self.cfg["moe"][run.moe]["lr_policy"]
+        if run.kind == "grown":
+            return self.cfg["growth"][run.growth]["lr_policy"]
         return t["dense_cont_lr_policy"] if run.kind == "dense_cont" else t["lr_policy"]
 
     @property
@@ -154,8 +258,9 @@ class Grid:
         return parse_tokens(run.budget) // self.tokens_per_step
 
     def branch_step(self, run: Run) -> int:
-        """Where ``run``'s cooldown branches off its family's stable run (0: an independent run)."""
-        if self.lr_policy(run) != "wsd":
+        """Where ``run``'s cooldown branches off its family's stable run (0: an independent run). An lr_sweep run
+        is always independent: each learning rate is a family of its own, with (usually) one budget."""
+        if self.lr_policy(run) != "wsd" or run.kind == "lr_sweep":
             return 0
         t = self.cfg["train"]
         total = self.steps(run)
@@ -188,6 +293,8 @@ class Grid:
         """The checkpoint a continuation starts from ('' for a fresh model)."""
         if run.kind == "upcycled":
             return f"{self.root}/upcycled/{run.model}/d1_{run.d1}/{run.moe}"
+        if run.kind == "grown":
+            return self.grow_dir(run.model, run.d1, run.growth)
         return self.run("dense", run.model, d1=run.d1).directory if run.kind == "dense_cont" else ""
 
     def segment_args(self, family: str, step: str | int) -> str:
@@ -207,8 +314,8 @@ class Grid:
             start,
             f"--train {shlex.quote(self.train_json(self.lr_policy(run)))}",
             f"--labels {shlex.quote(self.labels_json(run))}",
-            f"--seed {self.seed(run.kind, run.model, run.moe)}",
-            f"--data-seed {self.data_seed()}",
+            f"--seed {self.seed(run.kind, run.model, run.variant)}",
+            f"--data-seed {self.data_seed(run.model)}",
             f"--stop-step {seg.step}",
         ]
         if seg.previous:
@@ -229,30 +336,59 @@ class Grid:
         """Directories of the upcycled MoE initialisations (one per model, D1 and MoE variant)."""
         return sorted({f"{self.root}/upcycled/{r.model}/d1_{r.d1}/{r.moe}" for r in self.of_kind("upcycled")})
 
+    def grow_dir(self, model: str, d1: str, growth: str) -> str:
+        """The grown initialisation of dense ``model`` at ``d1`` by growth variant ``growth`` (stages.grow)."""
+        return f"{self.root}/grow/{model}/d1_{d1}/{growth}"
+
+    def grow_inits(self) -> list[str]:
+        """Directories of the grown dense initialisations (one per model, D1 and growth variant)."""
+        return sorted({self.grow_dir(r.model, r.d1, r.growth) for r in self.of_kind("grown")})
+
     # ----- seeds and arguments the rules pass to the stages -----
 
     @property
     def corpus_dir(self) -> str:
         return f"{self.root}/data/{self.cfg['data']['corpus']}"
 
-    def data_seed(self) -> int:
-        return derive_seed(self.cfg["seed"], "data", self.cfg["data"]["corpus"])
+    def data_seed(self, model: str = "") -> int:
+        """The data order: shared by every run of the grid (common random numbers), except replicas."""
+        replica = replica_index(model)
+        extra = (replica,) if replica > 1 else ()
+        return derive_seed(self.cfg["seed"], "data", self.cfg["data"]["corpus"], *extra)
 
     def seed(self, kind: str, model: str, moe: str = "") -> int:
         return derive_seed(self.cfg["seed"], kind, model, moe)
 
     def model_json(self, model: str, moe: str | None = None) -> str:
         """The JSON model shape for ``stages.train --model`` (vocab and context filled in by the stage)."""
-        spec = model_config(self.cfg, model, moe).to_dict()
+        spec = model_config(self.cfg, shape_name(model), moe).to_dict()
         for key in ("vocab_size", "max_seq_len"):
             spec.pop(key)
         return json.dumps(spec, sort_keys=True, separators=(",", ":"))
 
-    def train_json(self, lr_policy: str = "cosine") -> str:
-        """The training option group every training job gets (a Snakemake param: a change reruns training)."""
-        return to_json(
-            from_mapping(TrainConfig, {**pick(TrainConfig, self.cfg["train"]), "lr_policy": lr_policy}, "train")
-        )
+    def train_json(self, lr_policy: str = "cosine", lr: float | None = None) -> str:
+        """The training option group every training job gets (a Snakemake param: a change reruns training);
+        ``lr`` overrides the peak learning rate (an lr_sweep run)."""
+        options = {**pick(TrainConfig, self.cfg["train"]), "lr_policy": lr_policy}
+        if lr is not None:
+            options["lr"] = lr
+        return to_json(from_mapping(TrainConfig, options, "train"))
+
+    def sweep_train_json(self, run: Run) -> str:
+        """The training options of an lr_sweep run: the study's, with the run's peak learning rate."""
+        return self.train_json(self.lr_policy(run), float(run.lr))
+
+    def sweep_seed(self, model: str) -> int:
+        """The initialisation seed of an lr_sweep model: from its shape without its parametrization, and neither
+        its learning rate nor its budget. Every lr of a width starts from the same draws (common random numbers:
+        the loss-vs-lr curve is not blurred by seed noise); the sp and mup entries of one width draw the same
+        numbers too (muP only rescales them), so at the base width, where muP is SP bit for bit, both runs are
+        the same bits."""
+        spec = json.loads(self.model_json(model))
+        for key in ("parametrization", "mup_base_d_model", "mup_base_head_dim"):
+            spec.pop(key, None)
+        shape = json.dumps(spec, sort_keys=True, separators=(",", ":"))
+        return derive_seed(self.cfg["seed"], "lr_sweep", shape, model.partition(REPLICA)[2])
 
     def moe_json(self, moe: str) -> str:
         """The routing group of MoE variant ``moe`` for ``stages.upcycle --moe``."""
@@ -262,8 +398,24 @@ class Grid:
         """The upcycling recipe of MoE variant ``moe`` for ``stages.upcycle --recipe``."""
         return to_json(upcycle_recipe(self.cfg, moe))
 
+    def growth_model_json(self, growth: str) -> str:
+        """The full shape of growth variant ``growth``'s target model for ``stages.grow --model``."""
+        spec = model_config(self.cfg, growth_target(self.cfg, growth)).to_dict()
+        return json.dumps(spec, sort_keys=True, separators=(",", ":"))
+
+    def growth_recipe_json(self, growth: str) -> str:
+        """The growth recipe of variant ``growth`` for ``stages.grow --recipe``."""
+        return to_json(growth_recipe(self.cfg, growth))
+
     def labels_json(self, run: Run) -> str:
         return json.dumps(run.labels(), sort_keys=True, separators=(",", ":"))
+
+    def findings_args(self) -> str:
+        """Which fits ``stages.findings`` reads for the dense, upcycled and scratch laws (the planner's roles)."""
+        p = self.cfg.get("planner") or {}
+        names = {"dense": "dense_chinchilla", "upcycled": "upcycled", "scratch": "scratch_chinchilla"}
+        names.update({role: p[f"{role}_fit"] for role in names if p.get(f"{role}_fit")})
+        return " ".join(f"--{role}-fit {name}" for role, name in names.items())
 
     def planner_args(self) -> str:
         """Flags of ``stages.planner`` for the example decision in ``config["planner"]``."""
@@ -282,4 +434,7 @@ class Grid:
         ]
         if p["total_flops"]:
             flags.append(f"--total-flops {p['total_flops']}")
+        if p["grown_fit"]:
+            n_grown = param_counts(model_config(self.cfg, p["grown_model"])).total()
+            flags.append(f"--grown-fit {p['grown_fit']} --n-grown {n_grown}")
         return " ".join(flags)

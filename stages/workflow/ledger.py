@@ -5,7 +5,8 @@ their whole budget (whole optimizer steps); under a wsd schedule each family's s
 (its segments, ``Grid.segments``) plus one cooldown per budget (from ``Grid.branch_step`` to the end).
 Training FLOPs per token follow ``train.flops_convention`` (``stages.model.compute``). Evaluation is counted
 roughly as forward passes (a third of the training FLOPs per token): ``evaluate.max_tokens`` per run, and
-``upcycle_eval_tokens`` through the dense parent and the new MoE at every upcycling. Torch-free.
+``upcycle_eval_tokens`` through the dense parent and the new MoE at every upcycling (and through the parent and
+the grown model at every growth: ``grow_eval``). Torch-free.
 """
 
 from __future__ import annotations
@@ -17,12 +18,23 @@ from typing import Any
 
 from stages.model.compute import flops_per_token
 from stages.model.config import ModelConfig
-from stages.workflow.config import load_yaml, model_config, validate_config
-from stages.workflow.grid import Grid, Run
+from stages.workflow.config import growth_target, load_yaml, model_config, validate_config
+from stages.workflow.grid import Grid, Run, shape_name
 
 DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "config" / "config.yaml"
 H100_BF16_TFLOPS = 989.0  # dense bf16 tensor-core peak of an H100 SXM (datasheet, no sparsity); H200: the same
-KIND_ORDER = ("dense", "scratch_moe", "upcycled", "dense_cont", "stable", "upcycle_eval", "evaluate")
+KIND_ORDER = (
+    "dense",
+    "scratch_moe",
+    "upcycled",
+    "dense_cont",
+    "lr_sweep",
+    "grown",
+    "stable",
+    "upcycle_eval",
+    "grow_eval",
+    "evaluate",
+)
 
 
 def merge(base: dict[str, Any], overlay: dict[str, Any]) -> dict[str, Any]:
@@ -56,7 +68,9 @@ class Line:
 
 def _run_model(cfg: dict[str, Any], run: Run) -> ModelConfig:
     moe = run.moe if run.kind in ("upcycled", "scratch_moe") else None
-    return model_config(cfg, run.model, moe)
+    if run.kind == "grown":  # a grown run trains the growth variant's target model
+        return model_config(cfg, growth_target(cfg, run.growth))
+    return model_config(cfg, shape_name(run.model), moe)
 
 
 def ledger_lines(cfg: dict[str, Any]) -> list[Line]:
@@ -81,9 +95,14 @@ def ledger_lines(cfg: dict[str, Any]) -> list[Line]:
     check = cfg["upcycle_eval_tokens"]
     for init in grid.upcycle_inits():
         _, model, d1, moe = init.rsplit("/", 3)
-        dense = flops_per_token(model_config(cfg, model), t["seq_len"], conv)
-        sparse = flops_per_token(model_config(cfg, model, moe), t["seq_len"], conv)
+        dense = flops_per_token(model_config(cfg, shape_name(model)), t["seq_len"], conv)
+        sparse = flops_per_token(model_config(cfg, shape_name(model), moe), t["seq_len"], conv)
         lines.append(Line("upcycle_eval", init, 2 * check, (dense + sparse) / 3.0 * check))
+    for init in grid.grow_inits():
+        _, model, d1, growth = init.rsplit("/", 3)
+        parent = flops_per_token(model_config(cfg, shape_name(model)), t["seq_len"], conv)
+        grown = flops_per_token(model_config(cfg, growth_target(cfg, growth)), t["seq_len"], conv)
+        lines.append(Line("grow_eval", init, 2 * check, (parent + grown) / 3.0 * check))
     return lines
 
 
@@ -111,7 +130,7 @@ def summarize(cfg: dict[str, Any]) -> Summary:
         flops_per_token(_run_model(cfg, r), t["seq_len"], t["flops_convention"]) * grid.steps(r) * grid.tokens_per_step
         for r in grid.runs
     )
-    training = [x for x in lines if x.kind not in ("evaluate", "upcycle_eval")]
+    training = [x for x in lines if x.kind not in ("evaluate", "upcycle_eval", "grow_eval")]
     return Summary(rows, sum(x.flops for x in lines), max(training, key=lambda x: x.flops), independent)
 
 
@@ -147,7 +166,7 @@ def format_ledger(cfg: dict[str, Any], mfu: float = 0.35, gpu_tflops: float = H1
         f"largest training job: {big.job} ({big.flops:.3e} FLOPs, "
         f"{gpu_hours(big.flops, mfu, gpu_tflops):,.1f} GPU-hours on one GPU)"
     )
-    trained = sum(r[3] for r in s.rows if r[0] not in ("evaluate", "upcycle_eval"))
+    trained = sum(r[3] for r in s.rows if r[0] not in ("evaluate", "upcycle_eval", "grow_eval"))
     if trained < s.independent_flops:
         out.append(
             f"training with shared wsd stable runs: {trained:.3e} FLOPs vs {s.independent_flops:.3e} for "

@@ -16,9 +16,10 @@ import yaml
 from stages.core.options import merge_schemas, schema_of
 from stages.laws.options import FitConfig
 from stages.model.config import ModelConfig, MoEConfig
+from stages.surgery.growth_recipe import GrowthRecipe
 from stages.surgery.recipe import UpcycleRecipe
 from stages.training.options import EvalConfig, TrainConfig
-from stages.workflow.sections import StudyTraining, VariantTraining
+from stages.workflow.sections import Parent, StudyTraining, VariantTraining
 
 SCHEMA_FILE = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
 
@@ -33,8 +34,24 @@ NAME = {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9_-]*$"}
 # top-level name of the unnamed study's results/ tree, so the two never overlap.
 RESERVED_STUDIES = (
     "data", "dense", "moe", "scratch", "dense_cont", "upcycled", "eval", "tables", "fits", "figures", "stable",
-    "logs", "benchmarks",
+    "logs", "benchmarks", "lr_sweep", "grow", "grown",
 )  # fmt: skip
+PARENT_D1 = (
+    "dense budgets of the trained models under 'models'; an imported parent's d1 is its parents.<name>.tokens "
+    "(omit d1 when every model is one)"
+)
+# the grown model of a growth variant (the rest of the entry is the growth recipe and the lr policy)
+GROWTH_TARGET = {
+    "type": "object",
+    "required": ["target"],
+    "properties": {
+        "target": {
+            "$ref": "#/$defs/name",
+            "description": "the grown model, an entry of 'models': a shape the recipe can grow the parent into "
+            "(same vocabulary, context and head size; hypercloning: integer width factors; layers a multiple)",
+        }
+    },
+}
 STUDY_PATTERN = "^(?!(" + "|".join(RESERVED_STUDIES) + ")$)([A-Za-z0-9][A-Za-z0-9_-]*)?$"
 
 
@@ -44,6 +61,14 @@ def _defs() -> dict[str, Any]:
         "token_list": {"type": "array", "items": {"$ref": "#/$defs/tokens"}, "minItems": 1},
         "name": NAME,
         "name_list": {"type": "array", "items": {"$ref": "#/$defs/name"}, "minItems": 1, "uniqueItems": True},
+        "lr_list": {
+            "description": "peak learning rates, each a run of its own (path label lr_<value>); write 0.001, not 1e-3 "
+            "(YAML reads that as text)",
+            "type": "array",
+            "items": {"type": "number", "exclusiveMinimum": 0},
+            "minItems": 1,
+            "uniqueItems": True,
+        },
         "model": {
             "description": "shape of a dense transformer (Qwen2 conventions); vocab_size comes from data.vocab_size "
             "and max_seq_len from train.seq_len",
@@ -53,20 +78,32 @@ def _defs() -> dict[str, Any]:
             "description": "one MoE variant (a grid point): routing, upcycling recipe and post-upcycling lr policy",
             **merge_schemas(schema_of(MoEConfig), schema_of(UpcycleRecipe), schema_of(VariantTraining)),
         },
+        "growth": {
+            "description": "one growth variant (a grid point): the grown model, the growth recipe and the lr policy "
+            "of the grown run",
+            **merge_schemas(GROWTH_TARGET, schema_of(GrowthRecipe), schema_of(VariantTraining)),
+        },
         "fit": {"type": ["object", "null"], **{k: v for k, v in schema_of(FitConfig).items() if k != "type"}},
+        "parent": {"description": (Parent.__doc__ or "").split("\n\n")[0], **schema_of(Parent)},
     }
 
 
 def _grid_section(*keys: str, optional: bool = True) -> dict[str, Any]:
+    """One cross product of models x (moe) x budgets, or a list of them (stages.workflow.config.grid_blocks).
+    ``d1`` of a section that continues a dense parent may be left out when every model is an imported parent."""
     props: dict[str, Any] = {"models": {"$ref": "#/$defs/name_list"}}
     for key in keys:
-        props[key] = {"$ref": "#/$defs/name_list"} if key == "moe" else {"$ref": "#/$defs/token_list"}
-    return {
-        "type": ["object", "null"] if optional else "object",
-        "additionalProperties": False,
-        "required": ["models", *keys],
-        "properties": props,
-    }
+        lists = {"moe": "name_list", "lr": "lr_list", "growth": "name_list"}
+        props[key] = {"$ref": f"#/$defs/{lists.get(key, 'token_list')}"}
+    continued = "d2" in keys  # upcycled, dense_cont: their dense parent may be an imported one
+    required = ["models", *(k for k in keys if not (continued and k == "d1"))]
+    if continued:
+        props["d1"]["description"] = PARENT_D1
+    block = {"type": "object", "additionalProperties": False, "required": required, "properties": props}
+    choices: list[dict[str, Any]] = [block, {"type": "array", "minItems": 1, "items": block}]
+    if optional:
+        choices.append({"type": "null"})
+    return {"oneOf": choices}
 
 
 def _data() -> dict[str, Any]:
@@ -99,7 +136,20 @@ def _data() -> dict[str, Any]:
                 "minLength": 1,
                 "default": "text",
             },
-            "vocab_size": {"type": "integer", "minimum": 258, "maximum": 65536, "default": 2048},
+            "vocab_size": {
+                "description": "size of the byte-level BPE trained on the corpus (shards hold uint16 ids up to "
+                "65536, uint32 beyond); unused with data.tokenizer",
+                "type": "integer",
+                "minimum": 258,
+                "default": 2048,
+            },
+            "tokenizer": {
+                "description": "an entry of 'parents' whose tokenizer.json encodes the corpus instead of a trained "
+                "BPE (vocabulary: its config.json's vocab_size); needed when the grid starts from a parent",
+                "type": ["string", "null"],
+                "pattern": NAME["pattern"],
+                "default": None,
+            },
             "val_fraction": {"type": "number", "exclusiveMinimum": 0, "exclusiveMaximum": 1, "default": 0.05},
         },
     }
@@ -127,6 +177,18 @@ def _planner() -> dict[str, Any]:
             "scratch_fit": {"type": "string", "default": "scratch_chinchilla"},
             "dense_fit": {"type": "string", "default": "dense_chinchilla"},
             "max_extrapolation": {"type": "number", "exclusiveMinimum": 1, "default": 100},
+            "grown_fit": {
+                "type": ["string", "null"],
+                "default": None,
+                "description": "a fit of the upcycled D1 x D2 law on grown runs: adds the option 'grow' (the dense "
+                "model grown into grown_model, then trained on the extra budget); null = no grow option",
+            },
+            "grown_model": {
+                "type": ["string", "null"],
+                "default": None,
+                "description": "the grown model of the grow option (an entry of 'models'; its N); needed with "
+                "grown_fit",
+            },
         },
     }
 
@@ -172,16 +234,62 @@ def config_schema() -> dict[str, Any]:
                 "propertyNames": {"$ref": "#/$defs/name"},
                 "additionalProperties": {"$ref": "#/$defs/moe"},
             },
+            "growth": {
+                "description": "growth variants (python -m stages.grow): a dense model of grid.grown grown into the "
+                "target model by the recipe, then trained D2 tokens; each is a grid point",
+                "type": "object",
+                "default": {},
+                "propertyNames": {"$ref": "#/$defs/name"},
+                "additionalProperties": {"$ref": "#/$defs/growth"},
+            },
+            "parents": {
+                "description": "existing dense models (local Hugging Face folders) to upcycle or continue instead "
+                "of pre-training: each name is a model of grid.upcycled and grid.dense_cont",
+                "type": "object",
+                "default": {},
+                "propertyNames": {"$ref": "#/$defs/name"},
+                "additionalProperties": {"$ref": "#/$defs/parent"},
+            },
             "train": {**train, "default": {}},
             "grid": {
                 "type": "object",
                 "additionalProperties": False,
-                "required": ["dense"],
                 "properties": {
-                    "dense": _grid_section("d1", optional=False),
+                    "dense": _grid_section("d1"),
                     "upcycled": _grid_section("moe", "d1", "d2"),
                     "scratch_moe": _grid_section("moe", "d"),
                     "dense_cont": _grid_section("d1", "d2"),
+                    "grown": {
+                        "description": "warm-started runs: each model's dense checkpoint at d1 grown by each growth "
+                        "variant (results/grow/<model>/d1_<d1>/<growth>), then trained d2 tokens "
+                        "(results/grown/<model>/d1_<d1>/<growth>/d2_<d2>); their baseline, the target model from "
+                        "scratch, is a grid.dense run of the target",
+                        **_grid_section("growth", "d1", "d2"),
+                    },
+                    "lr_sweep": {
+                        "description": "learning-rate sweeps: a fresh dense run per model x lr x d, trained with the "
+                        "study's train options and that peak lr (results/lr_sweep/<model>/lr_<lr>/d_<d>); the "
+                        "lr_sweep figure draws them",
+                        **_grid_section("lr", "d"),
+                    },
+                    "replicas": {
+                        "description": "runs of the grid trained again with other seeds (init, data order, "
+                        "surgery), to measure seed noise; a replica's whole lineage is replicated and its model "
+                        "path reads <model>@<k>",
+                        "type": ["object", "null"],
+                        "additionalProperties": False,
+                        "required": ["runs"],
+                        "properties": {
+                            "seeds": {"type": "integer", "minimum": 2, "default": 2, "description": "seeds per run"},
+                            "runs": {
+                                "type": "array",
+                                "minItems": 1,
+                                "uniqueItems": True,
+                                "items": {"type": "string"},
+                                "description": "run ids as under results/, e.g. dense/s/d1_400K",
+                            },
+                        },
+                    },
                 },
             },
             "evaluate": {**schema_of(EvalConfig), "default": {}},

@@ -1,7 +1,7 @@
 """Study-level option groups: settings of the grid that are not options of any one stage.
 
 The rest of the config schema comes from the stages' own groups (model, MoE routing, upcycling recipe,
-training, evaluation, fit); these two add what only the workflow uses. Torch-free.
+training, evaluation, fit); these add what only the workflow uses. Torch-free.
 """
 
 from __future__ import annotations
@@ -38,4 +38,28 @@ class VariantTraining:
 
     lr_policy: LRPolicy = option(
         "cosine", help="cosine = He et al.'s reset (warm up again, decay over D2); constant_min; continue"
+    )
+
+
+# the token-count schema of the config (stages.workflow.schema's $defs): a stated count like 2T or 4096
+TOKENS_REF = {"$ref": "#/$defs/tokens"}
+
+
+@dataclass(frozen=True)
+class Parent:
+    """An existing dense model a study starts from instead of pre-training one (a ``parents`` entry).
+
+    Its name is a model of ``grid.upcycled`` and ``grid.dense_cont`` (their ``d1`` is then its ``tokens``): it
+    is imported as the dense checkpoint ``dense/<name>/d1_<tokens>`` at the study's ``train.seq_len``, and the
+    corpus is tokenized with its tokenizer when ``data.tokenizer`` names it.
+    """
+
+    hf: str = option(
+        help="local Hugging Face folder of a Qwen2, Llama or Mistral model: config.json, model.safetensors (or "
+        "sharded, or pytorch_model.bin) and tokenizer.json; relative to the working directory"
+    )
+    tokens: str = option(
+        help="tokens it was pre-trained on, as its authors state them: its D1 (the path label d1_<tokens>, the "
+        "runs table's D1) and, at train.flops_convention, its sunk compute",
+        schema=TOKENS_REF,
     )

@@ -14,8 +14,8 @@ sys.path.insert(0, workflow.basedir)
 
 from stages.core.cli import UserError
 from stages.core.codehash import code_hash
-from stages.workflow.config import FIGURE_FITS, validate_config
-from stages.workflow.grid import Grid
+from stages.workflow.config import FIGURE_FITS, corpus_vocab_size, parent_files, tokenizer_files, validate_config
+from stages.workflow.grid import Grid, shape_name
 
 
 def _job_environment():
@@ -50,6 +50,7 @@ FIT_FILES = [f"{RESULTS}/fits/{name}.json" for name in ENABLED_FITS]
 FIGURE_FILES = [f"{RESULTS}/figures/{name}.{ext}" for name in config["figures"] for ext in ("png", "pdf")]
 TABLE_FILES = [f"{RESULTS}/fits/fit_params.{ext}" for ext in ("csv", "md")] if ENABLED_FITS else []
 PLAN_FILES = [f"{RESULTS}/tables/plan.csv"] if config["planner"] else []
+FINDINGS_FILES = [f"{RESULTS}/tables/findings.{ext}" for ext in ("csv", "md")]
 # Runtime settings of training jobs, passed as arguments but deliberately not params (not rerun triggers):
 # progress checkpoints only resume a killed job.
 RUNTIME = {"save_every": config["train"]["save_every"]}
@@ -57,14 +58,16 @@ RUNTIME = {"save_every": config["train"]["save_every"]}
 
 wildcard_constraints:
     corpus=r"[A-Za-z0-9][A-Za-z0-9_-]*",
-    model=r"[A-Za-z0-9][A-Za-z0-9_-]*",
+    model=r"[A-Za-z0-9][A-Za-z0-9_-]*(@[0-9]+)?",  # s@2: the second seed of model s (grid.replicas)
     moe=r"[A-Za-z0-9][A-Za-z0-9_-]*",
+    growth=r"[A-Za-z0-9][A-Za-z0-9_-]*",
     fit=r"[A-Za-z0-9][A-Za-z0-9_-]*",
     d1=r"[0-9]+(\.[0-9]+)?[KMBT]?",
     d2=r"[0-9]+(\.[0-9]+)?[KMBT]?",
     d=r"[0-9]+(\.[0-9]+)?[KMBT]?",
-    run=r"(dense|moe|scratch|dense_cont)/.+",
-    family=r"(dense|moe|scratch|dense_cont)/.+",
+    lr=r"[0-9][0-9.e+-]*",  # a peak lr as Python's repr spells it (stages.workflow.grid.lr_label)
+    run=r"(dense|moe|scratch|dense_cont|lr_sweep|grown)/.+",
+    family=r"(dense|moe|scratch|dense_cont|grown)/.+",
     step=r"[0-9]+",
 
 

@@ -18,7 +18,7 @@ rule dense:
         branch=lambda w, input: " ".join(f"--start-state {p}" for p in input.start),
         labels=lambda w: GRID.labels_json(GRID.run("dense", w.model, d1=w.d1)),
         seed=lambda w: GRID.seed("dense", w.model),
-        data_seed=GRID.data_seed(),
+        data_seed=lambda w: GRID.data_seed(w.model),
         code=code_hash("train"),
     resources:
         save_every=RUNTIME["save_every"],
@@ -52,7 +52,7 @@ rule dense_cont:
         branch=lambda w, input: " ".join(f"--start-state {p}" for p in input.start),
         labels=lambda w: GRID.labels_json(GRID.run("dense_cont", w.model, d1=w.d1, d2=w.d2)),
         seed=lambda w: GRID.seed("dense_cont", w.model),
-        data_seed=GRID.data_seed(),
+        data_seed=lambda w: GRID.data_seed(w.model),
         code=code_hash("train"),
     resources:
         save_every=RUNTIME["save_every"],

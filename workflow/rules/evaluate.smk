@@ -28,6 +28,7 @@ rule collect:
     input:
         evals=[run.eval_json for run in GRID.runs],
         surgery=[f"{d}/surgery.json" for d in GRID.upcycle_inits()],
+        grown=[f"{d}/surgery.json" for d in GRID.grow_inits()],
     output:
         csv=RUNS_TABLE[0],
         parquet=RUNS_TABLE[1],

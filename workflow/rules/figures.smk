@@ -64,3 +64,24 @@ rule plan:
         "../envs/stages.yaml"
     shell:
         "python -m stages.planner --fits {params.fits} {params.flags} --out {output} > {log} 2>&1"
+
+
+rule findings:
+    input:
+        runs=RUNS_TABLE[0],
+        fits=FIT_FILES,
+    output:
+        csv=report(f"{RESULTS}/tables/findings.csv", caption="../report/findings.rst", category="Tables"),
+        md=f"{RESULTS}/tables/findings.md",
+    params:
+        fits=lambda w, output: os.path.join(os.path.dirname(os.path.dirname(output.csv)), "fits"),
+        roles=GRID.findings_args(),
+        prefix=lambda w, output: output.csv.removesuffix(".csv"),
+        code=code_hash("findings"),
+    log:
+        f"{LOGS}/tables/findings.log",
+    conda:
+        "../envs/stages.yaml"
+    shell:
+        "python -m stages.findings --runs {input.runs} --fits {params.fits} {params.roles} --out {params.prefix} "
+        "> {log} 2>&1"

@@ -17,7 +17,7 @@ rule moe:
         branch=lambda w, input: " ".join(f"--start-state {p}" for p in input.start),
         labels=lambda w: GRID.labels_json(GRID.run("upcycled", w.model, w.moe, d1=w.d1, d2=w.d2)),
         seed=lambda w: GRID.seed("upcycled", w.model, w.moe),
-        data_seed=GRID.data_seed(),
+        data_seed=lambda w: GRID.data_seed(w.model),
         code=code_hash("train"),
     resources:
         save_every=RUNTIME["save_every"],
@@ -50,7 +50,7 @@ rule scratch:
         branch=lambda w, input: " ".join(f"--start-state {p}" for p in input.start),
         labels=lambda w: GRID.labels_json(GRID.run("scratch_moe", w.model, w.moe, d=w.d)),
         seed=lambda w: GRID.seed("scratch_moe", w.model, w.moe),
-        data_seed=GRID.data_seed(),
+        data_seed=lambda w: GRID.data_seed(w.model),
         code=code_hash("train"),
     resources:
         save_every=RUNTIME["save_every"],

@@ -1,0 +1,610 @@
+"""The papers' findings, checked against this study's runs and fits: one row per claim, with a verdict.
+
+Each row states a published claim, the number this study measured for it, an interval and a verdict:
+``reproduced``, ``not at this scale`` (the data neither confirm nor contradict it, or the effect lies
+outside the trained range), ``contradicted`` (the interval excludes the claim), or ``not measured`` (the grid
+has no runs that test it; the row says which runs would). Comparisons between two runs use the seed noise
+measured on the grid's replicated cells (``grid.replicas``): a difference counts only beyond
+1.96 x sqrt(2) x sigma_seed, the 95% band of the difference of two runs that differ only in their seeds.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+REPRODUCED, NOT_AT_SCALE, CONTRADICTED, NOT_MEASURED = "reproduced", "not at this scale", "contradicted", "not measured"
+COLUMNS = ["finding", "claim", "source", "measured", "interval", "verdict", "evidence"]
+HELDOUT_TOLERANCE = 0.02  # the held-out check: predictions within 2% of the measured loss
+Z95 = 1.96
+
+
+@dataclass(frozen=True)
+class Finding:
+    finding: str  # short key, e.g. dense_power_law
+    claim: str
+    source: str
+    measured: str
+    interval: str
+    verdict: str
+    evidence: str
+
+
+def _g(x: float) -> str:
+    return "nan" if x is None or not math.isfinite(x) else f"{x:.4g}"
+
+
+def _tokens(x: float) -> str:
+    for unit, scale in (("B", 1e9), ("M", 1e6), ("K", 1e3)):
+        if abs(x) >= scale:
+            return f"{x / scale:.4g}{unit}"
+    return f"{x:.4g}"
+
+
+def _ci(fit: Mapping[str, Any], name: str) -> tuple[float, float] | None:
+    ci = ((fit.get("bootstrap") or {}).get("ci95") or {}).get(name)
+    return (float(ci[0]), float(ci[1])) if ci else None
+
+
+def _param(fit: Mapping[str, Any], name: str) -> str:
+    ci = _ci(fit, name)
+    text = f"{name} {_g(fit['params'][name])}"
+    return text + (f" [{_g(ci[0])}, {_g(ci[1])}]" if ci else " (no interval)")
+
+
+def _flags(fit: Mapping[str, Any]) -> str:
+    return str((fit.get("diagnostics") or {}).get("short", "ok"))
+
+
+# ----- seed noise -----
+
+
+def cell_of(run_id: str) -> str:
+    """The grid cell of a run: its run id with the replica suffix (``s@2`` -> ``s``) removed."""
+    return "/".join(part.split("@", 1)[0] for part in run_id.split("/"))
+
+
+@dataclass(frozen=True)
+class SeedNoise:
+    sigma: float  # pooled standard deviation of val_loss between seeds of one cell (nan: no replicas)
+    cells: int
+    runs: int
+
+    def band(self) -> float:
+        """Half-width of the 95% band of a difference between two single-seed runs."""
+        return Z95 * math.sqrt(2.0) * self.sigma if math.isfinite(self.sigma) else 0.0
+
+
+def seed_noise(runs: pd.DataFrame) -> SeedNoise:
+    """Pooled within-cell variance of the validation loss over the replicated cells."""
+    cells = runs.assign(cell=runs["run_id"].map(cell_of)).groupby("cell")["val_loss"]
+    sizes = cells.size()
+    replicated = sizes[sizes >= 2].index
+    if len(replicated) == 0:
+        return SeedNoise(float("nan"), 0, 0)
+    ss = sum(float(((g - g.mean()) ** 2).sum()) for c, g in cells if c in replicated)
+    dof = int((sizes[replicated] - 1).sum())
+    return SeedNoise(math.sqrt(ss / dof), len(replicated), int(sizes[replicated].sum()))
+
+
+OPTIONAL = ("model", "moe", "schedule", "method", "D", "D1", "D2", "N_active", "N_dense", "flops_total", "experts")
+OPTIONAL += ("top_k", "granularity", "norm_topk_prob", "shared_expert_d_ff", "step0_val_loss", "parent_val_loss")
+OPTIONAL += ("N_total", "growth")
+
+
+def cell_means(runs: pd.DataFrame) -> pd.DataFrame:
+    """One row per grid cell, val_loss averaged over its seeds (the first seed's other columns).
+
+    Columns a claim needs but the table lacks (a table from another tool) are added empty: the claim then
+    reads "not measured" instead of failing.
+    """
+    runs = runs.assign(cell=runs["run_id"].map(cell_of))
+    if "replica" not in runs.columns:
+        runs["replica"] = 1
+    for column in OPTIONAL:
+        if column not in runs.columns:
+            runs[column] = np.nan
+    first = runs.sort_values("replica", kind="stable").drop_duplicates("cell").set_index("cell")
+    first["val_loss"] = runs.groupby("cell")["val_loss"].mean()
+    first["n_seeds"] = runs.groupby("cell").size()
+    return first.reset_index()
+
+
+def noise_row(noise: SeedNoise) -> Finding:
+    if noise.cells == 0:
+        return Finding(
+            "seed_noise",
+            "seed noise is measured and small against the effects below",
+            "this study",
+            "no replicated cells",
+            "",
+            NOT_MEASURED,
+            "set grid.replicas to train cells with a second seed",
+        )
+    return Finding(
+        "seed_noise",
+        "seed noise is measured and small against the effects below",
+        "this study",
+        f"sigma_seed {noise.sigma:.4f} nats",
+        f"difference band +/-{noise.band():.4f}",
+        REPRODUCED if noise.sigma < 0.02 else NOT_AT_SCALE,
+        f"{noise.runs} runs in {noise.cells} replicated cells",
+    )
+
+
+# ----- the grid's own shape: loss falls with tokens and size -----
+
+
+def monotone_row(cells: pd.DataFrame, noise: SeedNoise) -> Finding:
+    """Every kind's loss falls along each token axis and with model size (ties within the seed band pass)."""
+    slack = noise.band()
+    checks, violations = 0, []
+    axes = {"dense": [("D", ["model"]), ("N_active", ["D"])], "scratch_moe": [("D", ["model"]), ("N_active", ["D"])]}
+    axes.update(upcycled=[("D2", ["model", "moe", "D1"]), ("D1", ["model", "moe", "D2"])])
+    axes.update(dense_cont=[("D2", ["model", "D1"]), ("D1", ["model", "D2"])])
+    axes.update(grown=[("D2", ["model", "growth", "D1"]), ("D1", ["model", "growth", "D2"])])
+    for kind, pairs in axes.items():
+        rows = cells[cells["kind"] == kind]
+        for axis, keys in pairs:
+            for key, group in rows.groupby(keys):
+                ordered = group.sort_values(axis)
+                losses, xs = ordered["val_loss"].to_numpy(), ordered[axis].to_numpy()
+                for i in range(1, len(losses)):
+                    checks += 1
+                    if losses[i] > losses[i - 1] + slack:
+                        violations.append(f"{kind} {dict(zip(keys, np.atleast_1d(key), strict=True))} {axis} {xs[i]:g}")
+    verdict = REPRODUCED if checks and not violations else (CONTRADICTED if violations else NOT_MEASURED)
+    return Finding(
+        "monotone_grid",
+        "validation loss falls with training tokens and with model size, for every kind of run",
+        "Kaplan et al. 2020; Hoffmann et al. 2022",
+        f"{checks - len(violations)} of {checks} neighbouring pairs fall",
+        f"ties within +/-{slack:.4f} count as falling",
+        verdict,
+        "; ".join(violations[:4]) or "every pair",
+    )
+
+
+# ----- fitted laws -----
+
+
+def dense_law_row(fit: Mapping[str, Any] | None) -> Finding:
+    claim = "dense loss follows a saturating power law L = E + A N^-alpha + B D^-beta with E > 0"
+    source = "Hoffmann et al. 2022; Liew et al. 2025 Table 2"
+    if fit is None:
+        return Finding("dense_power_law", claim, source, "no dense fit", "", NOT_MEASURED, "")
+    ci = {k: _ci(fit, k) for k in ("E", "alpha", "beta")}
+    measured = ", ".join(_param(fit, k) for k in ("E", "alpha", "beta"))
+    positive = all(c is not None and c[0] > 0 for c in ci.values())
+    flags = _flags(fit)
+    if positive and flags == "ok":
+        verdict = REPRODUCED
+    elif any(c is not None and c[1] <= 0 for k, c in ci.items() if k != "E"):
+        verdict = CONTRADICTED
+    else:
+        verdict = NOT_AT_SCALE
+    return Finding(
+        "dense_power_law", claim, source, measured, "bootstrap 95% over runs", verdict, f"diagnostics: {flags}"
+    )
+
+
+def interaction_row(fit: Mapping[str, Any] | None, name: str) -> Finding:
+    claim = "upcycled loss falls in D1 and D2, and the sunk cost slows it: interaction alpha3 > 0"
+    source = "Liew et al. 2025 Eq. 12 (alpha3 = 0.0018 at LLM scale)"
+    if fit is None:
+        return Finding("upcycled_interaction", claim, source, "no upcycled fit", "", NOT_MEASURED, "")
+    ci = _ci(fit, "alpha3")
+    measured = ", ".join(_param(fit, k) for k in ("alpha1", "alpha2", "alpha3"))
+    falls = all((c := _ci(fit, k)) is not None and c[0] > 0 for k in ("alpha1", "alpha2"))
+    if ci is None:
+        verdict = NOT_AT_SCALE
+    elif ci[0] > 0 and falls:
+        verdict = REPRODUCED
+    elif ci[1] < 0:
+        verdict = CONTRADICTED
+    else:
+        verdict = NOT_AT_SCALE
+    return Finding(
+        "upcycled_interaction",
+        claim,
+        source,
+        measured,
+        "bootstrap 95% over runs",
+        verdict,
+        f"fit {name}: {_flags(fit)}",
+    )
+
+
+def threshold_row(
+    cells: pd.DataFrame,
+    noise: SeedNoise,
+    crossings: Callable[[float], tuple[list[float], bool]] | None,
+) -> Finding:
+    """Predicted D2*(D1) (same additional tokens) against the trained pairs upcycled(D1, D2) vs scratch(D = D2)."""
+    claim = "upcycling beats an MoE from scratch below a token budget D2* and loses above it"
+    source = "Liew et al. 2025 Eq. 13 / Fig. 1 right"
+    up = cells[cells["kind"] == "upcycled"]
+    scratch = cells[cells["kind"] == "scratch_moe"]
+    if up.empty or scratch.empty or crossings is None:
+        return Finding(
+            "upcycle_vs_scratch", claim, source, "needs upcycled and scratch runs and fits", "", NOT_MEASURED, ""
+        )
+    slack = noise.band()
+    thresholds = {}
+    for d1 in sorted(up["D1"].unique()):
+        roots, upcycle_first = crossings(float(d1))
+        thresholds[float(d1)] = roots[0] if roots and upcycle_first else math.inf  # inf: upcycling always wins
+    below = {"wins": 0, "losses": 0, "ties": 0}  # trained pairs on the side where the law says upcycling wins
+    above = dict(below)  # and past the predicted D2*, where scratch should win
+    for _, row in up.iterrows():
+        same = scratch[
+            (scratch["model"] == row["model"]) & (scratch["moe"] == row["moe"]) & (scratch["D"] == row["D2"])
+        ]
+        if same.empty:
+            continue
+        gap = float(row["val_loss"] - same["val_loss"].iloc[0])
+        side = above if float(row["D2"]) > thresholds[float(row["D1"])] else below
+        side["wins" if gap < -slack else "losses" if gap > slack else "ties"] += 1
+    if not sum(below.values()) + sum(above.values()):
+        return Finding("upcycle_vs_scratch", claim, source, "no scratch run at an upcycled D2", "", NOT_MEASURED, "")
+    measured = (
+        f"below D2*: upcycling wins {below['wins']}, loses {below['losses']}, ties {below['ties']}; "
+        f"past D2*: scratch wins {above['losses']}, loses {above['wins']}, ties {above['ties']}"
+    )
+    if below["losses"] > below["wins"] or above["wins"] > above["losses"]:
+        verdict = CONTRADICTED  # the data take the other side of the predicted threshold
+    elif below["wins"] and above["losses"]:
+        verdict = REPRODUCED  # upcycling wins below and a trained run past D2* confirms scratch winning there
+    else:
+        verdict = NOT_AT_SCALE  # no trained run past D2*, or only ties there
+    largest = float(up["D2"].max())
+    evidence = "; ".join(
+        f"D1 {_tokens(d1)}: D2* {_tokens(t) if math.isfinite(t) else 'none'}" for d1, t in thresholds.items()
+    )
+    evidence += f"; largest trained D2 {_tokens(largest)}"
+    return Finding("upcycle_vs_scratch", claim, source, measured, f"ties within +/-{slack:.4f}", verdict, evidence)
+
+
+def dense_cont_row(cells: pd.DataFrame, noise: SeedNoise) -> Finding:
+    """Upcycled vs dense continued from the same dense checkpoint at equal total FLOPs (log-log interpolation)."""
+    claim = "at equal total compute, upcycling beats continuing the dense model"
+    source = "He et al. 2024; Komatsuzaki et al. 2022"
+    up = cells[cells["kind"] == "upcycled"]
+    cont = cells[cells["kind"] == "dense_cont"]
+    gaps, where = [], []
+    for _, row in up.iterrows():
+        curve = cont[(cont["model"] == row["model"]) & (cont["D1"] == row["D1"])].sort_values("flops_total")
+        if len(curve) < 2:
+            continue
+        x = np.log(curve["flops_total"].to_numpy(float))
+        target = math.log(float(row["flops_total"]))
+        if not x[0] <= target <= x[-1]:
+            continue  # no extrapolation: the comparison stays inside the continued runs' compute range
+        loss = math.exp(float(np.interp(target, x, np.log(curve["val_loss"].to_numpy(float)))))
+        gaps.append(float(row["val_loss"]) - loss)
+        where.append(f"D1 {_tokens(row['D1'])} D2 {_tokens(row['D2'])}: {gaps[-1]:+.4f}")
+    if not gaps:
+        return Finding(
+            "upcycle_vs_dense_cont",
+            claim,
+            source,
+            "no upcycled run inside a dense_cont compute range",
+            "",
+            NOT_MEASURED,
+            "",
+        )
+    slack = noise.band()
+    wins = sum(g < -slack for g in gaps)
+    loses = sum(g > slack for g in gaps)
+    verdict = (
+        REPRODUCED if wins > len(gaps) / 2 and not loses else (CONTRADICTED if loses > len(gaps) / 2 else NOT_AT_SCALE)
+    )
+    measured = f"L_upcycled - L_dense_cont: mean {np.mean(gaps):+.4f}, {wins} of {len(gaps)} below -{slack:.4f}"
+    return Finding(
+        "upcycle_vs_dense_cont",
+        claim,
+        source,
+        measured,
+        f"min {min(gaps):+.4f}, max {max(gaps):+.4f}",
+        verdict,
+        "; ".join(where[:6]),
+    )
+
+
+def grown_row(cells: pd.DataFrame, noise: SeedNoise) -> Finding:
+    """Grown runs vs the dense model of the grown size trained from scratch, at equal total FLOPs (the parent's sunk
+    compute counted; log-log interpolation along the dense runs of the same size, never extrapolated), and whether
+    the gain is larger at the lower half of the grown runs' tokens per parameter (D2 / N_total) than at the upper."""
+    claim = (
+        "warmstarted (grown) runs beat the larger dense model from scratch at equal total compute, gains largest at "
+        "low tokens/parameter"
+    )
+    source = "Mallik et al. 2024 (arXiv 2411.07340)"
+    grown = cells[cells["kind"] == "grown"]
+    dense = cells[cells["kind"] == "dense"]
+    gaps, ratios, where = [], [], []
+    for _, row in grown.iterrows():
+        curve = dense[dense["N_total"] == row["N_total"]].sort_values("flops_total")
+        if len(curve) < 2:
+            continue
+        x = np.log(curve["flops_total"].to_numpy(float))
+        target = math.log(float(row["flops_total"]))
+        if not x[0] <= target <= x[-1]:
+            continue  # no extrapolation: the comparison stays inside the dense runs' compute range
+        loss = math.exp(float(np.interp(target, x, np.log(curve["val_loss"].to_numpy(float)))))
+        gaps.append(float(row["val_loss"]) - loss)
+        ratios.append(float(row["D2"]) / float(row["N_total"]))
+        label = f"{row['growth']} " if isinstance(row["growth"], str) and row["growth"] else ""
+        where.append(f"{label}D1 {_tokens(row['D1'])} D2 {_tokens(row['D2'])}: {gaps[-1]:+.4f}")
+    if not gaps:
+        return Finding(
+            "grown_vs_dense_scratch",
+            claim,
+            source,
+            "no grown run inside the compute range of dense runs of its size",
+            "",
+            NOT_MEASURED,
+            "train grid.grown runs and grid.dense runs of each growth target spanning their total compute",
+        )
+    slack = noise.band()
+    wins = sum(g < -slack for g in gaps)
+    loses = sum(g > slack for g in gaps)
+    order = np.argsort(ratios, kind="stable")
+    half = len(order) // 2
+    low, high = np.array(gaps)[order[:half]], np.array(gaps)[order[len(order) - half :]]
+    trend = ""
+    falls = True  # the gain (-gap) at low tokens/parameter is at least the gain at high tokens/parameter
+    if half and ratios[order[half - 1]] < ratios[order[len(order) - half]]:
+        falls = bool(-low.mean() >= -high.mean())
+        trend = (
+            f"; gain {-low.mean():+.4f} at D2/N <= {ratios[order[half - 1]]:.3g}, "
+            f"{-high.mean():+.4f} at D2/N >= {ratios[order[len(order) - half]]:.3g}"
+        )
+    if wins > len(gaps) / 2 and not loses and falls:
+        verdict = REPRODUCED
+    elif loses > len(gaps) / 2:
+        verdict = CONTRADICTED
+    else:
+        verdict = NOT_AT_SCALE
+    measured = f"L_grown - L_dense_scratch: mean {np.mean(gaps):+.4f}, {wins} of {len(gaps)} below -{slack:.4f}" + trend
+    return Finding(
+        "grown_vs_dense_scratch",
+        claim,
+        source,
+        measured,
+        f"min {min(gaps):+.4f}, max {max(gaps):+.4f}",
+        verdict,
+        "; ".join(where[:6]),
+    )
+
+
+def _compare_groups(cells: pd.DataFrame, kind: str, vary: str, fixed: list[str]) -> list[pd.DataFrame]:
+    """Groups of ``kind`` runs equal in ``fixed`` columns with >= 2 values of ``vary``."""
+    rows = cells[cells["kind"] == kind]
+    keep = [c for c in fixed if c in rows.columns]
+    return [g for _, g in rows.groupby(keep, dropna=False) if g[vary].nunique() >= 2] if len(rows) else []
+
+
+def lr_policy_row(cells: pd.DataFrame, noise: SeedNoise) -> Finding:
+    claim = (
+        "after upcycling, re-warming the learning rate (reset) beats a constant minimum or continuing the "
+        "parent's schedule"
+    )
+    source = "He et al. 2024"
+    groups = _compare_groups(
+        cells, "upcycled", "schedule", ["model", "D1", "D2", "experts", "top_k", "granularity", "method"]
+    )
+    if not groups:
+        return Finding(
+            "lr_reset", claim, source, "one schedule per upcycled cell", "", NOT_MEASURED, "run config/methods.yaml"
+        )
+    slack = noise.band()
+    wins = total = 0
+    details = []
+    for g in groups:
+        reset = g[g["schedule"].isin(["cosine", "wsd"])]["val_loss"]
+        other = g[~g["schedule"].isin(["cosine", "wsd"])]
+        if reset.empty or other.empty:
+            continue
+        for _, o in other.iterrows():
+            total += 1
+            gap = float(reset.min() - o["val_loss"])
+            wins += gap < -slack
+            details.append(f"D2 {_tokens(o['D2'])} reset - {o['schedule']}: {gap:+.4f}")
+    if not total:
+        return Finding("lr_reset", claim, source, "no reset-vs-other pair", "", NOT_MEASURED, "")
+    verdict = REPRODUCED if wins == total else (NOT_AT_SCALE if wins else CONTRADICTED)
+    return Finding(
+        "lr_reset",
+        claim,
+        source,
+        f"reset lower in {wins} of {total} pairs",
+        f"+/-{slack:.4f}",
+        verdict,
+        "; ".join(details[:6]),
+    )
+
+
+def experts_row(cells: pd.DataFrame, noise: SeedNoise) -> Finding:
+    """More experts at equal active parameters (same top-k, granularity and shape): lower loss, smaller steps."""
+    claim = "more experts at equal active parameters lower the loss, with diminishing returns"
+    source = "Liew et al. 2025 (sparsity law); He et al. 2024"
+    slack = noise.band()
+    fixed = ["model", "D", "D1", "D2", "top_k", "granularity", "method", "norm_topk_prob", "shared_expert_d_ff"]
+    groups = [g for kind in ("scratch_moe", "upcycled") for g in _compare_groups(cells, kind, "experts", fixed)]
+    groups = [g for g in groups if g["experts"].nunique() >= 3]
+    if not groups:
+        return Finding(
+            "more_experts",
+            claim,
+            source,
+            "no grid over experts at fixed top-k",
+            "",
+            NOT_MEASURED,
+            "run config/sparsity.yaml",
+        )
+    helps = diminishing = 0
+    details = []
+    for g in groups:
+        g = g.sort_values("experts")
+        steps = np.diff(g["val_loss"].to_numpy(float))
+        helps += bool(np.all(steps < slack)) and bool(steps.sum() < -slack)
+        diminishing += bool(np.all(np.diff(steps) > -slack))
+        details.append(
+            f"{g['kind'].iloc[0]} E {','.join(str(int(e)) for e in g['experts'])}: "
+            + ", ".join(f"{s:+.4f}" for s in steps)
+        )
+    n = len(groups)
+    verdict = REPRODUCED if helps == n and diminishing == n else (CONTRADICTED if helps == 0 else NOT_AT_SCALE)
+    return Finding(
+        "more_experts",
+        claim,
+        source,
+        f"falls in {helps} of {n} groups, diminishing in {diminishing}",
+        f"+/-{slack:.4f}",
+        verdict,
+        "; ".join(details[:4]),
+    )
+
+
+def granularity_row(cells: pd.DataFrame, noise: SeedNoise) -> Finding:
+    claim = "fine-grained experts beat coarse ones at equal active parameters"
+    source = "He et al. 2024; Krajewski et al. 2024"
+    cells = cells.assign(active_width=cells["top_k"] / cells["granularity"].replace(0, np.nan))
+    fixed = ["model", "D", "D1", "D2", "active_width", "method"]
+    groups = [g for kind in ("scratch_moe", "upcycled") for g in _compare_groups(cells, kind, "granularity", fixed)]
+    if not groups:
+        return Finding(
+            "fine_grained",
+            claim,
+            source,
+            "no granularity pair at equal active width",
+            "",
+            NOT_MEASURED,
+            "run config/sparsity.yaml",
+        )
+    slack = noise.band()
+    wins = 0
+    details = []
+    for g in groups:
+        g = g.sort_values("granularity")
+        gap = float(g["val_loss"].iloc[-1] - g["val_loss"].iloc[0])
+        wins += gap < -slack
+        details.append(f"G {int(g['granularity'].iloc[0])}->{int(g['granularity'].iloc[-1])}: {gap:+.4f}")
+    verdict = REPRODUCED if wins == len(groups) else (NOT_AT_SCALE if wins else CONTRADICTED)
+    return Finding(
+        "fine_grained",
+        claim,
+        source,
+        f"finer lower in {wins} of {len(groups)}",
+        f"+/-{slack:.4f}",
+        verdict,
+        "; ".join(details[:4]),
+    )
+
+
+def function_preserving_row(cells: pd.DataFrame, noise: SeedNoise) -> Finding:
+    """Step-0 loss equals the parent's for function-preserving surgery; after D2, compare with the other inits."""
+    claim = (
+        "function-preserving upcycling starts at the dense loss; a perturbed init (Drop-Upcycling) starts higher "
+        "and catches up after D2"
+    )
+    source = "Komatsuzaki et al. 2022; Nakamura et al. 2025"
+    up = cells[(cells["kind"] == "upcycled") & cells["step0_val_loss"].notna()]
+    if up.empty:
+        return Finding("function_preserving", claim, source, "no upcycled runs", "", NOT_MEASURED, "")
+    jump = (up["step0_val_loss"] - up["parent_val_loss"]).abs()
+    preserving = up[jump < 1e-3]
+    other = up[jump >= 1e-3]
+    measured = f"step-0 jump {jump.min():.2g}..{jump.max():.2g} nats over {len(up)} runs"
+    if other.empty or preserving.empty:
+        verdict = REPRODUCED if not preserving.empty and other.empty else NOT_MEASURED
+        note = "only function-preserving inits in this grid" if other.empty else "no function-preserving init"
+        return Finding(
+            "function_preserving", claim, source, measured, "", verdict if other.empty else NOT_MEASURED, note
+        )
+    slack = noise.band()
+    details = []
+    caught_up = total = 0
+    for (d1, d2), g in up.groupby(["D1", "D2"]):
+        p = g[(g["step0_val_loss"] - g["parent_val_loss"]).abs() < 1e-3]["val_loss"]
+        o = g[(g["step0_val_loss"] - g["parent_val_loss"]).abs() >= 1e-3]["val_loss"]
+        if p.empty or o.empty:
+            continue
+        total += 1
+        gap = float(o.min() - p.min())
+        caught_up += gap <= slack
+        details.append(f"D1 {_tokens(d1)} D2 {_tokens(d2)}: perturbed - preserving {gap:+.4f}")
+    verdict = NOT_MEASURED if not total else (REPRODUCED if caught_up == total else NOT_AT_SCALE)
+    return Finding("function_preserving", claim, source, measured, f"+/-{slack:.4f}", verdict, "; ".join(details[:4]))
+
+
+def wsd_cost_row(runs: pd.DataFrame) -> Finding:
+    """Tokens the grid trained with shared stable runs (each family's stable phase once, then every cooldown)
+    against independent runs of the same budgets (each run its own D), from the runs table's branch points."""
+    claim = "warmup-stable-decay trains a whole grid of budgets as one stable run plus a short cooldown per budget"
+    source = "Hägele et al. 2024"
+    trained = runs[runs["kind"].isin(["dense", "scratch_moe", "upcycled", "dense_cont", "grown"])]
+    if "branch_tokens" not in trained.columns or trained.empty or not (trained["branch_tokens"] > 0).any():
+        return Finding("wsd_cost", claim, source, "no wsd cooldowns in this grid", "", NOT_MEASURED, "")
+    own = trained["D"].astype(float)
+    branch = trained["branch_tokens"].astype(float)
+    families = trained.assign(family=trained["run_id"].str.rsplit("/", n=1).str[0], branch=branch)
+    shared = float(families.groupby("family")["branch"].max().sum())
+    with_wsd = shared + float((own - branch).sum())
+    independent = float(own.sum())
+    ratio = with_wsd / independent
+    return Finding(
+        "wsd_cost",
+        claim,
+        source,
+        f"{_tokens(with_wsd)} training tokens with shared stable runs vs {_tokens(independent)} independent: "
+        f"{ratio:.3f}",
+        "exact (token count)",
+        REPRODUCED if ratio < 1 else NOT_AT_SCALE,
+        f"{int((branch > 0).sum())} cooldowns in {families['family'].nunique()} families",
+    )
+
+
+def heldout_rows(fits: Mapping[str, Mapping[str, Any]]) -> list[Finding]:
+    """Every fit with held-out runs: do its predictions land within 2% of the measured losses?"""
+    out = []
+    for name, fit in sorted(fits.items()):
+        held = fit.get("holdout") or {}
+        rows = held.get("rows") or []
+        if not rows:
+            continue
+        errs = [abs(float(r["rel_err"])) for r in rows]
+        worst = max(errs)
+        verdict = REPRODUCED if len(rows) >= 3 and worst <= HELDOUT_TOLERANCE else NOT_AT_SCALE
+        if worst > HELDOUT_TOLERANCE:
+            verdict = CONTRADICTED if min(errs) > HELDOUT_TOLERANCE else NOT_AT_SCALE
+        out.append(
+            Finding(
+                f"heldout_{name}",
+                f"the fitted law ({fit['law']}) predicts runs outside its fitted range within 2%",
+                "this study (extrapolation check)",
+                f"{len(rows)} held-out runs, |rel err| max {worst:.2%}, mean {np.mean(errs):.2%}",
+                f"held out: {held.get('query', '')}",
+                verdict,
+                "; ".join(f"{r.get('run_id', '')}: {float(r['rel_err']):+.2%}" for r in rows[:4]),
+            )
+        )
+    return out
+
+
+def findings_table(rows: list[Finding]) -> pd.DataFrame:
+    return pd.DataFrame([asdict(r) for r in rows], columns=COLUMNS)
+
+
+def markdown(table: pd.DataFrame) -> str:
+    lines = ["| finding | claim | measured | interval | verdict |", "|---|---|---|---|---|"]
+    for _, r in table.iterrows():
+        cells = (r["finding"], f"{r['claim']} ({r['source']})", r["measured"], r["interval"], f"**{r['verdict']}**")
+        lines.append("| " + " | ".join(str(c) for c in cells) + " |")
+    return "\n".join(lines) + "\n"

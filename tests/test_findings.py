@@ -1,0 +1,174 @@
+"""The findings table: seed noise from replicas, verdicts that follow the numbers, the command end to end."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from stages.report import findings as F
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _runs(noise: float = 0.0, bump: float = 0.0) -> pd.DataFrame:
+    """A grid whose losses follow L = 2 + 5 D^-0.3 (+ size term), with one replicated cell per kind."""
+    rows = []
+    for model, n in (("s", 1e5), ("m", 3e5)):
+        for d in (1e5, 2e5, 4e5):
+            loss = 2 + 50 * n**-0.3 + 5 * d**-0.1
+            rows.append(dict(run_id=f"dense/{model}/d1_{d:g}", kind="dense", model=model, moe="", D=d, D1=d, D2=0.0))
+            rows[-1].update(N_active=n, N_dense=n, val_loss=loss, replica=1, flops_total=6 * n * d)
+    for d1 in (1e5, 4e5):
+        for d2 in (1e5, 2e5, 4e5):
+            loss = 2 + 5 * d1**-0.1 * d2**-0.05
+            rows.append(dict(run_id=f"moe/s/d1_{d1:g}/e8k2/d2_{d2:g}", kind="upcycled", model="s", moe="e8k2"))
+            rows[-1].update(D1=d1, D2=d2, D=d2, N_active=2e5, N_dense=1e5, val_loss=loss, replica=1)
+    table = pd.DataFrame(rows)
+    table.loc[table.index[-1], "val_loss"] += bump
+    replicas = table.iloc[[0, len(table) - 1]].copy()
+    replicas["run_id"] = replicas["run_id"].str.replace("/s/", "/s@2/")
+    replicas["replica"] = 2
+    replicas["val_loss"] += noise
+    return pd.concat([table, replicas], ignore_index=True)
+
+
+def test_seed_noise_pools_replicated_cells() -> None:
+    noise = F.seed_noise(_runs(noise=0.01))
+    assert noise.cells == 2 and noise.runs == 4
+    assert noise.sigma == pytest.approx(0.01 / math.sqrt(2))  # two seeds 0.01 apart: sd = 0.01 / sqrt(2)
+    assert noise.band() == pytest.approx(1.96 * 0.01)
+    assert math.isnan(F.seed_noise(_runs().query("replica == 1")).sigma)
+
+
+def test_cell_means_average_the_seeds() -> None:
+    cells = F.cell_means(_runs(noise=0.02))
+    first = cells[cells["cell"] == "dense/s/d1_100000"]
+    assert len(first) == 1 and int(first["n_seeds"].iloc[0]) == 2
+    base = 2 + 50 * 1e5**-0.3 + 5 * 1e5**-0.1
+    assert float(first["val_loss"].iloc[0]) == pytest.approx(base + 0.01)
+
+
+def test_monotone_row_finds_a_loss_that_rises_with_tokens() -> None:
+    clean = F.monotone_row(F.cell_means(_runs()), F.seed_noise(_runs()))
+    assert clean.verdict == F.REPRODUCED
+    broken = _runs(bump=0.5)  # the largest upcycled cell gets worse than its neighbours
+    row = F.monotone_row(F.cell_means(broken), F.seed_noise(broken))
+    assert row.verdict == F.CONTRADICTED and "upcycled" in row.evidence
+
+
+def _fit(params: dict[str, float], ci: dict[str, list[float]], short: str = "ok") -> dict:
+    return {"law": "chinchilla", "params": params, "bootstrap": {"ci95": ci}, "diagnostics": {"short": short}}
+
+
+def test_dense_law_verdicts_follow_intervals_and_diagnostics() -> None:
+    params = {"E": 1.5, "A": 10.0, "alpha": 0.3, "B": 20.0, "beta": 0.3}
+    good = _fit(params, {"E": [1.4, 1.6], "alpha": [0.2, 0.4], "beta": [0.25, 0.35]})
+    assert F.dense_law_row(good).verdict == F.REPRODUCED
+    collapsed = _fit(params, {"E": [0.0, 1.6], "alpha": [0.2, 0.4], "beta": [0.25, 0.35]}, "collapsed: E")
+    assert F.dense_law_row(collapsed).verdict == F.NOT_AT_SCALE
+    negative = _fit(params, {"E": [1.4, 1.6], "alpha": [-0.4, -0.1], "beta": [0.25, 0.35]})
+    assert F.dense_law_row(negative).verdict == F.CONTRADICTED
+    assert F.dense_law_row(None).verdict == F.NOT_MEASURED
+
+
+def test_interaction_row_needs_alpha3_interval_above_zero() -> None:
+    params = {"A": 5.0, "alpha1": 0.1, "alpha2": 0.05, "alpha3": 0.01, "E": 2.0}
+    ci = {"alpha1": [0.05, 0.2], "alpha2": [0.01, 0.1], "alpha3": [0.004, 0.02]}
+    fit = {**_fit(params, ci), "law": "upcycled"}
+    assert F.interaction_row(fit, "upcycled").verdict == F.REPRODUCED
+    fit["bootstrap"]["ci95"]["alpha3"] = [-0.01, 0.02]
+    assert F.interaction_row(fit, "upcycled").verdict == F.NOT_AT_SCALE
+    fit["bootstrap"]["ci95"]["alpha3"] = [-0.03, -0.01]
+    assert F.interaction_row(fit, "upcycled").verdict == F.CONTRADICTED
+
+
+def test_heldout_rows_report_the_miss() -> None:
+    rows = [{"run_id": f"r{i}", "rel_err": e} for i, e in enumerate((0.01, -0.015, 0.005))]
+    fits = {"a": {"law": "upcycled", "holdout": {"query": "D2 > 1", "rows": rows}}}
+    (row,) = F.heldout_rows(fits)
+    assert row.verdict == F.REPRODUCED and "1.50%" in row.measured
+    fits["a"]["holdout"]["rows"] = [{"run_id": "r", "rel_err": 0.05}] * 3
+    assert F.heldout_rows(fits)[0].verdict == F.CONTRADICTED
+    assert F.heldout_rows({"b": {"law": "upcycled", "holdout": None}}) == []
+
+
+def test_dense_cont_row_compares_at_equal_total_compute() -> None:
+    cells = pd.DataFrame(
+        [
+            dict(kind="dense_cont", model="s", D1=1e5, D2=d2, flops_total=f, val_loss=loss)
+            for d2, f, loss in ((1e5, 1e12, 4.0), (2e5, 2e12, 3.8), (4e5, 4e12, 3.6))
+        ]
+        + [dict(kind="upcycled", model="s", D1=1e5, D2=1e5, flops_total=2e12, val_loss=3.5)]
+    )
+    row = F.dense_cont_row(cells, F.SeedNoise(0.01, 1, 2))
+    assert row.verdict == F.REPRODUCED and "-0.3000" in row.measured
+
+
+def test_command_writes_csv_and_markdown(tmp_path: Path) -> None:
+    runs = _runs(noise=0.003)
+    table = tmp_path / "runs.csv"
+    runs.to_csv(table, index=False)
+    fits = tmp_path / "fits"
+    fits.mkdir()
+    fit = _fit({"E": 1.5, "A": 10.0, "alpha": 0.3, "B": 20.0, "beta": 0.3}, {"E": [1.4, 1.6]})
+    (fits / "dense_chinchilla.json").write_text(json.dumps(fit))
+    out = tmp_path / "findings"
+    cmd = [sys.executable, "-m", "stages.findings", "--runs", str(table), "--fits", str(fits), "--out", str(out)]
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    written = pd.read_csv(out.with_suffix(".csv"))
+    assert list(written.columns) == F.COLUMNS
+    verdicts = dict(zip(written["finding"], written["verdict"], strict=True))
+    assert verdicts["seed_noise"] == F.REPRODUCED and verdicts["monotone_grid"] == F.REPRODUCED
+    assert verdicts["upcycle_vs_scratch"] == F.NOT_MEASURED  # no scratch runs, no scratch fit
+    assert "| finding |" in out.with_suffix(".md").read_text()
+    again = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
+    assert again.returncode == 0 and np.array_equal(
+        pd.read_csv(out.with_suffix(".csv")).to_numpy(dtype=str), written.to_numpy(dtype=str)
+    )
+
+
+def test_command_refuses_a_table_without_losses(tmp_path: Path) -> None:
+    table = tmp_path / "runs.csv"
+    table.write_text("run_id,kind\na,dense\n")
+    cmd = [sys.executable, "-m", "stages.findings", "--runs", str(table), "--fits", str(tmp_path), "--out", "x"]
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
+    assert proc.returncode == 2 and "val_loss" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_threshold_row_needs_a_trained_run_past_the_predicted_d2star() -> None:
+    def cells(past_gap: float) -> pd.DataFrame:
+        rows = [dict(kind="upcycled", model="s", moe="e8", D1=1e5, D2=d2, val_loss=4.0) for d2 in (1e5, 4e5)]
+        rows += [dict(kind="scratch_moe", model="s", moe="e8", D=1e5, val_loss=4.5)]
+        rows += [dict(kind="scratch_moe", model="s", moe="e8", D=4e5, val_loss=4.0 - past_gap)]
+        return pd.DataFrame(rows)
+
+    def crossing(d1: float) -> tuple[list[float], bool]:
+        return [2e5], True  # upcycling wins below 200K tokens
+
+    noise = F.SeedNoise(0.01, 1, 2)
+    assert F.threshold_row(cells(0.2), noise, crossing).verdict == F.REPRODUCED  # scratch wins past D2*
+    assert F.threshold_row(cells(0.0), noise, crossing).verdict == F.NOT_AT_SCALE  # a tie past D2*
+    assert F.threshold_row(cells(-0.2), noise, crossing).verdict == F.CONTRADICTED  # upcycling still wins there
+    never = F.threshold_row(cells(0.2), noise, lambda d1: ([], True))  # the law predicts no crossing: a split
+    assert never.verdict == F.NOT_AT_SCALE and "D2* none" in never.evidence
+
+
+def test_wsd_cost_counts_each_family_stable_phase_once() -> None:
+    runs = pd.DataFrame(
+        [  # one family, budgets 100 and 200 tokens, cooldowns from 80 and 160: 160 stable + 20 + 40 cooldown
+            dict(run_id="dense/s/d1_100", kind="dense", D=100, branch_tokens=80),
+            dict(run_id="dense/s/d1_200", kind="dense", D=200, branch_tokens=160),
+            dict(run_id="scratch/s/e8/d_50", kind="scratch_moe", D=50, branch_tokens=0),  # an independent run
+        ]
+    )
+    row = F.wsd_cost_row(runs)
+    assert row.verdict == F.REPRODUCED and row.measured.endswith(f"{(160 + 20 + 40 + 50) / 350:.3f}")
+    assert F.wsd_cost_row(runs.assign(branch_tokens=0)).verdict == F.NOT_MEASURED
