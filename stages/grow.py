@@ -24,7 +24,6 @@ from stages.core.artifacts import write_json
 from stages.core.cli import ArgumentParser, UserError, parse_json_object, run
 from stages.core.codehash import code_hash
 from stages.core.options import as_dict, from_json
-from stages.core.record import RunRecord
 from stages.corpus.shards import eval_windows, open_corpus
 from stages.model.checkpoint import load_model, save_checkpoint
 from stages.model.compute import param_counts
@@ -79,21 +78,18 @@ def main(argv: Sequence[str] | None = None) -> None:
     windows = eval_windows(corpus.tokens("val"), parent_model.cfg.max_seq_len, args.eval_tokens)
     report = surgery_report(parent_model, model, recipe, windows, str(args.parent))
     counts = param_counts(model.cfg)
-    record = RunRecord(
+    record = parent.surgery_child(
+        str(args.parent),
         run_id=args.run_id or str(args.out),
         kind="grow",
         code_hash=code_hash("grow"),
         torch_version=torch.__version__,
         labels=labels,
         seed=args.seed,
-        flops_convention=parent.flops_convention,
         N_total=counts.total(),
         N_active=counts.active(),
         recipe=as_dict(recipe),
         threads=args.threads,
-        data=parent.data,
-        parent=parent.as_parent(str(args.parent)),
-        lineage=parent.child_lineage(),
     )
     out = Path(args.out)
     save_checkpoint(out, model, record)

@@ -22,7 +22,6 @@ from stages.core.artifacts import write_json
 from stages.core.cli import ArgumentParser, parse_json_object, run
 from stages.core.codehash import code_hash
 from stages.core.options import as_dict, from_json
-from stages.core.record import RunRecord
 from stages.corpus.shards import eval_windows, open_corpus
 from stages.model.checkpoint import load_model, save_checkpoint
 from stages.model.compute import param_counts
@@ -60,20 +59,17 @@ def main(argv: Sequence[str] | None = None) -> None:
     windows = eval_windows(corpus.tokens("val"), dense.cfg.max_seq_len, args.eval_tokens)
     report = surgery_report(dense, model, recipe, windows, str(args.dense))
     counts = param_counts(model.cfg)
-    record = RunRecord(
+    record = parent.surgery_child(
+        str(args.dense),
         run_id=args.run_id or str(args.out),
         kind="upcycle",
         code_hash=code_hash("upcycle"),
         torch_version=torch.__version__,
         labels=labels,
         seed=args.seed,
-        flops_convention=parent.flops_convention,
         N_total=counts.total(),
         N_active=counts.active(),
         recipe=as_dict(recipe),
-        data=parent.data,
-        parent=parent.as_parent(str(args.dense)),
-        lineage=parent.child_lineage(),
     )
     out = Path(args.out)
     save_checkpoint(out, model, record)

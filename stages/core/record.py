@@ -122,6 +122,17 @@ class RunRecord:
         """The lineage of a run started from this one: this run's lineage plus this run."""
         return (*self.lineage, self.as_ancestor())
 
+    def surgery_child(self, path: str, **fields: Any) -> RunRecord:
+        """The record of a checkpoint made from this run by surgery (upcycling, growth): same data and FLOP
+        convention, this run as parent and last ancestor; ``fields`` give its identity, sizes and recipe."""
+        return RunRecord(
+            flops_convention=self.flops_convention,
+            data=self.data,
+            parent=self.as_parent(path),
+            lineage=self.child_lineage(),
+            **fields,
+        )
+
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
