@@ -141,3 +141,29 @@ def test_failed_job_names_the_file_and_keeps_other_results(repo_copy, tiny_run, 
     after = {p for p in (work / "results").rglob("*") if p.is_file()}
     lost = {p for p in before if p not in after and "upcycled/xs/d1_16K" not in str(p)}
     assert not lost, sorted(map(str, lost))[:5]
+
+
+WSD_OVERLAY = """
+# the tiny grid as the default grid trains it: one stable run per family, a cooldown per budget, a replica
+train: {lr_policy: wsd, dense_cont_lr_policy: wsd, warmup_steps: 4}
+moe: {e4k2: {experts: 4, top_k: 2, norm_topk_prob: true, method: naive, lr_policy: wsd}}
+grid: {replicas: {runs: [dense/xs/d1_32K]}}
+"""
+
+
+def test_wsd_dag_reruns_to_byte_identical_outputs(repo_copy, tmp_path):
+    """The default grid's DAG shape (stable segments, cooldowns, replicas) run twice from scratch: same bytes."""
+    overlay = tmp_path / "wsd.yaml"
+    overlay.write_text(WSD_OVERLAY)
+    args = [*tiny(repo_copy), str(overlay), "--cores", "2"]  # one --configfile flag: a second would replace it
+    first, second = tmp_path / "a", tmp_path / "b"
+    for workdir in (first, second):
+        workdir.mkdir()
+        run_snakemake(repo_copy, workdir, *args)
+    assert list((first / "results" / "stable").rglob("b_*.pt")), "no stable segments: not the wsd DAG"
+    compared = [*COMPARED, "tables/findings.csv"]
+    for name in compared:
+        a, b = first / "results" / name, second / "results" / name
+        assert a.read_bytes() == b.read_bytes(), name
+    runs = (first / "results" / "tables" / "runs.csv").read_text()
+    assert "dense/xs@2/d1_32K" in runs  # the replica trained and was collected
