@@ -149,17 +149,19 @@ SHIPPED_GRIDS = {
         "total": 109,
     },
     "warmstart": {
-        "dense": 4,
-        "evaluate": 15,
-        "grown": 9,
-        "stable": 7,
+        "data": 1,
+        "stable": 23,
+        "dense": 7,
+        "evaluate": 23,
+        "grow": 4,
+        "grown": 16,
         "collect": 1,
         "figures": 2,
         "fit": 3,
         "findings": 1,
         "fit_table": 1,
         "all": 1,
-        "total": 44,
+        "total": 83,
     },
     "mup": {
         "data": 1,
@@ -260,7 +262,7 @@ def test_tiny_grid_end_to_end(tiny_run, repo_copy):
 @pytest.mark.parametrize(
     ("args", "expected"),
     [
-        (["-R", "fit"], {"fit": 6, "figures": 5, "fit_table": 1, "plan": 1}),  # two figures draw no fit
+        (["-R", "fit"], {"fit": 6, "figures": 5, "fit_table": 1, "plan": 1, "findings": 1}),  # two figures draw no fit
         (["-R", "figures"], {"figures": 7}),
         (
             ["-R", "collect", "--allowed-rules", "collect", "fit", "figures", "fit_table", "plan"],
