@@ -50,13 +50,7 @@ def build_parser() -> ArgumentParser:
 
 def target_config(text: str) -> ModelConfig:
     """The grown model's shape from ``--model`` (every error names the flag and the key)."""
-    data = parse_json_object(text, "--model")
-    try:
-        return ModelConfig.from_dict(data)
-    except TypeError as err:
-        raise UserError(f"--model: invalid model config ({err})") from None
-    except UserError as err:
-        raise UserError(f"--model: {err}") from None
+    return ModelConfig.checked(parse_json_object(text, "--model"), "--model")
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -170,12 +170,17 @@ class ModelConfig:
         data = read_json(path)
         if not isinstance(data, dict):
             raise UserError(f"{path}: expected a JSON object")
+        return cls.checked(data, str(path))
+
+    @classmethod
+    def checked(cls, data: dict[str, Any], where: str) -> ModelConfig:
+        """``from_dict`` whose every error is one line starting with ``where`` (a file or a flag)."""
         try:
             return cls.from_dict(data)
         except TypeError as err:
-            raise UserError(f"{path}: invalid model config ({err})") from None
+            raise UserError(f"{where}: invalid model config ({err})") from None
         except UserError as err:
-            raise UserError(f"{path}: {err}") from None
+            raise UserError(f"{where}: {err}") from None
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ModelConfig:
