@@ -54,6 +54,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         F.threshold_row(cells, noise, crossings),
         F.dense_cont_row(cells, noise),
         F.grown_row(cells, noise),
+        F.shrink_perturb_row(cells, noise),
         F.lr_policy_row(cells, noise),
         F.experts_row(cells, noise),
         F.granularity_row(cells, noise),

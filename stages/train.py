@@ -7,6 +7,10 @@
 Every option that changes the result arrives as one validated JSON group (``--train``: the training
 options, ``--model``: a fresh model's shape); the flags name paths, the run's identity and threads.
 The run directory receives the checkpoint, its run record and ``metrics.csv``.
+
+Started by ``torchrun --nproc_per_node N -m stages.train ...`` or as the N tasks of ``srun ... python -m
+stages.train ...``, the N processes train one run data-parallel and rank 0 writes it
+(:mod:`stages.training.distributed`).
 """
 
 from __future__ import annotations
@@ -64,6 +68,11 @@ def main(argv: Sequence[str] | None = None) -> None:
         stop_step=args.stop_step,
         state_out=Path(args.state_out) if args.state_out else None,
     )
+    if job.train.backend == "nanotron":
+        from stages.training.nanotron_backend import train_nanotron
+
+        train_nanotron(job)
+        return
     train(job)
 
 

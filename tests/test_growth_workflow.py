@@ -42,7 +42,7 @@ def with_change(path: str, value, base=WARMSTART) -> dict:
 def test_warmstart_grid_has_the_grown_runs_their_parents_inits_and_baseline():
     grid = Grid(load_config([REPO / "config" / "warmstart.yaml"]))
     grown = grid.of_kind("grown")
-    assert len(grown) == 2 * 2 * 4  # 2 methods x 2 D1 x 4 D2
+    assert len(grown) == 4 * 2 * 4  # 4 variants (hypercloning, shrink-perturb, zero-pad, copy) x 2 D1 x 4 D2
     ids = {r.run_id for r in grid.runs}
     assert "grown/s/d1_100K/w2_hc/d2_200K" in ids and "grown/s/d1_400K/w2_sp/d2_800K" in ids
     assert {"dense/s/d1_100K", "dense/s/d1_400K"} <= ids  # the parents join the grid
@@ -53,7 +53,7 @@ def test_warmstart_grid_has_the_grown_runs_their_parents_inits_and_baseline():
     assert run.labels() == {"kind": "grown", "model": "s", "growth": "w2_hc", "D1": "100K", "D2": "200K"}
     assert grid.init_dir(run) == "results/warmstart/grow/s/d1_100K/w2_hc"
     assert grid.grow_inits() == [
-        f"results/warmstart/grow/s/d1_{d}/{g}" for d in ("100K", "400K") for g in ("w2_hc", "w2_sp")
+        f"results/warmstart/grow/s/d1_{d}/{g}" for d in ("100K", "400K") for g in ("w2_copy", "w2_hc", "w2_sp", "w2_zp")
     ]
     assert grid.lr_policy(run) == "wsd" and run.family == "grown/s/d1_100K/w2_hc"
     # wsd: the four budgets of a family share one stable run, which starts from the grown initialisation
@@ -147,8 +147,8 @@ def test_ledger_counts_grown_runs_at_the_grown_size_and_the_growth_checks():
     lines = ledger_lines(cfg)
     fpt = flops_per_token(model_config(cfg, "l"), cfg["train"]["seq_len"], cfg["train"]["flops_convention"])
     grown = [x for x in lines if x.kind == "grown"]
-    assert len(grown) == 16 and all(x.flops == pytest.approx(fpt * x.tokens) for x in grown)
-    assert len([x for x in lines if x.kind == "grow_eval"]) == 4
+    assert len(grown) == 32 and all(x.flops == pytest.approx(fpt * x.tokens) for x in grown)
+    assert len([x for x in lines if x.kind == "grow_eval"]) == 8
 
 
 # ----- the planner, the findings row and the figure --------------------------------------------------------------
@@ -223,6 +223,39 @@ def test_grown_row_compares_with_the_larger_dense_model_at_equal_compute(gain, t
     assert "Mallik" in row.source and "L_grown - L_dense_scratch" in row.measured
     none = F.grown_row(F.cell_means(runs[runs["kind"] == "grown"]), F.seed_noise(runs))
     assert none.verdict == F.NOT_MEASURED
+
+
+def test_grown_row_judges_the_best_variant_and_leaves_ablations_to_their_own_row():
+    good = _grown_table(0.05, 0.02)
+    bad = good[good["kind"] == "grown"].assign(growth="zp", val_loss=lambda t: t["val_loss"] + 0.2)
+    bad["run_id"] = bad["run_id"].str.replace("/w2/", "/zp/")
+    runs = pd.concat([good, bad], ignore_index=True)
+    row = F.grown_row(F.cell_means(runs), F.seed_noise(runs))
+    assert row.verdict == F.REPRODUCED and row.measured.startswith("w2:"), row
+    assert row.evidence.startswith("w2 8/8 (-0.0") and "zp 0/8 (+0.1" in row.evidence
+
+
+def _ablation_table(sp: float, zp: float, copy: float) -> pd.DataFrame:
+    rows = []
+    for name, shrink, perturb, loss in (("sp", 0.5, 1.0, sp), ("zp", 1.0, 0.0, zp), ("copy", 1.0, 1.0, copy)):
+        for d2 in (1e5, 4e5):
+            rows.append(dict(run_id=f"grown/s/d1_1e5/{name}/d2_{d2:g}", kind="grown", model="s", growth=name))
+            rows[-1].update(method="shrink_perturb", growth_shrink=shrink, growth_perturb=perturb, N_total=8e5)
+            rows[-1].update(D1=1e5, D2=d2, D=d2, val_loss=loss - 0.1 * (d2 > 1e5), replica=1)
+    return pd.DataFrame(rows)
+
+
+@pytest.mark.parametrize(
+    ("sp", "zp", "copy", "verdict"),
+    [(4.0, 4.3, 4.1, F.REPRODUCED), (4.0, 4.3, 3.9, F.NOT_AT_SCALE), (4.5, 4.3, 4.1, F.CONTRADICTED)],
+)
+def test_shrink_perturb_row_against_plain_zero_pad_and_copy(sp, zp, copy, verdict):
+    runs = _ablation_table(sp, zp, copy)
+    row = F.shrink_perturb_row(F.cell_means(runs), F.seed_noise(runs))
+    assert row.finding == "shrink_perturb" and row.verdict == verdict, row
+    assert "vs zero_pad: lower in" in row.measured and "vs copy: lower in" in row.measured
+    hc = runs.assign(method="hypercloning")
+    assert F.shrink_perturb_row(F.cell_means(hc), F.seed_noise(hc)).verdict == F.NOT_MEASURED
 
 
 def test_loss_vs_compute_draws_grown_runs_next_to_the_dense_baseline():
@@ -306,7 +339,9 @@ def test_loss_at_equal_compute_is_interpolated_in_log_space():
     cells = F.cell_means(runs)
     row = F.grown_row(cells, F.seed_noise(runs))
     # L = 2 + 30 C^-0.1 is not linear in log-log: interpolation lies above the curve, so gaps are <= 0 but tiny
-    gaps = [float(x.split(": ")[1]) for x in row.evidence.split("; ")]
+    summary, *pairs = row.evidence.split("; ")
+    assert summary.startswith("w2 ") and "/8 (" in summary  # per variant: pairs below the band, mean gap
+    gaps = [float(x.split(": ")[1]) for x in pairs]
     assert all(-0.01 < g <= 1e-12 for g in gaps) and np.isfinite(gaps).all()
 
 

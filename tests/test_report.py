@@ -315,6 +315,8 @@ def _figure_runs() -> pd.DataFrame:
     # minor ticks collided ("3x10^11" over "4x10^11")
     runs["flops_total"] = 20 * (sunk + 6 * runs["N_active"] * runs["D"])
     runs["sparsity"] = np.where(runs["moe"] == "", 1.0, 4.0)
+    moe = runs["moe"] != ""
+    runs["experts"], runs["top_k"], runs["granularity"] = np.where(moe, 8, 0), np.where(moe, 2, 0), np.where(moe, 1, 0)
     return runs
 
 
@@ -520,3 +522,64 @@ def test_citation_file_names_the_project_and_every_paper_it_implements():
     arxiv = {ref["url"].rsplit("/", 1)[-1] for ref in cff["references"]}
     assert arxiv == {"2502.03009", "2410.07524", "2212.05055", "2502.19261", "2411.07340", "2405.18392", "2409.12903"}
     assert all(ref["title"] and ref["authors"] and ref["year"] for ref in cff["references"])
+
+
+def test_experts_figure_draws_he_et_al_view_and_keeps_fine_grained_out_of_the_sparsity_curves():
+    """Loss vs E at equal active parameters: one line per model (coarse), fine-grained apart, dense as a level."""
+    from stages.report.figures import experts, sparsity, style
+
+    style()
+    rows = []
+    for seed, shift in ((1, 0.0), (2, 0.02)):
+        for name, e, k, g, p, loss in (
+            ("e2k1", 2, 1, 1, 1.6, 4.10),
+            ("e4k1", 4, 1, 1, 2.2, 4.05),
+            ("e8k1", 8, 1, 1, 3.4, 4.03),
+            ("e8k2g2", 8, 2, 2, 2.2, 4.00),
+        ):
+            rows.append(
+                dict(
+                    kind="upcycled",
+                    model="s",
+                    moe=name,
+                    experts=e,
+                    top_k=k,
+                    granularity=g,
+                    sparsity=p,
+                    N_active=2e5,
+                    D1=4e5,
+                    D2=8e5,
+                    D=8e5,
+                    val_loss=loss + shift,
+                    replica=seed,
+                )
+            )
+        rows.append(
+            dict(
+                kind="dense_cont",
+                model="s",
+                moe="",
+                experts=0,
+                top_k=0,
+                granularity=0,
+                sparsity=1.0,
+                N_active=2e5,
+                D1=4e5,
+                D2=8e5,
+                D=8e5,
+                val_loss=4.2 + shift,
+                replica=seed,
+            )
+        )
+    runs = pd.DataFrame(rows)
+    fig = experts(runs, {})
+    fig.canvas.draw()
+    ax = fig.axes[0]
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["s, top-1", "s, G = 2, top-2"]
+    coarse = ax.get_lines()[0]
+    assert list(coarse.get_xdata()) == [2, 4, 8]
+    assert list(coarse.get_ydata()) == pytest.approx([4.11, 4.06, 4.04])  # means over the two seeds
+    assert any(line.get_linestyle() == "--" and line.get_ydata()[0] == pytest.approx(4.21) for line in ax.get_lines())
+    texts = [t.get_text() for t in sparsity(runs, {}).axes[0].get_legend().get_texts()]
+    assert texts[-1].startswith("e8k2g2: G = 2") and "not fitted" in texts[-1]
+    assert not any("e8k2g2" in t for t in texts[:-1])  # P = 2.2 is e4k1 alone among the curves

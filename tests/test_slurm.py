@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from conftest import REPO
@@ -29,28 +30,34 @@ def cluster(tmp_path_factory):
         slurm.stop()
 
 
-def test_profile_runs_training_and_evaluation_through_sbatch(cluster, tmp_path):
-    target = "results/eval/dense/xs/d1_16K/eval.json"
+def snakemake_on_slurm(workdir: Path, target: str, *overlays: Path) -> subprocess.CompletedProcess:
+    """``target`` of the tiny grid (and config ``overlays``) through the real cluster profile."""
     cmd = [
         sys.executable,
         "-m",
         "snakemake",
+        target,
         "--snakefile",
         str(REPO / "Snakefile"),
         "--directory",
-        str(tmp_path),
+        str(workdir),
         "--profile",
         str(REPO / "profiles" / "slurm"),
-        "--configfile",
-        str(REPO / "config" / "tiny.yaml"),
         "--slurm-no-account",
         "--slurm-status-command",
         "squeue",
         "--slurm-init-seconds-before-status-checks",
         "2",
-        target,
+        "--configfile",
+        str(REPO / "config" / "tiny.yaml"),
+        *map(str, overlays),
     ]
-    res = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+
+
+def test_profile_runs_training_and_evaluation_through_sbatch(cluster, tmp_path):
+    target = "results/eval/dense/xs/d1_16K/eval.json"
+    res = snakemake_on_slurm(tmp_path, target)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     assert json.loads((tmp_path / target).read_text())["val_loss"] > 0
     logs = sorted(p.relative_to(tmp_path).as_posix() for p in (tmp_path / "logs" / "slurm").rglob("*.log"))
@@ -59,3 +66,25 @@ def test_profile_runs_training_and_evaluation_through_sbatch(cluster, tmp_path):
     job_id = next((tmp_path / "logs" / "slurm" / "rule_dense").rglob("*.log")).stem
     job = subprocess.run(["scontrol", "show", "job", job_id], capture_output=True, text=True).stdout
     assert "Partition=gpu" in job and "gpu:1" in job, job  # the profile's GPU request reached SLURM
+
+
+def test_a_two_task_training_job_runs_as_two_srun_ranks(cluster, tmp_path):
+    """cluster.dense.tasks 2: one SLURM job of 2 tasks (and the default GPU per task), whose ranks train on CPU
+    with gloo; the run directory holds what a one-process job writes, from rank 0."""
+    overlay = tmp_path / "two_tasks.yaml"
+    overlay.write_text("cluster:\n  dense: {tasks: 2}\n")
+    run = tmp_path / "results" / "dense" / "xs" / "d1_16K"
+    res = snakemake_on_slurm(tmp_path, f"{run.relative_to(tmp_path)}/metrics.csv", overlay)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    files = ["config.json", "metrics.csv", "model.safetensors", "provenance.json"]
+    assert sorted(p.name for p in run.iterdir()) == files
+    record = json.loads((run / "provenance.json").read_text())
+    metrics = (run / "metrics.csv").read_text().splitlines()
+    assert metrics[-1].startswith(f"{record['steps']},") and record["tokens_per_step"] == 8 * 64
+    log = (tmp_path / "logs" / "dense" / "xs" / "d1_16K.log").read_text()
+    # printed by rank 0 once the process group formed, which takes both ranks
+    assert "dense/xs/d1_16K: 2 processes (srun) x 1 pass of 4 sequences per step" in log, log[-2000:]
+    assert log.count("tokens/s") == 1  # rank 0 alone reports
+    job_id = next((tmp_path / "logs" / "slurm" / "rule_dense").rglob("*.log")).stem
+    job = subprocess.run(["scontrol", "show", "job", job_id], capture_output=True, text=True).stdout
+    assert "NumTasks=2" in job and "TresPerNode=gres:gpu:2" in job, job

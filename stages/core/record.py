@@ -104,6 +104,7 @@ class RunRecord:
     source: SourceRef | None = None
     weights_sha256: str = ""
     router_health: str | None = None  # an MoE training run's router-health verdict (stages.training.loop)
+    backend: str | None = None  # who trained it when not our trainer: "nanotron@<commit>" (train.backend)
     schema_version: int = SCHEMA_VERSION
 
     def __post_init__(self) -> None:

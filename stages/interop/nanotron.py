@@ -26,6 +26,7 @@ from safetensors.torch import save_file
 from stages.core.artifacts import read_json, sha256_file, write_json, write_text
 from stages.core.cli import UserError
 from stages.interop.common import require, save_import, staged_dir
+from stages.interop.nanotron_config import nanotron_model_config as nanotron_model_config  # torch-free
 from stages.model.checkpoint import checked_model, load_model, load_weights, state_dict_for_saving
 from stages.model.config import ModelConfig, MoEConfig
 from stages.model.parametrization import fold_for_export
@@ -106,51 +107,6 @@ def nanotron_path(root: Path, name: str, sharded: bool) -> Path:
     return root.joinpath(NANOTRON_MODEL, *folders, f"model_{leaf}{suffix}.safetensors")
 
 
-def nanotron_model_config(cfg: ModelConfig) -> dict[str, Any]:
-    """nanotron ``Qwen2Config`` fields for this model (the rest keep nanotron's defaults)."""
-    moe = cfg.moe
-    if moe is not None and moe.capacity_factor > 0:
-        raise UserError(
-            f"moe.capacity_factor={moe.capacity_factor}: nanotron's MoE is dropless and cannot express "
-            "token dropping; export a model trained with capacity_factor 0"
-        )
-    if moe is not None and moe.norm_topk_prob:
-        raise UserError(
-            "moe.norm_topk_prob=true: nanotron's Qwen2 MoE does not renormalise the top-k weights; "
-            "only models with norm_topk_prob false can be exported to nanotron"
-        )
-    out: dict[str, Any] = {
-        "is_qwen2_config": True,
-        "hidden_act": "silu",
-        "hidden_size": cfg.d_model,
-        "initializer_range": cfg.init_std,
-        "intermediate_size": cfg.d_ff,
-        "max_position_embeddings": cfg.max_seq_len,
-        "num_attention_heads": cfg.n_head,
-        "num_hidden_layers": cfg.n_layer,
-        "num_key_value_heads": cfg.n_kv_head,
-        "rms_norm_eps": cfg.norm_eps,
-        "rope_theta": float(cfg.rope_theta),
-        "rope_interleaved": False,
-        "rope_scaling": None,
-        "tie_word_embeddings": cfg.tie_embeddings,
-        "vocab_size": cfg.vocab_size,
-        "attention_bias": cfg.qkv_bias,
-        "moe_config": None,
-    }
-    if moe is not None:
-        out["moe_config"] = {
-            "num_experts": moe.experts,
-            "top_k": moe.top_k,
-            "moe_intermediate_size": cfg.expert_d_ff,
-            "shared_expert_intermediate_size": moe.shared_expert_d_ff,
-            "enable_shared_expert": moe.shared_expert_d_ff > 0,
-            "layers": list(cfg.moe_layers()),
-            "router_aux_loss_coef": moe.aux_loss_coef / moe.top_k,
-        }
-    return out
-
-
 def _full_slices(ndim: int) -> str:
     whole = "|".join(["None,None,None"] * ndim)
     return f"{whole}#{whole}"
@@ -176,6 +132,11 @@ def save_data_file(tensor: torch.Tensor, path: Path, metadata: dict[str, str]) -
 def export_nanotron(checkpoint: Path, out: Path) -> None:
     """Write nanotron's checkpoint layout (``model/``, ``model_config.json``) and a ``config.yaml`` that loads it."""
     model, _ = load_model(checkpoint)
+    write_nanotron_model(model, out)
+
+
+def write_nanotron_model(model: Transformer, out: Path) -> None:
+    """``model`` in nanotron's layout at ``out`` (replaced atomically): the export, and a nanotron run's init."""
     model_config = nanotron_model_config(model.cfg)
     state = fold_for_export(model.cfg, state_dict_for_saving(model), "nanotron")
     with staged_dir(out) as tmp:
@@ -289,14 +250,10 @@ def read_nanotron_param(root: Path, param: NanotronParam) -> tuple[torch.Tensor,
     return full, shards
 
 
-def import_nanotron(directory: Path, out: Path) -> None:
-    """Read a nanotron Qwen2 checkpoint (any TP/PP sharding) into our checkpoint format."""
-    nt = read_json(directory / NANOTRON_CONFIG)
-    if not isinstance(nt, dict):
-        raise UserError(f"{directory / NANOTRON_CONFIG}: expected a JSON object")
-    cfg = config_from_nanotron(nt, directory / NANOTRON_CONFIG)
+def read_nanotron_state(directory: Path, cfg: ModelConfig) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """Our fp32 state dict of a nanotron Qwen2 checkpoint of shape ``cfg`` and the sha256 of every file read."""
     expected = state_dict_for_saving(Transformer(cfg))
-    state, shas = {}, {NANOTRON_CONFIG: sha256_file(directory / NANOTRON_CONFIG)}
+    state, shas = {}, {}
     for param in nanotron_params(cfg):
         tensor, files = read_nanotron_param(directory, param)
         shas.update({str(f.relative_to(directory)): sha256_file(f) for f in files})
@@ -305,11 +262,21 @@ def import_nanotron(directory: Path, out: Path) -> None:
         sizes = [expected[name].shape[0] for name in param.ours]
         if tensor.shape[0] != sum(sizes):
             raise UserError(
-                f"{files[0]}: {param.name} has shape {tuple(tensor.shape)}, which does not match "
-                f"{directory / NANOTRON_CONFIG}"
+                f"{files[0]}: {param.name} has shape {tuple(tensor.shape)}, which does not match the model config"
             )
         state.update(
             {name: part.float().contiguous() for name, part in zip(param.ours, tensor.split(sizes), strict=True)}
         )
+    return state, shas
+
+
+def import_nanotron(directory: Path, out: Path) -> None:
+    """Read a nanotron Qwen2 checkpoint (any TP/PP sharding) into our checkpoint format."""
+    nt = read_json(directory / NANOTRON_CONFIG)
+    if not isinstance(nt, dict):
+        raise UserError(f"{directory / NANOTRON_CONFIG}: expected a JSON object")
+    cfg = config_from_nanotron(nt, directory / NANOTRON_CONFIG)
+    state, shas = read_nanotron_state(directory, cfg)
+    shas[NANOTRON_CONFIG] = sha256_file(directory / NANOTRON_CONFIG)
     model = checked_model(cfg, state, directory / NANOTRON_CONFIG, directory / NANOTRON_MODEL)
     save_import(model, out, "nanotron", directory, shas)

@@ -94,7 +94,7 @@ def seed_noise(runs: pd.DataFrame) -> SeedNoise:
 
 OPTIONAL = ("model", "moe", "schedule", "method", "D", "D1", "D2", "N_active", "N_dense", "flops_total", "experts")
 OPTIONAL += ("top_k", "granularity", "norm_topk_prob", "shared_expert_d_ff", "step0_val_loss", "parent_val_loss")
-OPTIONAL += ("N_total", "growth")
+OPTIONAL += ("N_total", "growth", "growth_shrink", "growth_perturb")
 
 
 def cell_means(runs: pd.DataFrame) -> pd.DataFrame:
@@ -327,7 +327,7 @@ def grown_row(cells: pd.DataFrame, noise: SeedNoise) -> Finding:
     source = "Mallik et al. 2024 (arXiv 2411.07340)"
     grown = cells[cells["kind"] == "grown"]
     dense = cells[cells["kind"] == "dense"]
-    gaps, ratios, where = [], [], []
+    gaps, ratios, where, labels = [], [], [], []
     for _, row in grown.iterrows():
         curve = dense[dense["N_total"] == row["N_total"]].sort_values("flops_total")
         if len(curve) < 2:
@@ -339,8 +339,9 @@ def grown_row(cells: pd.DataFrame, noise: SeedNoise) -> Finding:
         loss = math.exp(float(np.interp(target, x, np.log(curve["val_loss"].to_numpy(float)))))
         gaps.append(float(row["val_loss"]) - loss)
         ratios.append(float(row["D2"]) / float(row["N_total"]))
-        label = f"{row['growth']} " if isinstance(row["growth"], str) and row["growth"] else ""
-        where.append(f"{label}D1 {_tokens(row['D1'])} D2 {_tokens(row['D2'])}: {gaps[-1]:+.4f}")
+        label = row["growth"] if isinstance(row["growth"], str) and row["growth"] else "grown"
+        labels.append(label)
+        where.append(f"{label} D1 {_tokens(row['D1'])} D2 {_tokens(row['D2'])}: {gaps[-1]:+.4f}")
     if not gaps:
         return Finding(
             "grown_vs_dense_scratch",
@@ -352,6 +353,12 @@ def grown_row(cells: pd.DataFrame, noise: SeedNoise) -> Finding:
             "train grid.grown runs and grid.dense runs of each growth target spanning their total compute",
         )
     slack = noise.band()
+    variants = _variant_summary(labels, gaps, slack)
+    best = min(set(labels), key=lambda v: np.mean([g for g, lab in zip(gaps, labels, strict=True) if lab == v]))
+    if len(set(labels)) > 1:  # ablations (plain zero-pad, copy) are judged by their own row: keep the best recipe
+        keep = [lab == best for lab in labels]
+        gaps = [g for g, k in zip(gaps, keep, strict=True) if k]
+        ratios = [r for r, k in zip(ratios, keep, strict=True) if k]
     wins = sum(g < -slack for g in gaps)
     loses = sum(g > slack for g in gaps)
     order = np.argsort(ratios, kind="stable")
@@ -371,7 +378,9 @@ def grown_row(cells: pd.DataFrame, noise: SeedNoise) -> Finding:
         verdict = CONTRADICTED
     else:
         verdict = NOT_AT_SCALE
-    measured = f"L_grown - L_dense_scratch: mean {np.mean(gaps):+.4f}, {wins} of {len(gaps)} below -{slack:.4f}" + trend
+    measured = (
+        f"{best}: L_grown - L_dense_scratch mean {np.mean(gaps):+.4f}, {wins} of {len(gaps)} below -{slack:.4f}" + trend
+    )
     return Finding(
         "grown_vs_dense_scratch",
         claim,
@@ -379,8 +388,58 @@ def grown_row(cells: pd.DataFrame, noise: SeedNoise) -> Finding:
         measured,
         f"min {min(gaps):+.4f}, max {max(gaps):+.4f}",
         verdict,
-        "; ".join(where[:6]),
+        variants + "; " + "; ".join(where[:4]),
     )
+
+
+def _variant_summary(labels: list[str], gaps: list[float], slack: float) -> str:
+    """'w2_hc 8/8 (-0.21)': per variant, pairs below -slack and the mean gap."""
+    out = []
+    for v in sorted(set(labels)):
+        mine = [g for g, lab in zip(gaps, labels, strict=True) if lab == v]
+        out.append(f"{v} {sum(g < -slack for g in mine)}/{len(mine)} ({np.mean(mine):+.3f})")
+    return ", ".join(out)
+
+
+def shrink_perturb_row(cells: pd.DataFrame, noise: SeedNoise) -> Finding:
+    """Shrink-and-perturb (shrink < 1, perturb > 0) vs its two ablations at the same parent, target and D2:
+    plain zero-pad (perturb 0: the new units start at exactly zero) and plain copy (shrink 1)."""
+    claim = "shrink + zero-pad + perturb beats plain zero-padding and plain copying of the small model"
+    source = "Mallik et al. 2024 (arXiv 2411.07340)"
+    grown = cells[(cells["kind"] == "grown") & (cells["method"] == "shrink_perturb")]
+    grown = grown.assign(
+        role=np.select(
+            [grown["growth_perturb"] == 0, grown["growth_shrink"] >= 1, grown["growth_shrink"] < 1],
+            ["zero_pad", "copy", "shrink_perturb"],
+            "",
+        )
+    )
+    pairs: dict[str, list[float]] = {"zero_pad": [], "copy": []}
+    for _, g in grown.groupby(["model", "N_total", "D1", "D2"], dropna=False):
+        ours = g[g["role"] == "shrink_perturb"]["val_loss"]
+        for role in pairs:
+            other = g[g["role"] == role]["val_loss"]
+            if len(ours) and len(other):
+                pairs[role].append(float(ours.min() - other.min()))
+    if not any(pairs.values()):
+        return Finding(
+            "shrink_perturb",
+            claim,
+            source,
+            "no shrink-perturb run next to a zero-pad (perturb 0) or copy (shrink 1) run",
+            "",
+            NOT_MEASURED,
+            "run config/warmstart.yaml",
+        )
+    slack = noise.band()
+    beaten = {role: sum(x < -slack for x in xs) for role, xs in pairs.items()}
+    total = sum(len(xs) for xs in pairs.values())
+    wins = sum(beaten.values())
+    verdict = REPRODUCED if wins == total else (CONTRADICTED if wins == 0 else NOT_AT_SCALE)
+    measured = ", ".join(
+        f"vs {role}: lower in {beaten[role]} of {len(xs)} (mean {np.mean(xs):+.4f})" for role, xs in pairs.items() if xs
+    )
+    return Finding("shrink_perturb", claim, source, measured, f"+/-{slack:.4f}", verdict, "L_shrink_perturb - L_other")
 
 
 def _compare_groups(cells: pd.DataFrame, kind: str, vary: str, fixed: list[str]) -> list[pd.DataFrame]:
@@ -475,8 +534,10 @@ def experts_row(cells: pd.DataFrame, noise: SeedNoise) -> Finding:
 def granularity_row(cells: pd.DataFrame, noise: SeedNoise) -> Finding:
     claim = "fine-grained experts beat coarse ones at equal active parameters"
     source = "He et al. 2024; Krajewski et al. 2024"
-    cells = cells.assign(active_width=cells["top_k"] / cells["granularity"].replace(0, np.nan))
-    fixed = ["model", "D", "D1", "D2", "active_width", "method"]
+    # equal active AND total parameters: k/G and E/G dense-FFN widths (e4k1 = e8k2 at G 2 = e16k4 at G 4)
+    g = cells["granularity"].replace(0, np.nan)
+    cells = cells.assign(active_width=cells["top_k"] / g, total_width=cells["experts"] / g)
+    fixed = ["model", "D", "D1", "D2", "active_width", "total_width", "method"]
     groups = [g for kind in ("scratch_moe", "upcycled") for g in _compare_groups(cells, kind, "granularity", fixed)]
     if not groups:
         return Finding(

@@ -116,6 +116,8 @@ class Tracer:
             f"run {record.run_id}  kind {record.kind}  tokens {record.tokens}  seed {record.seed}  "
             f"code {record.code_hash}",
         )
+        if record.backend:
+            self.say(depth + 1, f"trained by {record.backend}")
         for entry in reversed(record.lineage):
             self.say(
                 depth + 1,

@@ -7,6 +7,10 @@ losses, drop rate, gradient norm, router health: dead-expert share, tokens per e
 then per-layer per-expert token fractions). An MoE run ends with a one-line router-health verdict
 (:func:`router_health`) on stderr and in its run record.
 
+Several processes started by torchrun or srun train one run data-parallel, optionally in several passes per step
+(``micro_batch_size``): :mod:`stages.training.distributed`. Rank 0 alone writes files and logs; one process in one
+pass per step computes exactly what this loop computed before either existed (the same bytes).
+
 Resumable: every ``save_every`` steps the model, optimizer and step go to an undeclared scratch folder; a
 rerun of a killed job continues from there and ends with the same bytes as an uninterrupted run. The
 scratch state is removed on success.
@@ -45,6 +49,14 @@ from stages.model.compute import flops_per_token, param_counts
 from stages.model.config import ModelConfig
 from stages.model.parametrization import optimizer_groups
 from stages.model.transformer import Output, Transformer, cross_entropy, seed_generator
+from stages.training.distributed import (
+    BatchPlan,
+    all_reduce_step,
+    local_device,
+    plan_batch,
+    process_group,
+    world_from_env,
+)
 from stages.training.evaluation import validation_loss
 from stages.training.optimizer import AdamW
 from stages.training.options import TrainConfig
@@ -253,27 +265,73 @@ def router_grad_norm(routers: list[torch.Tensor]) -> torch.Tensor:
     return torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g, dtype=torch.float32) for g in grads]))
 
 
+@dataclass
+class StepStats:
+    """The losses and router statistics of one optimizer step as logged: of its one pass, or the means over the
+    passes of every process (equal passes, so a mean of fractions is the fraction of the whole batch)."""
+
+    loss: torch.Tensor  # the optimized loss: cross-entropy plus the weighted router losses
+    ce: torch.Tensor
+    aux_loss: torch.Tensor
+    z_loss: torch.Tensor
+    router_stats: list[dict[str, torch.Tensor]]
+
+    @classmethod
+    def of_pass(cls, loss: torch.Tensor, ce: torch.Tensor, out: Output) -> StepStats:
+        return cls(loss, ce, out.aux_loss, out.z_loss, out.router_stats)
+
+    def totals(self) -> torch.Tensor:
+        """This pass as one vector that sums over passes and processes: the four losses, then per MoE layer its
+        drop rate, tokens per expert and expert fractions."""
+        dev = self.loss.device
+        parts = [torch.stack([self.loss, self.ce, self.aux_loss, self.z_loss]).detach().float()]
+        for s in self.router_stats:
+            parts += [torch.stack([s["drop_rate"].to(dev), s["tokens_per_expert"].to(dev)]).float()]
+            parts += [s["expert_fraction"].to(dev).float()]
+        return torch.cat(parts)
+
+    @classmethod
+    def from_totals(cls, totals: torch.Tensor, passes: int, experts: int) -> StepStats:
+        """The step's statistics from the totals of its ``passes`` passes (tokens per expert: of the whole step;
+        dead experts and the least-used expert's tokens: from the summed counts)."""
+        means = totals / passes
+        stats = []
+        for at in range(4, len(totals), 2 + experts):
+            fraction = means[at + 2 : at + 2 + experts]
+            tokens_per_expert = totals[at + 1]
+            counts = fraction.double() * (tokens_per_expert.double() * experts)
+            stats.append(
+                {
+                    "expert_fraction": fraction,
+                    "drop_rate": means[at],
+                    "dead_share": (fraction == 0).float().mean(),
+                    "tokens_per_expert": tokens_per_expert,
+                    "min_expert_tokens": counts.min().round().long(),
+                }
+            )
+        return cls(means[0], means[1], means[2], means[3], stats)
+
+
 def metrics_row(
     step: int,
     tokens_per_step: int,
     lr: float,
-    ce: torch.Tensor,
-    out: Output,
+    losses: StepStats,
     grad_norm: torch.Tensor,
     moe_layers: tuple[int, ...],
     router_norm: torch.Tensor | None = None,
 ) -> dict[str, Any]:
     """One metrics.csv row; router statistics are averaged (drop rate, dead share, tokens per expert), the
     minimum over layers (min expert tokens) or listed per layer and expert (fractions)."""
-    stats = out.router_stats
+    stats = losses.router_stats
     layers = max(1, len(stats))
     row: dict[str, Any] = {
         "step": step + 1,
         "tokens": (step + 1) * tokens_per_step,
         "lr": lr,
-        "train_loss": float(ce.detach()),
-        "aux_loss": float(out.aux_loss.detach()),
-        "z_loss": float(out.z_loss.detach()),
+        "train_loss": float(losses.ce.detach()),
+        "aux_loss": float(losses.aux_loss.detach()),
+        "z_loss": float(losses.z_loss.detach()),
         "grad_norm": float(grad_norm),
         "drop_rate": float(sum(s["drop_rate"] for s in stats) / layers),
         "dead_experts": float(sum(s["dead_share"] for s in stats) / layers),
@@ -316,27 +374,29 @@ def router_health(rows: list[dict[str, Any]], moe_layers: tuple[int, ...], exper
 
 
 def resume(
-    progress_path: Path, digest: str, model: Transformer, optimizer: AdamW, dev: torch.device
+    progress_path: Path, digest: str, model: Transformer, optimizer: AdamW, dev: torch.device, announce: bool = True
 ) -> tuple[list[dict[str, Any]], int]:
     """Metrics rows and the next step from a progress checkpoint of this same job, else ([], 0)."""
     if not progress_path.exists():
         return [], 0
     state = torch.load(progress_path, map_location=dev, weights_only=True)
     if state.get("digest") != digest:
-        print(f"ignoring {progress_path}: it belongs to a different job spec", file=sys.stderr)
+        if announce:
+            print(f"ignoring {progress_path}: it belongs to a different job spec", file=sys.stderr)
         return [], 0
     model.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
-    print(f"resuming from step {state['step']} ({progress_path})", file=sys.stderr)
+    if announce:
+        print(f"resuming from step {state['step']} ({progress_path})", file=sys.stderr)
     return list(state["rows"]), int(state["step"])
 
 
 class Tracker:
     """Optional TensorBoard event files beside metrics.csv: one scalar per metrics row column (no-op when off)."""
 
-    def __init__(self, job: Job, fresh: bool) -> None:
+    def __init__(self, job: Job, fresh: bool, enabled: bool = True) -> None:
         self.writer = None
-        if not job.train.tensorboard:
+        if not (job.train.tensorboard and enabled):
             return
         try:
             from torch.utils.tensorboard import SummaryWriter
@@ -362,11 +422,61 @@ class Tracker:
             self.writer.close()
 
 
+def forward_backward(
+    model: Transformer,
+    batch: torch.Tensor,
+    plan: BatchPlan,
+    params: list[torch.Tensor],
+    router_coefs: tuple[float, float],
+    dtype: str,
+) -> StepStats:
+    """The passes of this process's share of one step, their gradients summed over every process (see
+    :mod:`stages.training.distributed`); one process with one pass is the plain step, untouched."""
+    dev = batch.device
+    aux_coef, z_coef = router_coefs
+    if plan.single_pass:
+        with precision(dev, dtype):
+            out = model(batch[:, :-1])
+        ce = cross_entropy(out.logits, batch[:, 1:])
+        loss = ce + aux_coef * out.aux_loss + z_coef * out.z_loss
+        loss.backward()
+        return StepStats.of_pass(loss, ce, out)
+    totals = torch.zeros((), device=dev)
+    for part in batch.split(plan.micro_batch):
+        with precision(dev, dtype):
+            out = model(part[:, :-1])
+        ce = cross_entropy(out.logits, part[:, 1:])
+        loss = ce + aux_coef * out.aux_loss + z_coef * out.z_loss
+        (loss * plan.loss_weight).backward()
+        totals = totals + StepStats.of_pass(loss, ce, out).totals()
+    if plan.world.size > 1:
+        totals = all_reduce_step(params, totals)
+    experts = model.cfg.moe.experts if model.cfg.moe else 0
+    return StepStats.from_totals(totals, plan.world.size * plan.passes, experts)
+
+
+def _split_line(run_id: str, plan: BatchPlan) -> str:
+    """How a step is computed, for the log: processes (and their launcher), passes, sequences per pass."""
+    world = plan.world
+    who = f"{world.size} processes ({world.launcher})" if world.size > 1 else "1 process"
+    passes = f"{plan.passes} pass" + ("es" if plan.passes > 1 else "")
+    return f"{run_id}: {who} x {passes} of {plan.micro_batch} sequences per step"
+
+
 def train(job: Job) -> None:
-    """Run ``job`` to the end and write its checkpoint, run record and metrics.csv."""
-    t = job.train
+    """Run ``job`` to the end and write its checkpoint, run record and metrics.csv: in this process, or as one
+    of the data-parallel processes torchrun or srun started (:mod:`stages.training.distributed`)."""
+    world = world_from_env()
+    plan = plan_batch(world, job.train.batch_size, job.train.micro_batch_size)  # before any rendezvous
     configure(job.threads)
-    dev = device(t.device)
+    dev = local_device(device(job.train.device), world)
+    with process_group(world, dev):
+        _train(job, plan, dev)
+
+
+def _train(job: Job, plan: BatchPlan, dev: torch.device) -> None:
+    t = job.train
+    main = plan.world.is_main
     evaluating = t.eval_every > 0
     corpus = open_corpus(job.data, verify=("train", "val", "tokenizer") if evaluating else ("train", "tokenizer"))
     tokens_per_step = t.batch_size * t.seq_len
@@ -411,39 +521,38 @@ def train(job: Job) -> None:
             f"start {schedule.decay_start} of a {job.tokens}-token wsd run"
         )
     branch_step = first_step  # 0 unless this run continues a stable run
-    resumed = resume(progress_path, digest, model, optimizer, dev)
+    resumed = resume(progress_path, digest, model, optimizer, dev, announce=main)
     if resumed[1]:
         rows, first_step = resumed
 
     # the fixed evaluation slice: the first eval_tokens of the validation shard, every time
-    windows = eval_windows(corpus.tokens("val"), t.seq_len, t.eval_tokens) if evaluating else None
-    tracker = Tracker(job, fresh=not resumed[1] and not branch_step)
+    windows = eval_windows(corpus.tokens("val"), t.seq_len, t.eval_tokens) if evaluating and main else None
+    tracker = Tracker(job, fresh=not resumed[1] and not branch_step, enabled=main)
     params = list(model.parameters())
     routers = router_weights(model)
     max_norm = t.grad_clip if t.grad_clip > 0 else float("inf")
+    if main and not plan.single_pass:
+        print(_split_line(job.run_id, plan), file=sys.stderr)
     t0 = time.perf_counter()
-    with tqdm(total=end, initial=first_step, desc=job.run_id, mininterval=5.0, file=sys.stderr) as bar:
+    bar = tqdm(total=end, initial=first_step, desc=job.run_id, mininterval=5.0, file=sys.stderr, disable=not main)
+    with bar:
         for step in range(first_step, end):
-            batch = stream.batch(start.start_sequence + step * t.batch_size, t.batch_size).to(dev)
-            with precision(dev, t.dtype):
-                out = model(batch[:, :-1])
-            ce = cross_entropy(out.logits, batch[:, 1:])
-            loss = ce + aux_coef * out.aux_loss + z_coef * out.z_loss
-            if not torch.isfinite(loss):
-                kept = f"; last good progress checkpoint kept at {progress_path}" if progress_path.exists() else ""
-                raise UserError(f"{job.run_id}: non-finite training loss {float(loss)} at step {step}{kept}")
             lr = schedule.lr(step)
             optimizer.set_lr(lr)
             optimizer.zero_grad()
-            loss.backward()
+            batch = stream.batch(plan.offset(start.start_sequence + step * t.batch_size), plan.per_rank).to(dev)
+            losses = forward_backward(model, batch, plan, params, (aux_coef, z_coef), t.dtype)
+            if not torch.isfinite(losses.loss):  # a global mean: every process stops at the same step
+                kept = f"; last good progress checkpoint kept at {progress_path}" if progress_path.exists() else ""
+                raise UserError(f"{job.run_id}: non-finite training loss {float(losses.loss)} at step {step}{kept}")
             measure = evaluating and (step % t.eval_every == 0 or step == steps - 1)
-            log = step % t.log_every == 0 or step == steps - 1 or measure
+            log = main and (step % t.log_every == 0 or step == steps - 1 or measure)
             router_norm = router_grad_norm(routers) if log else None  # before clipping rescales the gradients
             grad_norm = torch.nn.utils.clip_grad_norm_(params, max_norm)
             optimizer.step()
             bar.update(1)
             if log:
-                row = metrics_row(step, tokens_per_step, lr, ce, out, grad_norm, model.cfg.moe_layers(), router_norm)
+                row = metrics_row(step, tokens_per_step, lr, losses, grad_norm, model.cfg.moe_layers(), router_norm)
                 if measure:  # no_grad, eval mode, no random numbers; the model goes back to train mode
                     row["val_loss"] = validation_loss(model, windows, dev=dev, dtype=t.dtype)
                     model.train()
@@ -451,7 +560,7 @@ def train(job: Job) -> None:
                 tracker.log(row)
                 rate = (step + 1 - first_step) * tokens_per_step / max(time.perf_counter() - t0, 1e-9)
                 bar.set_postfix(loss=f"{row['train_loss']:.4f}", tok_s=f"{rate:,.0f}", refresh=False)
-            if job.save_every and (step + 1) % job.save_every == 0 and step + 1 < end:
+            if main and job.save_every and (step + 1) % job.save_every == 0 and step + 1 < end:
                 _save_progress(
                     progress_path,
                     {
@@ -464,6 +573,8 @@ def train(job: Job) -> None:
                 )
     seconds = time.perf_counter() - t0
     tracker.close()
+    if not main:
+        return  # rank 0 writes the run's files
 
     fpt = flops_per_token(model.cfg, t.seq_len, t.flops_convention)
     if end > first_step:

@@ -21,6 +21,13 @@ class TrainConfig:
 
     seq_len: int = option(128, help="training sequence length", unit="tokens", minimum=2)
     batch_size: int = option(16, help="sequences per optimizer step", minimum=1)
+    micro_batch_size: int = option(
+        0,
+        help="sequences per forward pass of each process; gradients accumulate over the passes of a step. A result: "
+        "MoE balancing and z losses are per pass, and sums run in another order (0: a process's whole share of "
+        "batch_size in one pass)",
+        minimum=0,
+    )
     lr: float = option(0.003, help="peak learning rate", exclusive_minimum=0)
     min_lr_ratio: float = option(0.1, help="final learning rate / peak", minimum=0, maximum=1)
     warmup_frac: float = option(
@@ -62,6 +69,12 @@ class TrainConfig:
         False,
         help="also write TensorBoard event files to <run>/tensorboard/ (needs the tensorboard package; not a "
         "declared output: they carry wall-clock times)",
+    )
+    backend: Literal["torch", "nanotron"] = option(
+        "torch",
+        help="who trains: torch (this project's trainer, CPU or CUDA) or nanotron (GPU clusters: a nanotron checkout "
+        "at the pinned commit in NANOTRON_HOME runs the job; what nanotron cannot compute is refused, see "
+        "stages/training/nanotron_backend.py)",
     )
 
     def __post_init__(self) -> None:

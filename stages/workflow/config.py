@@ -21,7 +21,9 @@ from stages.interop.hf_config import dense_config, hf_tokenizer, read_config, we
 from stages.model.config import ModelConfig, MoEConfig
 from stages.surgery.growth_recipe import GrowthRecipe, check_growth
 from stages.surgery.recipe import UpcycleRecipe, check_compatible
+from stages.workflow.cluster import job_gpus, training_job
 from stages.workflow.schema import config_schema
+from stages.workflow.sections import TRAINING_RULES
 
 # the fits (config["fits"] names) each figure draws; "*" = every enabled fit
 FIGURE_FITS: dict[str, tuple[str, ...]] = {
@@ -29,6 +31,7 @@ FIGURE_FITS: dict[str, tuple[str, ...]] = {
     "alpha_eff": ("upcycled",),
     "loss_vs_compute": (),
     "sparsity": ("sparsity",),
+    "experts": (),  # loss vs number of experts at equal active parameters, no fit
     "threshold": ("upcycled", "scratch_chinchilla"),
     "predicted_vs_observed": ("*",),
     "residuals": ("*",),
@@ -188,6 +191,7 @@ def _tokenizer_identity(cfg: dict[str, Any], name: str) -> tuple[str, int]:
 
 
 def _check_semantics(cfg: dict[str, Any]) -> None:
+    _check_cluster(cfg)
     data = cfg["data"]
     if not data["sources"] and not data["files"]:
         raise UserError("config key 'data.sources': no text source (set data.sources or data.files)")
@@ -239,6 +243,8 @@ def _check_semantics(cfg: dict[str, Any]) -> None:
                 f"config key '{name}.lr_policy': 'continue' resumes the dense parent's cosine schedule, but "
                 "the parents train with wsd (their schedule has already decayed); use constant_min or wsd"
             )
+    if cfg["train"]["backend"] == "nanotron":
+        _check_nanotron(cfg)
     tokens_per_step = cfg["train"]["batch_size"] * cfg["train"]["seq_len"]
     for kind in TOKEN_KEYS:
         for block in grid_blocks(cfg, kind):
@@ -276,6 +282,63 @@ def _check_semantics(cfg: dict[str, Any]) -> None:
             continue
         if fit["law"] not in LAWS:
             raise UserError(f"config key 'fits.{name}.law': unknown law {fit['law']!r} (known: {', '.join(LAWS)})")
+
+
+def _check_nanotron(cfg: dict[str, Any]) -> None:
+    """train.backend nanotron: every trained model, MoE variant and lr policy of the grid must be one nanotron
+    main trains as our trainer would (stages.interop.nanotron_config.check_trainable), refused in one line."""
+    from stages.interop.nanotron_config import check_trainable
+    from stages.training.options import TrainConfig
+
+    t = cfg["train"]
+    for kind in TOKEN_KEYS:
+        for block in grid_blocks(cfg, kind):
+            variants = [(m, None) for m in block.get("moe", [])] or [(None, g) for g in block.get("growth", [])]
+            for model in block["models"]:
+                for moe, growth in variants or [(None, None)]:
+                    if moe and kind == "upcycled":
+                        policy = cfg["moe"][moe]["lr_policy"]
+                    elif growth:
+                        policy = cfg["growth"][growth]["lr_policy"]
+                    else:
+                        policy = t["dense_cont_lr_policy" if kind == "dense_cont" else "lr_policy"]
+                    train = from_mapping(TrainConfig, {**pick(TrainConfig, t), "lr_policy": policy}, "train")
+                    key = f"moe.{moe}" if moe else f"growth.{growth}" if growth else f"models.{model}"
+                    try:
+                        check_trainable(model_config(cfg, model, moe), train)
+                    except UserError as err:
+                        raise UserError(f"config key '{key}' (grid.{kind}, model {model!r}): {err}") from None
+    for rule, placement in (cfg.get("cluster") or {}).items():
+        if placement and placement.get("tasks", 1) > 1:
+            raise UserError(
+                f"config key 'cluster.{rule}.tasks': the nanotron backend runs one process per job (nanotron starts "
+                "one per GPU itself); set tasks: 1 and the job's gpus"
+            )
+
+
+def _check_cluster(cfg: dict[str, Any]) -> None:
+    """Every training rule's tasks spread evenly over its nodes, and its processes and passes split the batch."""
+    batch, micro = cfg["train"]["batch_size"], cfg["train"]["micro_batch_size"]
+    backend = cfg["train"].get("backend", "torch")
+    for rule in TRAINING_RULES:
+        job = training_job(cfg, rule)
+        if job.tasks > 1 and backend != "torch":
+            raise UserError(
+                f"config key 'cluster.{rule}.tasks': train.backend {backend} starts its own processes, one per GPU; "
+                "keep tasks 1 and set gpus"
+            )
+        if job.tasks % job.nodes:
+            raise UserError(
+                f"config key 'cluster.{rule}.tasks': {job.tasks} tasks do not spread evenly over {job.nodes} nodes"
+            )
+        if job_gpus(job) % job.nodes:
+            raise UserError(
+                f"config key 'cluster.{rule}.gpus': {job_gpus(job)} GPUs do not spread evenly over {job.nodes} nodes"
+            )
+        if batch % (job.tasks * (micro or 1)):
+            parts = [f"cluster.{rule}.tasks {job.tasks}"] if job.tasks > 1 else []
+            parts += [f"train.micro_batch_size {micro}"] if micro else []
+            raise UserError(f"config key 'train.batch_size': {batch} is not a multiple of {' x '.join(parts)}")
 
 
 def _check_block(cfg: dict[str, Any], kind: str, section: dict[str, Any], tokens_per_step: int) -> None:

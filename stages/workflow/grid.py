@@ -177,8 +177,11 @@ class Grid:
         if not spec:
             return set()
         by_id = {r.run_id: r for r in runs}
+        wanted = spec["runs"]
+        if wanted == "all":  # a seed-replicated study; sweeps pick an lr, they measure no seed noise
+            wanted = sorted(r.run_id for r in runs if r.kind != "lr_sweep")
         replicas: set[Run] = set()
-        for run_id in spec["runs"]:
+        for run_id in wanted:
             if run_id not in by_id:
                 raise UserError(f"config key 'grid.replicas.runs': {run_id!r} is not a run of the grid")
             for k in range(2, spec.get("seeds", 2) + 1):
@@ -259,8 +262,9 @@ class Grid:
 
     def branch_step(self, run: Run) -> int:
         """Where ``run``'s cooldown branches off its family's stable run (0: an independent run). An lr_sweep run
-        is always independent: each learning rate is a family of its own, with (usually) one budget."""
-        if self.lr_policy(run) != "wsd" or run.kind == "lr_sweep":
+        is always independent: each learning rate is a family of its own, with (usually) one budget. So is every
+        run of the nanotron backend, which has no branch states (stages.training.nanotron_backend)."""
+        if self.lr_policy(run) != "wsd" or run.kind == "lr_sweep" or self.cfg["train"]["backend"] == "nanotron":
             return 0
         t = self.cfg["train"]
         total = self.steps(run)

@@ -19,7 +19,7 @@ from stages.model.config import ModelConfig, MoEConfig
 from stages.surgery.growth_recipe import GrowthRecipe
 from stages.surgery.recipe import UpcycleRecipe
 from stages.training.options import EvalConfig, TrainConfig
-from stages.workflow.sections import Parent, StudyTraining, VariantTraining
+from stages.workflow.sections import TRAINING_RULES, Parent, StudyTraining, TrainingJob, VariantTraining
 
 SCHEMA_FILE = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
 
@@ -251,6 +251,17 @@ def config_schema() -> dict[str, Any]:
                 "additionalProperties": {"$ref": "#/$defs/parent"},
             },
             "train": {**train, "default": {}},
+            "cluster": {
+                "description": "nodes, processes and GPUs of each training rule's jobs (SLURM resources; locally, "
+                "tasks > 1 runs torchrun); a rule left out runs one process, with one GPU on SLURM",
+                "type": "object",
+                "default": {},
+                "propertyNames": {"enum": list(TRAINING_RULES)},
+                "additionalProperties": {
+                    "description": (TrainingJob.__doc__ or "").split("\n\n")[0],
+                    **schema_of(TrainingJob),
+                },
+            },
             "grid": {
                 "type": "object",
                 "additionalProperties": False,
@@ -282,11 +293,17 @@ def config_schema() -> dict[str, Any]:
                         "properties": {
                             "seeds": {"type": "integer", "minimum": 2, "default": 2, "description": "seeds per run"},
                             "runs": {
-                                "type": "array",
-                                "minItems": 1,
-                                "uniqueItems": True,
-                                "items": {"type": "string"},
-                                "description": "run ids as under results/, e.g. dense/s/d1_400K",
+                                "oneOf": [
+                                    {"const": "all"},
+                                    {
+                                        "type": "array",
+                                        "minItems": 1,
+                                        "uniqueItems": True,
+                                        "items": {"type": "string"},
+                                    },
+                                ],
+                                "description": "run ids as under results/, e.g. dense/s/d1_400K, or 'all': every "
+                                "run of the grid (lr sweeps excepted)",
                             },
                         },
                     },

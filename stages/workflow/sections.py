@@ -63,3 +63,28 @@ class Parent:
         "runs table's D1) and, at train.flops_convention, its sunk compute",
         schema=TOKENS_REF,
     )
+
+
+# the rules that run stages.train (workflow/rules/*.smk): the keys of the ``cluster`` section
+TRAINING_RULES = ("dense", "dense_cont", "stable", "moe", "scratch", "lr_sweep", "grown")
+
+
+@dataclass(frozen=True)
+class TrainingJob:
+    """Processes and GPUs of one training rule's jobs (a ``cluster`` entry, keyed by the rule's name).
+
+    Placement, not a result, like threads: a job of 4 processes trains what a job of 1 trains, up to the order of
+    float sums (stages.training.distributed), so a change here reruns nothing. The one exception is an MoE run with
+    train.micro_batch_size 0, whose balancing loss sees a process's share of the batch: set micro_batch_size there.
+    """
+
+    nodes: int = option(1, help="SLURM nodes of a job; its tasks spread evenly over them", minimum=1)
+    tasks: int = option(
+        1,
+        help="processes of a job over all nodes, one data-parallel rank each (srun's tasks in a SLURM job, "
+        "torchrun --standalone elsewhere); train.batch_size must divide by it",
+        minimum=1,
+    )
+    gpus: int | None = option(
+        None, help="GPUs of a job over all nodes, spread evenly (null: one per task; 0: a CPU job)", minimum=0
+    )

@@ -14,8 +14,10 @@ sys.path.insert(0, workflow.basedir)
 
 from stages.core.cli import UserError
 from stages.core.codehash import code_hash
+from stages.workflow.cluster import job_resources
 from stages.workflow.config import FIGURE_FITS, corpus_vocab_size, parent_files, tokenizer_files, validate_config
 from stages.workflow.grid import Grid, shape_name
+from stages.workflow.sections import TRAINING_RULES
 
 
 def _job_environment():
@@ -54,6 +56,9 @@ FINDINGS_FILES = [f"{RESULTS}/tables/findings.{ext}" for ext in ("csv", "md")]
 # Runtime settings of training jobs, passed as arguments but deliberately not params (not rerun triggers):
 # progress checkpoints only resume a killed job.
 RUNTIME = {"save_every": config["train"]["save_every"]}
+# Placement of each training rule's jobs (config["cluster"], stages.workflow.cluster): SLURM nodes, tasks and GPUs,
+# and `launch`, the shell prefix that starts a job's processes. Resources, so no rerun trigger either.
+TRAINING = {rule: {**RUNTIME, **job_resources(config, rule)} for rule in TRAINING_RULES}
 
 
 wildcard_constraints:

@@ -1,6 +1,6 @@
 # Dense pretraining over model sizes x D1, and the dense-continued baseline (D1 then D2 more tokens).
-# Every training job gets one validated JSON per option group (--model, --train); `save_every` is a resource,
-# not a param: progress checkpoints only resume a killed job and must not trigger reruns.
+# Every training job gets one validated JSON per option group (--model, --train); `save_every` and the job's
+# placement (TRAINING: nodes, tasks, GPUs, the `launch` prefix) are resources, not params: they must not trigger reruns.
 
 
 rule dense:
@@ -21,7 +21,7 @@ rule dense:
         data_seed=lambda w: GRID.data_seed(w.model),
         code=code_hash("train"),
     resources:
-        save_every=RUNTIME["save_every"],
+        **TRAINING["dense"],
     log:
         f"{LOGS}/dense/{{model}}/d1_{{d1}}.log",
     benchmark:
@@ -30,7 +30,8 @@ rule dense:
     conda:
         "../envs/stages.yaml"
     shell:
-        "python -m stages.train --kind dense --run-id {params.run_id} --data {params.data} --tokens {wildcards.d1} "
+        "{resources.launch} python -m stages.train --kind dense --run-id {params.run_id} --data {params.data} "
+        "--tokens {wildcards.d1} "
         "--model {params.model:q} --train {params.train:q} --labels {params.labels:q} --seed {params.seed} "
         "--data-seed {params.data_seed} {params.branch} --threads {threads} --save-every {resources.save_every} "
         "--out {params.out} > {log} 2>&1"
@@ -55,7 +56,7 @@ rule dense_cont:
         data_seed=lambda w: GRID.data_seed(w.model),
         code=code_hash("train"),
     resources:
-        save_every=RUNTIME["save_every"],
+        **TRAINING["dense_cont"],
     log:
         f"{LOGS}/dense_cont/{{model}}/d1_{{d1}}/d2_{{d2}}.log",
     benchmark:
@@ -64,7 +65,7 @@ rule dense_cont:
     conda:
         "../envs/stages.yaml"
     shell:
-        "python -m stages.train --kind dense_cont --run-id {params.run_id} --data {params.data} "
+        "{resources.launch} python -m stages.train --kind dense_cont --run-id {params.run_id} --data {params.data} "
         "--tokens {wildcards.d2} --init {params.init} --train {params.train:q} --labels {params.labels:q} "
         "--seed {params.seed} --data-seed {params.data_seed} {params.branch} --threads {threads} "
         "--save-every {resources.save_every} --out {params.out} > {log} 2>&1"

@@ -50,7 +50,7 @@ rule grown:
         data_seed=lambda w: GRID.data_seed(w.model),
         code=code_hash("train"),
     resources:
-        save_every=RUNTIME["save_every"],
+        **TRAINING["grown"],
     log:
         f"{LOGS}/grown/{{model}}/d1_{{d1}}/{{growth}}/d2_{{d2}}.log",
     benchmark:
@@ -59,7 +59,7 @@ rule grown:
     conda:
         "../envs/stages.yaml"
     shell:
-        "python -m stages.train --kind grown --run-id {params.run_id} --data {params.data} "
+        "{resources.launch} python -m stages.train --kind grown --run-id {params.run_id} --data {params.data} "
         "--tokens {wildcards.d2} --init {params.init} --train {params.train:q} --labels {params.labels:q} "
         "--seed {params.seed} --data-seed {params.data_seed} {params.branch} --threads {threads} "
         "--save-every {resources.save_every} --out {params.out} > {log} 2>&1"

@@ -18,7 +18,7 @@ rule lr_sweep:
         data_seed=lambda w: GRID.data_seed(w.model),
         code=code_hash("train"),
     resources:
-        save_every=RUNTIME["save_every"],
+        **TRAINING["lr_sweep"],
     log:
         f"{LOGS}/lr_sweep/{{model}}/lr_{{lr}}/d_{{d}}.log",
     benchmark:
@@ -27,7 +27,8 @@ rule lr_sweep:
     conda:
         "../envs/stages.yaml"
     shell:
-        "python -m stages.train --kind lr_sweep --run-id {params.run_id} --data {params.data} --tokens {wildcards.d} "
+        "{resources.launch} python -m stages.train --kind lr_sweep --run-id {params.run_id} --data {params.data} "
+        "--tokens {wildcards.d} "
         "--model {params.model:q} --train {params.train:q} --labels {params.labels:q} --seed {params.seed} "
         "--data-seed {params.data_seed} --threads {threads} --save-every {resources.save_every} "
         "--out {params.out} > {log} 2>&1"

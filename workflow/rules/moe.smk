@@ -20,7 +20,7 @@ rule moe:
         data_seed=lambda w: GRID.data_seed(w.model),
         code=code_hash("train"),
     resources:
-        save_every=RUNTIME["save_every"],
+        **TRAINING["moe"],
     log:
         f"{LOGS}/moe/{{model}}/d1_{{d1}}/{{moe}}/d2_{{d2}}.log",
     benchmark:
@@ -29,7 +29,7 @@ rule moe:
     conda:
         "../envs/stages.yaml"
     shell:
-        "python -m stages.train --kind upcycled --run-id {params.run_id} --data {params.data} "
+        "{resources.launch} python -m stages.train --kind upcycled --run-id {params.run_id} --data {params.data} "
         "--tokens {wildcards.d2} --init {params.init} --train {params.train:q} --labels {params.labels:q} "
         "--seed {params.seed} --data-seed {params.data_seed} {params.branch} --threads {threads} "
         "--save-every {resources.save_every} --out {params.out} > {log} 2>&1"
@@ -53,7 +53,7 @@ rule scratch:
         data_seed=lambda w: GRID.data_seed(w.model),
         code=code_hash("train"),
     resources:
-        save_every=RUNTIME["save_every"],
+        **TRAINING["scratch"],
     log:
         f"{LOGS}/scratch/{{model}}/{{moe}}/d_{{d}}.log",
     benchmark:
@@ -62,7 +62,7 @@ rule scratch:
     conda:
         "../envs/stages.yaml"
     shell:
-        "python -m stages.train --kind scratch_moe --run-id {params.run_id} --data {params.data} "
+        "{resources.launch} python -m stages.train --kind scratch_moe --run-id {params.run_id} --data {params.data} "
         "--tokens {wildcards.d} --model {params.model:q} --train {params.train:q} --labels {params.labels:q} "
         "--seed {params.seed} --data-seed {params.data_seed} {params.branch} --threads {threads} "
         "--save-every {resources.save_every} --out {params.out} > {log} 2>&1"
@@ -81,12 +81,12 @@ rule stable:
         args=lambda w: GRID.segment_args(w.family, w.step),
         code=code_hash("train"),
     resources:
-        save_every=RUNTIME["save_every"],
+        **TRAINING["stable"],
     log:
         f"{LOGS}/stable/{{family}}/b_{{step}}.log",
     threads: config["train"]["threads"]
     conda:
         "../envs/stages.yaml"
     shell:
-        "python -m stages.train {params.args} --threads {threads} --save-every {resources.save_every} "
-        "--state-out {output} > {log} 2>&1"
+        "{resources.launch} python -m stages.train {params.args} --threads {threads} "
+        "--save-every {resources.save_every} --state-out {output} > {log} 2>&1"
