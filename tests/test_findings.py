@@ -172,3 +172,15 @@ def test_wsd_cost_counts_each_family_stable_phase_once() -> None:
     row = F.wsd_cost_row(runs)
     assert row.verdict == F.REPRODUCED and row.measured.endswith(f"{(160 + 20 + 40 + 50) / 350:.3f}")
     assert F.wsd_cost_row(runs.assign(branch_tokens=0)).verdict == F.NOT_MEASURED
+
+
+def test_monotone_row_never_pairs_two_moe_variants() -> None:
+    """Scratch MoEs with other expert counts at one budget are a sparsity sweep, not a size or token axis."""
+    rows = [
+        dict(run_id=f"scratch/s/{moe}/d_1M", kind="scratch_moe", model="s", moe=moe, D=1e6, N_active=n, val_loss=loss)
+        for moe, n, loss in (("e2k1", 131648, 4.0), ("e16k1", 133440, 4.3))
+    ]
+    rows += [dict(r, run_id=r["run_id"].replace("1M", "2M"), D=2e6, val_loss=r["val_loss"] - 0.1) for r in rows]
+    table = pd.DataFrame(rows).assign(replica=1)
+    row = F.monotone_row(F.cell_means(table), F.seed_noise(table))
+    assert row.verdict == F.REPRODUCED and row.measured == "2 of 2 neighbouring pairs fall", row

@@ -524,20 +524,23 @@ def sparsity(runs: pd.DataFrame, fits: Fits) -> plt.Figure:
     every["P"] = every["sparsity"].round(2)
     fine = every[_granularity(every) > 1]
     up = every[_granularity(every) == 1]
+    # one curve per MoE variant: P = N_total / N_active moves a little with the dense size (the router's share)
+    up = up.assign(level=up["moe"].fillna("").astype(str).where(up["moe"].fillna("") != "", up["P"].astype(str)))
     fig, ax = plt.subplots(figsize=(5.8, 4.2))
-    levels = sorted(up["P"].unique())
+    levels = list(up.groupby("level")["sparsity"].mean().sort_values().index)
     palette = dict(zip(levels, sns.color_palette("crest", len(levels)), strict=True))
     fit = fits.get("sparsity")
     grid = np.geomspace(up["N_active"].min() / 1.3, up["N_active"].max() * 1.3, 60)
     for level in levels:
-        rows = up[up["P"] == level].sort_values("N_active")
+        rows = up[up["level"] == level].sort_values("N_active")
+        spread = f"{rows['P'].min():g}" if rows["P"].nunique() == 1 else f"{rows['P'].min():g}-{rows['P'].max():g}"
         ax.scatter(
             rows["N_active"],
             rows["val_loss"],
             color=palette[level],
             s=40,
             zorder=3,
-            label=f"P = {level:g} ({', '.join(sorted(set(rows['moe'])))})",
+            label=f"P = {spread} ({level})" if level != spread else f"P = {spread}",
         )
         if fit is not None:
             frame = pd.DataFrame({"P": float(rows["sparsity"].mean()), "N_active": grid})

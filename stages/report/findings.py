@@ -144,7 +144,9 @@ def monotone_row(cells: pd.DataFrame, noise: SeedNoise) -> Finding:
     """Every kind's loss falls along each token axis and with model size (ties within the seed band pass)."""
     slack = noise.band()
     checks, violations = 0, []
-    axes = {"dense": [("D", ["model"]), ("N_active", ["D"])], "scratch_moe": [("D", ["model"]), ("N_active", ["D"])]}
+    # MoE variants of one size are different models, not points on a size or token axis: compare within a variant
+    axes = {"dense": [("D", ["model"]), ("N_active", ["D"])]}
+    axes.update(scratch_moe=[("D", ["model", "moe"]), ("N_active", ["D", "moe"])])
     axes.update(upcycled=[("D2", ["model", "moe", "D1"]), ("D1", ["model", "moe", "D2"])])
     axes.update(dense_cont=[("D2", ["model", "D1"]), ("D1", ["model", "D2"])])
     axes.update(grown=[("D2", ["model", "growth", "D1"]), ("D1", ["model", "growth", "D2"])])
