@@ -526,6 +526,8 @@ def test_citation_file_names_the_project_and_every_paper_it_implements():
 
 def test_experts_figure_draws_he_et_al_view_and_keeps_fine_grained_out_of_the_sparsity_curves():
     """Loss vs E at equal active parameters: one line per model (coarse), fine-grained apart, dense as a level."""
+    import matplotlib.pyplot as plt
+
     from stages.report.figures import experts, sparsity, style
 
     style()
@@ -580,6 +582,9 @@ def test_experts_figure_draws_he_et_al_view_and_keeps_fine_grained_out_of_the_sp
     assert list(coarse.get_xdata()) == [2, 4, 8]
     assert list(coarse.get_ydata()) == pytest.approx([4.11, 4.06, 4.04])  # means over the two seeds
     assert any(line.get_linestyle() == "--" and line.get_ydata()[0] == pytest.approx(4.21) for line in ax.get_lines())
-    texts = [t.get_text() for t in sparsity(runs, {}).axes[0].get_legend().get_texts()]
+    plt.close(fig)
+    fig = sparsity(runs, {})
+    texts = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    plt.close(fig)
     assert texts[-1].startswith("e8k2g2: G = 2") and "not fitted" in texts[-1]
     assert not any("e8k2g2" in t for t in texts[:-1])  # P = 2.2 is e4k1 alone among the curves
