@@ -164,21 +164,6 @@ SHIPPED_GRIDS = {
         "all": 1,
         "total": 135,
     },
-    "warmstart_mup": {  # the same grid under muP
-        "data": 1,
-        "stable": 39,
-        "dense": 7,
-        "evaluate": 39,
-        "grow": 8,
-        "grown": 32,
-        "collect": 1,
-        "figures": 2,
-        "fit": 3,
-        "findings": 1,
-        "fit_table": 1,
-        "all": 1,
-        "total": 135,
-    },
     "mup": {
         "data": 1,
         "lr_sweep": 30,
@@ -190,6 +175,7 @@ SHIPPED_GRIDS = {
         "total": 65,
     },
 }
+SHIPPED_GRIDS["warmstart_mup"] = SHIPPED_GRIDS["warmstart"]  # the same grid under muP
 
 
 @pytest.mark.parametrize("grid", sorted(SHIPPED_GRIDS))

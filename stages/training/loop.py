@@ -463,6 +463,59 @@ def _split_line(run_id: str, plan: BatchPlan) -> str:
     return f"{run_id}: {who} x {passes} of {plan.micro_batch} sequences per step"
 
 
+def training_record(
+    job: Job,
+    corpus: Corpus,
+    start: StartingPoint,
+    cfg: ModelConfig,
+    steps: int,
+    schedule: dict[str, int],
+    n_windows: int,
+    router_health: str | None = None,
+    backend: str | None = None,
+) -> RunRecord:
+    """The run record of a finished training job, whichever backend trained it (``backend`` names another one)."""
+    t = job.train
+    tokens_per_step = t.batch_size * t.seq_len
+    fpt = flops_per_token(cfg, t.seq_len, t.flops_convention)
+    counts = param_counts(cfg)
+    end_sequence = start.start_sequence + steps * t.batch_size
+    return RunRecord(
+        run_id=job.run_id,
+        kind=job.kind,
+        code_hash=code_hash("train"),
+        torch_version=torch.__version__,
+        labels=job.labels,
+        seed=job.seed,
+        tokens=steps * tokens_per_step,
+        steps=steps,
+        tokens_per_step=tokens_per_step,
+        flops=fpt * steps * tokens_per_step,
+        flops_per_token=fpt,
+        flops_convention=t.flops_convention,
+        N_total=counts.total(),
+        N_active=counts.active(),
+        lr_policy=t.lr_policy,
+        peak_lr=t.lr,
+        train=as_dict(t),
+        schedule=schedule,
+        threads=job.threads,
+        data=DataRef(
+            manifest=str(corpus.directory / "manifest.json"),
+            train_sha256=corpus.sha256("train"),
+            tokenizer_sha256=corpus.sha256("tokenizer"),
+            data_seed=job.data_seed,
+            start_sequence=start.start_sequence,
+            end_sequence=end_sequence,
+            epochs=end_sequence / n_windows,
+        ),
+        parent=start.parent,
+        lineage=start.lineage,
+        router_health=router_health,
+        backend=backend,
+    )
+
+
 def train(job: Job) -> None:
     """Run ``job`` to the end and write its checkpoint, run record and metrics.csv: in this process, or as one
     of the data-parallel processes torchrun or srun started (:mod:`stages.training.distributed`)."""
@@ -601,47 +654,14 @@ def _train(job: Job, plan: BatchPlan, dev: torch.device) -> None:
         health = router_health(rows, model.cfg.moe_layers(), moe.experts, moe.top_k)
         print(f"{job.run_id}: router health: {health}", file=sys.stderr)
     model.to("cpu")
-    counts = param_counts(model.cfg)
-    end_sequence = start.start_sequence + steps * t.batch_size
-    record = RunRecord(
-        run_id=job.run_id,
-        kind=job.kind,
-        code_hash=code_hash("train"),
-        torch_version=torch.__version__,
-        labels=job.labels,
-        seed=job.seed,
-        tokens=steps * tokens_per_step,
-        steps=steps,
-        tokens_per_step=tokens_per_step,
-        flops=fpt * steps * tokens_per_step,
-        flops_per_token=fpt,
-        flops_convention=t.flops_convention,
-        N_total=counts.total(),
-        N_active=counts.active(),
-        lr_policy=t.lr_policy,
-        peak_lr=t.lr,
-        train=as_dict(t),
-        schedule={
-            "warmup_steps": schedule.warmup_steps,
-            "prior_steps": start.prior_steps,
-            "total_steps": steps,
-            "decay_steps": schedule.decay_steps if t.lr_policy == "wsd" else 0,
-            "branch_step": branch_step,
-        },
-        threads=job.threads,
-        data=DataRef(
-            manifest=str(corpus.directory / "manifest.json"),
-            train_sha256=corpus.sha256("train"),
-            tokenizer_sha256=corpus.sha256("tokenizer"),
-            data_seed=job.data_seed,
-            start_sequence=start.start_sequence,
-            end_sequence=end_sequence,
-            epochs=stream.epochs_for(end_sequence),
-        ),
-        parent=start.parent,
-        lineage=start.lineage,
-        router_health=health,
-    )
+    schedule_record = {
+        "warmup_steps": schedule.warmup_steps,
+        "prior_steps": start.prior_steps,
+        "total_steps": steps,
+        "decay_steps": schedule.decay_steps if t.lr_policy == "wsd" else 0,
+        "branch_step": branch_step,
+    }
+    record = training_record(job, corpus, start, model.cfg, steps, schedule_record, stream.n_windows, health)
     assert job.out is not None
     write_text(job.out / "metrics.csv", _csv_text(metrics_header(model, evaluating), rows))
     save_checkpoint(job.out, model, record)

@@ -35,15 +35,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
 import yaml
 from tokenizers import Tokenizer
 
 from stages.core.artifacts import dumps_json, sha256_bytes, write_bytes, write_json, write_text
 from stages.core.cli import UserError
-from stages.core.codehash import code_hash
-from stages.core.options import as_dict
-from stages.core.record import DataRef, RunRecord
+from stages.core.record import RunRecord
 from stages.corpus.shards import Corpus, TrainStream, open_corpus
 from stages.interop.hf import HF_TOKENIZER, HF_TOKENIZER_CONFIG, read_tokenizer, tokenizer_config
 from stages.interop.nanotron import read_nanotron_state, write_nanotron_model
@@ -60,9 +57,8 @@ from stages.interop.nanotron_run import (
     world_from_env,
 )
 from stages.model.checkpoint import checked_model, save_checkpoint
-from stages.model.compute import flops_per_token, param_counts
 from stages.model.transformer import Transformer
-from stages.training.loop import Job, StartingPoint, metrics_header, starting_point
+from stages.training.loop import Job, StartingPoint, metrics_header, starting_point, training_record
 from stages.training.runtime import configure
 from stages.training.schedule import decay_steps, warmup_steps
 
@@ -229,50 +225,17 @@ def finish(job: Job, prep: Prepared) -> None:
 
 def run_record(job: Job, prep: Prepared, model: Transformer) -> RunRecord:
     """The training record of a nanotron run: the same fields the torch backend writes, plus the backend."""
-    nt, t, start, corpus = prep.nanotron, job.train, prep.start, prep.corpus
-    tokens_per_step = t.batch_size * t.seq_len
-    fpt = flops_per_token(model.cfg, t.seq_len, t.flops_convention)
-    counts = param_counts(model.cfg)
-    end_sequence = start.start_sequence + nt.steps * t.batch_size
-    stream_windows = (len(corpus.tokens("train")) - 1) // t.seq_len
-    return RunRecord(
-        run_id=job.run_id,
-        kind=job.kind,
-        code_hash=code_hash("train"),
-        torch_version=torch.__version__,
-        labels=job.labels,
-        seed=job.seed,
-        tokens=nt.steps * tokens_per_step,
-        steps=nt.steps,
-        tokens_per_step=tokens_per_step,
-        flops=fpt * nt.steps * tokens_per_step,
-        flops_per_token=fpt,
-        flops_convention=t.flops_convention,
-        N_total=counts.total(),
-        N_active=counts.active(),
-        lr_policy=t.lr_policy,
-        peak_lr=t.lr,
-        train=as_dict(t),
-        schedule={
-            "warmup_steps": nt.warmup,
-            "prior_steps": start.prior_steps,
-            "total_steps": nt.steps,
-            "decay_steps": nt.decay,
-            "branch_step": 0,
-        },
-        threads=job.threads,
-        data=DataRef(
-            manifest=str(corpus.directory / "manifest.json"),
-            train_sha256=corpus.sha256("train"),
-            tokenizer_sha256=corpus.sha256("tokenizer"),
-            data_seed=job.data_seed,
-            start_sequence=start.start_sequence,
-            end_sequence=end_sequence,
-            epochs=end_sequence / stream_windows,
-        ),
-        parent=start.parent,
-        lineage=start.lineage,
-        backend=f"nanotron@{prep.commit}",
+    nt, start = prep.nanotron, prep.start
+    schedule = {
+        "warmup_steps": nt.warmup,
+        "prior_steps": start.prior_steps,
+        "total_steps": nt.steps,
+        "decay_steps": nt.decay,
+        "branch_step": 0,
+    }
+    n_windows = (len(prep.corpus.tokens("train")) - 1) // job.train.seq_len
+    return training_record(
+        job, prep.corpus, start, model.cfg, nt.steps, schedule, n_windows, backend=f"nanotron@{prep.commit}"
     )
 
 
