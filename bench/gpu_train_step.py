@@ -30,11 +30,11 @@ sys.path.insert(0, str(REPO))
 from stages.model.compute import flops_per_token, param_counts  # noqa: E402
 from stages.model.moe import grouped_mm_loop  # noqa: E402
 from stages.model.transformer import Transformer, cross_entropy, seed_generator  # noqa: E402
-from stages.training.loop import make_optimizer  # noqa: E402
+from stages.training.optimizer import make_optimizer  # noqa: E402
 from stages.training.options import TrainConfig  # noqa: E402
 from stages.training.runtime import configure, precision  # noqa: E402
+from stages.workflow.accounting import load_config  # noqa: E402
 from stages.workflow.config import grid_blocks, model_config  # noqa: E402
-from stages.workflow.ledger import load_config  # noqa: E402
 
 DATASHEET_TFLOPS = {"H100": 989.0, "H200": 989.0, "GH200": 989.0, "A100": 312.0, "L40S": 362.0}
 COLUMNS = [

@@ -28,7 +28,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from stages.core.artifacts import sha256_file, write_json  # noqa: E402
-from stages.training.loop import Job, train  # noqa: E402
+from stages.training.job import Job  # noqa: E402
+from stages.training.loop import train  # noqa: E402
 from stages.training.options import TrainConfig  # noqa: E402
 
 

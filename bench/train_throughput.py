@@ -53,11 +53,11 @@ from stages.model.compute import flops_per_token, param_counts  # noqa: E402
 from stages.model.config import ModelConfig  # noqa: E402
 from stages.model.layers import rotary_cos_sin  # noqa: E402
 from stages.model.transformer import Transformer, cross_entropy, seed_generator  # noqa: E402
-from stages.training.loop import make_optimizer  # noqa: E402
+from stages.training.optimizer import make_optimizer  # noqa: E402
 from stages.training.options import TrainConfig  # noqa: E402
 from stages.training.runtime import configure  # noqa: E402
+from stages.workflow.accounting import load_config  # noqa: E402
 from stages.workflow.config import grid_blocks, model_config  # noqa: E402
-from stages.workflow.ledger import load_config  # noqa: E402
 
 COLUMNS = [
     ("shape", 5),

@@ -3,15 +3,15 @@
 ``python -m stages.figures loss_vs_d2 --runs results/tables/runs.csv --fit results/fits/upcycled.json \\
     --out results/figures/loss_vs_d2``
 
-Draws one figure of the registry in stages/report/figures.py; each ``--fit`` is known by its file stem (e.g.
-``upcycled``, ``scratch_chinchilla``). Writes ``<out>.png`` and ``<out>.pdf``, each carrying the sha256 of the
-table and fits it was drawn from (``stages.provenance`` reads it back). A figure whose fit is absent or did
-not converge is replaced by one that says why, with a warning, so that one diverged fit does not stop a study.
+Draws one figure of stages/report/plots (registry.py; stages/report/figure_specs.py says what each draws); each
+``--fit`` is known by its file stem (e.g. ``upcycled``, ``scratch_chinchilla``). Writes ``<out>.png`` and
+``<out>.pdf``, each carrying the sha256 of the table and fits it was drawn from (``stages.provenance`` reads it
+back). A figure whose fit is absent or did not converge is replaced by one that says why, with a warning, so that
+one diverged fit does not stop a study.
 """
 
 from __future__ import annotations
 
-import inspect
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -19,7 +19,10 @@ from pathlib import Path
 from stages.core.artifacts import read_json, sha256_file
 from stages.core.cli import ArgumentParser, UserError, run
 from stages.laws.table import read_table
-from stages.report.figures import FIGURES, Fits, MissingFit, message_figure, read_curves, save, style
+from stages.report.figure_specs import FIGURE_SPECS
+from stages.report.plots.common import Fits, MissingFit, message_figure, save, style
+from stages.report.plots.curves import read_curves
+from stages.report.plots.registry import FIGURES
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -50,7 +53,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         "fits": {path: sha256_file(path) for path in args.fit},
     }
     extra = {}
-    if args.metrics is not None and "curves" in inspect.signature(FIGURES[args.figure]).parameters:
+    if args.metrics is not None and FIGURE_SPECS[args.figure].metrics:
         curves, paths = read_curves(runs, args.metrics)
         record["metrics"] = {str(path): sha256_file(path) for path in paths.values()}
         extra["curves"] = curves

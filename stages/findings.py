@@ -3,7 +3,7 @@
 ``python -m stages.findings --runs results/tables/runs.csv --fits results/fits --out results/tables/findings``
 
 Writes ``<out>.csv`` and ``<out>.md`` and prints the Markdown. Verdicts (reproduced / not at this scale /
-contradicted / not measured) and how seed noise enters them are explained in stages/report/findings.py.
+contradicted / not measured) and how seed noise enters them are explained in stages/report/claims.py.
 Fits are found by role in ``--fits`` (``--dense-fit`` etc. name the files); a missing fit gives a
 "not measured" row, never an error.
 """
@@ -16,18 +16,21 @@ from pathlib import Path
 
 from stages.core.artifacts import read_json, write_text
 from stages.core.cli import ArgumentParser, UserError, run
-from stages.laws.planner import Laws, d2_crossings
+from stages.core.kinds import UPCYCLED
+from stages.laws.crossing import d2_crossings
+from stages.laws.fitted import Laws
+from stages.laws.roles import DEFAULT_FITS, DENSE, SCRATCH, UPCYCLE
 from stages.laws.table import read_table
-from stages.report import findings as F
+from stages.report import claims as F
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     p = ArgumentParser(prog="python -m stages.findings", description=__doc__.split("\n\n")[0])
     p.add_argument("--runs", required=True, help="runs table (results/tables/runs.csv)")
     p.add_argument("--fits", required=True, help="directory of fit JSON files")
-    p.add_argument("--dense-fit", default="dense_chinchilla", help="fit of the dense law (file stem)")
-    p.add_argument("--upcycled-fit", default="upcycled", help="fit of the upcycled D1 x D2 law (file stem)")
-    p.add_argument("--scratch-fit", default="scratch_chinchilla", help="fit of the scratch MoE law (file stem)")
+    p.add_argument("--dense-fit", default=DEFAULT_FITS[DENSE], help="fit of the dense law (file stem)")
+    p.add_argument("--upcycled-fit", default=DEFAULT_FITS[UPCYCLE], help="fit of the upcycled D1 x D2 law (file stem)")
+    p.add_argument("--scratch-fit", default=DEFAULT_FITS[SCRATCH], help="fit of the scratch MoE law (file stem)")
     p.add_argument("--out", required=True, help="output prefix: writes <out>.csv and <out>.md")
     args = p.parse_args(argv)
     runs = read_table(args.runs)
@@ -40,8 +43,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     cells = F.cell_means(runs)
     crossings = None
     if args.upcycled_fit in fits and args.scratch_fit in fits:
-        laws = Laws({"upcycle": fits[args.upcycled_fit], "scratch": fits[args.scratch_fit]})
-        n1 = float(cells.loc[cells["kind"] == "upcycled", "N_dense"].max())
+        laws = Laws(fits={UPCYCLE: fits[args.upcycled_fit], SCRATCH: fits[args.scratch_fit]})
+        n1 = float(cells.loc[cells["kind"] == UPCYCLED, "N_dense"].max())
 
         def crossings(d1: float) -> tuple[list[float], bool]:
             return d2_crossings(laws, n1, d1, 0.0)

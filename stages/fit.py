@@ -44,11 +44,12 @@ from stages.core.artifacts import sha256_file, write_json, write_text
 from stages.core.cli import ArgumentParser, UserError, run
 from stages.core.options import as_dict, from_json, from_mapping
 from stages.laws.bootstrap import bootstrap
-from stages.laws.diagnostics import fit_diagnostics, fit_quality, holdout_report, sanity_checks, statsmodels_report
+from stages.laws.diagnostics import fit_diagnostics
 from stages.laws.fitter import fit_law, worker_pool
 from stages.laws.forms import LAWS, LOSS, get_law
 from stages.laws.objective import DEFAULT_DELTA, OBJECTIVES
 from stages.laws.options import FitConfig
+from stages.laws.quality import fit_quality, holdout_report, sanity_checks, statsmodels_report
 from stages.laws.table import parse_map, prepare, read_table, select
 
 

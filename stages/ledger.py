@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from stages.core.cli import ArgumentParser, UserError, run
-from stages.workflow.ledger import H100_BF16_TFLOPS, format_ledger, load_config
+from stages.workflow.accounting import H100_BF16_TFLOPS, format_ledger, load_config
 
 
 def build_parser() -> ArgumentParser:

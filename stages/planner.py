@@ -28,8 +28,11 @@ import pandas as pd
 
 from stages.core.artifacts import write_text
 from stages.core.cli import ArgumentParser, UserError, run
-from stages.laws.planner import Budget, Laws, plan
+from stages.laws.fitted import Laws
+from stages.laws.outcomes import Budget
+from stages.laws.planner import plan
 from stages.laws.published import FIT_SETS
+from stages.laws.roles import DEFAULT_FITS, DENSE, GROW, SCRATCH, UPCYCLE
 
 PRINTED = (
     "option",
@@ -60,9 +63,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     budget.add_argument("--extra-tokens", type=float, help="extra budget in training tokens (every option)")
     budget.add_argument("--extra-flops", type=float, help="extra budget in FLOPs (6 N D; N = N_active for MoEs)")
     p.add_argument("--total-flops", type=float, help="also find the compute-optimal D1/D2 split of this budget")
-    p.add_argument("--upcycled-fit", default="upcycled", help="fit name of the upcycled law (file stem)")
-    p.add_argument("--scratch-fit", default="scratch_chinchilla", help="fit name of the MoE-from-scratch law")
-    p.add_argument("--dense-fit", default="dense_chinchilla", help="fit name of the dense law")
+    p.add_argument("--upcycled-fit", default=DEFAULT_FITS[UPCYCLE], help="fit name of the upcycled law (file stem)")
+    p.add_argument("--scratch-fit", default=DEFAULT_FITS[SCRATCH], help="fit name of the MoE-from-scratch law")
+    p.add_argument("--dense-fit", default=DEFAULT_FITS[DENSE], help="fit name of the dense law")
     p.add_argument(
         "--grown-fit",
         help="fit name of the upcycled D1 x D2 law fitted on grown runs: adds the option 'grow' (needs --n-grown)",
@@ -82,9 +85,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         value = getattr(args, key)
         if value is not None and not (math.isfinite(value) and value > 0):
             raise UserError(f"--{key.replace('_', '-')}: must be a positive number, got {value}")
-    roles = {"upcycle": args.upcycled_fit, "scratch": args.scratch_fit, "dense": args.dense_fit}
+    roles = {UPCYCLE: args.upcycled_fit, SCRATCH: args.scratch_fit, DENSE: args.dense_fit}
     if args.grown_fit:
-        roles["grow"] = args.grown_fit
+        roles[GROW] = args.grown_fit
     laws = Laws.load(args.fits, roles)
     extra = Budget(args.extra_tokens, "tokens") if args.extra_tokens is not None else Budget(args.extra_flops, "flops")
     table, warnings = plan(

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from stages.core.cli import ArgumentParser, UserError, run
-from stages.report.provenance import Tracer
+from stages.report.lineage import Tracer
 
 
 def main(argv: Sequence[str] | None = None) -> None:

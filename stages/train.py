@@ -20,7 +20,8 @@ from pathlib import Path
 
 from stages.core.cli import ArgumentParser, parse_json_object, parse_tokens, run
 from stages.core.options import from_json
-from stages.training.loop import KINDS, Job, train
+from stages.training.job import KINDS, Job
+from stages.training.loop import train
 from stages.training.options import TrainConfig
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -36,6 +37,19 @@ def write_corpus(directory: Path, vocab: int = 96, n_train: int = 60_000, n_val:
         for k, f in (("train", "train.bin"), ("val", "val.bin"), ("tokenizer", "tokenizer.json"))
     }
     write_json(directory / "manifest.json", {"vocab_size": vocab, "files": files})
+    return directory
+
+
+def tokenizer_corpus(directory: Path, vocab: int = 96) -> Path:
+    """A corpus whose tokenizer.json is a real one (word-level, with the end-of-text token nanotron needs)."""
+    from tokenizers import Tokenizer, models
+
+    write_corpus(directory, vocab=vocab)
+    words = {"<|endoftext|>": 0, **{f"w{i}": i for i in range(1, vocab)}}
+    Tokenizer(models.WordLevel(words, unk_token="<|endoftext|>")).save(str(directory / "tokenizer.json"))
+    manifest = json.loads((directory / "manifest.json").read_text())
+    manifest["files"]["tokenizer"]["sha256"] = sha256_file(directory / "tokenizer.json")
+    write_json(directory / "manifest.json", manifest)
     return directory
 
 

@@ -12,8 +12,9 @@ import pandas as pd
 from conftest import REPO
 from PIL import Image
 
-from stages.report.figures import FIGURES, read_curves, training_curves
-from stages.workflow.config import FIGURE_FITS, REQUIRED_FITS
+from stages.report.figure_specs import FIGURE_SPECS
+from stages.report.plots.curves import read_curves, training_curves
+from stages.report.plots.registry import FIGURES
 
 RUNS = [  # run_id, kind, model, moe, D1, D2, D, tokens trained
     ("dense/s/d1_2K", "dense", "s", "", 2000, None, None, 2000),
@@ -56,7 +57,8 @@ def draw(root: Path, out: Path, *extra: str) -> subprocess.CompletedProcess:
 
 def test_registered_and_needs_no_fit():
     assert FIGURES["training_curves"] is training_curves
-    assert FIGURE_FITS["training_curves"] == () and "training_curves" not in REQUIRED_FITS
+    spec = FIGURE_SPECS["training_curves"]
+    assert spec.fits == () and not spec.needs_fits and spec.metrics
 
 
 def test_figure_renders_from_a_tiny_results_tree_with_deterministic_bytes(tmp_path):

@@ -206,8 +206,9 @@ def test_ok_fit_is_silent_on_stderr(tmp_path):
 
 
 def test_fit_table_and_figure_titles_say_what_is_flagged(tmp_path):
-    from stages.report.figures import flagged, residuals
     from stages.report.fit_table import fit_row, markdown
+    from stages.report.plots.fit_checks import residuals
+    from stages.report.plots.labels import flagged
 
     frame = pd.DataFrame(list(itertools.product(WIDE_N, WIDE_D)), columns=["N", "D"])
     frame[LOSS] = 50 * frame["N"] ** -0.05 * frame["D"] ** -0.05

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from stages.report import findings as F
+from stages.report import claims as F
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -367,7 +367,7 @@ def test_cli_user_errors_are_one_line_exit_2(small_table, tmp_path):
 
 
 def test_two_stage_interaction_is_the_slope_of_alpha_eff_in_ln_d1():
-    from stages.laws.diagnostics import interaction_from_slopes
+    from stages.laws.quality import interaction_from_slopes
 
     wiggle = [0.004, -0.003, 0.002, -0.004, 0.001]
     rows = [

@@ -17,10 +17,10 @@ from conftest import REPO, run_snakemake
 
 from stages.core.cli import UserError, parse_tokens
 from stages.model.compute import flops_per_token, param_counts
-from stages.report import findings as F
+from stages.report import claims as F
+from stages.workflow.accounting import ledger_lines, load_config, merge
 from stages.workflow.config import load_yaml, model_config, validate_config
 from stages.workflow.grid import Grid
-from stages.workflow.ledger import ledger_lines, load_config, merge
 
 DEFAULT = load_yaml(REPO / "config" / "config.yaml")
 WARMSTART = merge(DEFAULT, load_yaml(REPO / "config" / "warmstart.yaml"))
@@ -164,8 +164,10 @@ def _fits(tmp_path, grown_law: str = "upcycled"):
 
 
 def test_planner_grow_row_reads_the_grown_law_and_counts_the_sunk_cost(tmp_path):
+    from stages.laws.fitted import Laws
     from stages.laws.forms import predict
-    from stages.laws.planner import Budget, Laws, plan
+    from stages.laws.outcomes import Budget
+    from stages.laws.planner import plan
 
     laws = Laws.read(_fits(tmp_path), {"upcycle": "upcycled", "grow": "grown"})
     n1, na, ng, d1 = 1e6, 2e6, 4e6, 1e8
@@ -259,7 +261,7 @@ def test_shrink_perturb_row_against_plain_zero_pad_and_copy(sp, zp, copy, verdic
 
 
 def test_loss_vs_compute_draws_grown_runs_next_to_the_dense_baseline():
-    from stages.report.figures import loss_vs_compute
+    from stages.report.plots.compute import loss_vs_compute
 
     runs = _grown_table(0.05, 0.0).assign(moe="", N_active=lambda t: t["N_total"], replica=1)
     runs["run_id"] = runs["run_id"].str.replace("d1_100000", "d1_100K").str.replace("d1_400000", "d1_400K")

@@ -401,8 +401,8 @@ def read_json_yaml(path: Path) -> dict:
 @pytest.fixture
 def parent_study(tmp_path) -> dict:
     """The default config with a tiny Llama parent (its folder in tmp_path) upcycled and continued."""
+    from stages.workflow.accounting import merge
     from stages.workflow.config import load_yaml
-    from stages.workflow.ledger import merge
 
     parent = save_hf(hf_model("llama", vocab=320, num_key_value_heads=2), tmp_path / "tinyllama")
     write_tokenizer(parent)

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from conftest import REPO
 
+from stages.workflow.accounting import format_ledger, gpu_hours, ledger_lines, load_config, summarize
 from stages.workflow.grid import Grid
-from stages.workflow.ledger import format_ledger, gpu_hours, ledger_lines, load_config, summarize
 
 # one dense model, one budget: no MoE, no fits, no planner
 ONE_RUN = """

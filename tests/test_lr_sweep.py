@@ -14,9 +14,9 @@ import pytest
 from conftest import REPO, write_corpus
 
 from stages.core.cli import UserError
+from stages.workflow.accounting import merge, summarize
 from stages.workflow.config import load_yaml, validate_config
 from stages.workflow.grid import Grid, lr_label
-from stages.workflow.ledger import merge, summarize
 
 MUP = merge(load_yaml(REPO / "config" / "config.yaml"), load_yaml(REPO / "config" / "mup.yaml"))
 
@@ -38,8 +38,10 @@ def test_the_mup_config_sweeps_every_model_at_every_lr():
     assert run.eval_json == "results/mup/eval/lr_sweep/w128_mup/lr_0.004/d_400K/eval.json"
     assert run.labels() == {"kind": "lr_sweep", "model": "w128_mup", "D": "400K", "lr": "0.004"}
     assert run.budget == "400K" and grid.branch_step(run) == 0
-    train = json.loads(grid.sweep_train_json(run))
+    train = json.loads(grid.run_train_json(run))
     assert train["lr"] == 0.004 and train["lr_policy"] == "wsd" and train["warmup_steps"] == 78
+    args = grid.train_args(run)  # its rule's param: the sweep's own seed, the lr in the train JSON, no branch state
+    assert f"--seed {grid.sweep_seed('w128_mup')} " in args and '"lr":0.004' in args and "--start-state" not in args
 
 
 def test_lr_labels_read_back_exactly():
@@ -167,7 +169,9 @@ def sweep_table() -> pd.DataFrame:
 def test_the_figure_marks_and_states_each_widths_best_lr():
     import matplotlib.colors
 
-    from stages.report.figures import FIGURES, lr_sweep, style
+    from stages.report.plots.common import style
+    from stages.report.plots.lr_sweep import lr_sweep
+    from stages.report.plots.registry import FIGURES
 
     assert FIGURES["lr_sweep"] is lr_sweep
     style()
@@ -185,7 +189,8 @@ def test_the_figure_marks_and_states_each_widths_best_lr():
 
 
 def test_a_best_lr_at_the_edge_of_the_sweep_says_so():
-    from stages.report.figures import lr_sweep, style
+    from stages.report.plots.common import style
+    from stages.report.plots.lr_sweep import lr_sweep
 
     style()
     table = sweep_table()
@@ -197,7 +202,7 @@ def test_a_best_lr_at_the_edge_of_the_sweep_says_so():
 
 
 def test_the_figure_refuses_a_table_without_sweep_runs():
-    from stages.report.figures import lr_sweep
+    from stages.report.plots.lr_sweep import lr_sweep
 
     with pytest.raises(UserError, match="no 'lr_sweep' runs"):
         lr_sweep(sweep_table().assign(kind="dense"), {})

@@ -19,7 +19,7 @@ from stages.model.checkpoint import load_model, save_checkpoint
 from stages.model.config import ModelConfig, MoEConfig
 from stages.model.parametrization import attention_scale, init_std, lr_multiplier, output_multiplier, role
 from stages.model.transformer import Transformer, cross_entropy, seed_generator
-from stages.training.loop import make_optimizer
+from stages.training.optimizer import make_optimizer
 from stages.training.options import TrainConfig
 
 MOE = MoEConfig(experts=4, top_k=2, granularity=2, shared_expert_d_ff=32)

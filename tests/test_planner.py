@@ -12,7 +12,9 @@ import pandas as pd
 import pytest
 from conftest import REPO
 
-from stages.laws.planner import Budget, Laws, plan
+from stages.laws.fitted import Laws
+from stages.laws.outcomes import Budget
+from stages.laws.planner import plan
 
 # Table 2 of Liew et al. 2025 (arXiv 2502.03009), natural logs, raw counts. In our chinchilla naming the
 # N term is A N^-alpha and the D term B D^-beta, so the paper's (A, alpha) for data are our (B, beta).
@@ -323,11 +325,11 @@ def test_bootstrap_resamples_give_intervals_around_the_point_estimate(fits):
 
 def test_every_crossing_is_reported():
     """Laws that tie twice (here at 1e5 and 1e8 tokens) give both roots; the note names the second one."""
-    from stages.laws.planner import _threshold_note, crossings
+    from stages.laws.crossing import crossings, threshold_note
 
     roots, upcycle_first = crossings(lambda x: (x - math.log(1e5)) * (x - math.log(1e8)))
     assert roots == pytest.approx([1e5, 1e8], rel=1e-8) and not upcycle_first
-    assert _threshold_note(roots, upcycle_first) == (
+    assert threshold_note(roots, upcycle_first) == (
         "D2*: scratch wins below, upcycling above; the laws cross again at 1e+08"
     )
     assert crossings(lambda x: x * 0 - 1.0) == ([], True)
@@ -336,7 +338,7 @@ def test_every_crossing_is_reported():
 def test_threshold_figure_draws_the_tie_per_dense_size(fits, tmp_path):
     """Paper Fig. 1 right from the joint law: one tie contour per N1 and framing, bytes identical when redrawn."""
     from stages.figures import main
-    from stages.report.figures import threshold
+    from stages.report.plots.threshold import threshold
 
     runs = pd.DataFrame(
         [

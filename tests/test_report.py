@@ -364,7 +364,8 @@ def _figure_curves(runs: pd.DataFrame) -> dict:
 @pytest.fixture(scope="module")
 def drawn() -> dict:
     """Every registered figure drawn once from the demo-like inputs (Agg, the study's style)."""
-    from stages.report.figures import FIGURES, style
+    from stages.report.plots.common import style
+    from stages.report.plots.registry import FIGURES
 
     style()
     runs = _figure_runs()
@@ -384,7 +385,7 @@ def _legend_texts(fig) -> list[str]:
 
 
 def test_collapsed_floor_reads_as_zero_not_as_noise(drawn):
-    from stages.report.figures import format_params
+    from stages.report.plots.labels import format_params
 
     title = drawn["loss_vs_d2"].axes[0].get_title()
     assert "E≈0 (collapsed)" in title and "e-35" not in title and "e-" not in title.split("\n")[0]
@@ -445,7 +446,8 @@ def _overlapping_ticks(fig) -> list[tuple[str, str]]:
 def test_no_tick_labels_overlap_and_every_text_fits_the_figure(drawn):
     from matplotlib.text import Text
 
-    from stages.report.figures import FIGURES, loss_vs_compute
+    from stages.report.plots.compute import loss_vs_compute
+    from stages.report.plots.registry import FIGURES
 
     runs = drawn["runs"]
     narrow = loss_vs_compute(runs[runs["kind"].isin(["upcycled", "dense_cont"])], {})  # FLOPs within a decade
@@ -466,7 +468,7 @@ def test_no_tick_labels_overlap_and_every_text_fits_the_figure(drawn):
 def test_threshold_marks_what_is_extrapolated(drawn):
     from matplotlib.patches import PathPatch
 
-    from stages.report.figures import SHOWN_EXTRAPOLATION
+    from stages.report.plots.threshold import SHOWN_EXTRAPOLATION
 
     fig, fit = drawn["threshold"], drawn["fits"]["upcycled"]
     (d1_lo, d1_hi), (d2_lo, d2_hi) = fit["ranges"]["D1"], fit["ranges"]["D2"]
@@ -487,7 +489,8 @@ def test_threshold_marks_what_is_extrapolated(drawn):
 
 
 def test_every_figure_saves_byte_identical_png_and_pdf(drawn, tmp_path):
-    from stages.report.figures import FIGURES, save
+    from stages.report.plots.common import save
+    from stages.report.plots.registry import FIGURES
 
     runs, fits, curves = drawn["runs"], drawn["fits"], drawn["curves"]
     for name, draw in FIGURES.items():
@@ -500,7 +503,8 @@ def test_every_figure_saves_byte_identical_png_and_pdf(drawn, tmp_path):
 
 
 def test_budget_labels_and_log_ticks():
-    from stages.report.figures import budget_labels, count_label, log_ticks
+    from stages.report.plots.common import log_ticks
+    from stages.report.plots.labels import budget_labels, count_label
 
     rows = pd.DataFrame({"run_id": ["moe/s/d1_16K/e8k2/d2_8K", "dense/s/d1_oops"], "D1": [15872, 30000.0]})
     assert budget_labels(rows, "D1") == {15872.0: "16K", 30000.0: "30K"}  # an unreadable label: the count
@@ -528,7 +532,8 @@ def test_experts_figure_draws_he_et_al_view_and_keeps_fine_grained_out_of_the_sp
     """Loss vs E at equal active parameters: one line per model (coarse), fine-grained apart, dense as a level."""
     import matplotlib.pyplot as plt
 
-    from stages.report.figures import experts, sparsity, style
+    from stages.report.plots.common import style
+    from stages.report.plots.experts import experts, sparsity
 
     style()
     rows = []

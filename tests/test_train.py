@@ -102,7 +102,7 @@ def test_metrics_and_record_report_router_health(tmp_path, corpus_dir):
 
 
 def test_router_health_verdicts():
-    from stages.training.loop import router_health
+    from stages.training.metrics import router_health
 
     def rows(*fractions: list[float], repeat: int = 10) -> list[dict]:
         return [{f"frac_l1_e{e}": f for e, f in enumerate(fr)} for fr in fractions for _ in range(repeat)]
@@ -300,7 +300,7 @@ def test_tensorboard_without_the_package_is_one_line(tmp_path, corpus_dir):
 
 
 def test_progress_folder_lives_under_the_study_root():
-    from stages.training.loop import Job
+    from stages.training.job import Job
     from stages.training.options import TrainConfig
 
     def job(out, run_id="dense/s/d1_1K", **kw):

@@ -200,6 +200,25 @@ def test_paper_grid_on_the_slurm_profile_trains_on_gpus(tmp_path):
     assert '"device":"cuda"' in train[2] and '"dtype":"bf16"' in train[2]
 
 
+def test_paper_grid_with_the_nanotron_backend_dry_runs_on_the_slurm_profile_with_the_papers_moe(tmp_path):
+    res = snakemake(
+        tmp_path,
+        "-n",
+        "--profile",
+        str(REPO / "profiles" / "slurm"),
+        "--configfile",
+        str(REPO / "config" / "paper.yaml"),
+        str(REPO / "config" / "paper_nanotron.yaml"),
+    )
+    train = re.search(r"rule moe:[\s\S]*?resources: ([^\n]*)\nShell command: ([^\n]*)", res.stdout)
+    assert train, res.stdout[-2000:]
+    assert "slurm_partition=gpu" in train[1] and "gpu=1" in train[1]
+    assert '"backend":"nanotron"' in train[2] and '"device":"cuda"' in train[2]
+    assert "paper_nanotron/" in train[2]
+    moe = re.search(r"rule upcycle:[\s\S]*?Shell command: ([^\n]*)", res.stdout)
+    assert moe and '"norm_topk_prob":true' in moe[1] and '"aux_loss_coef":0.01' in moe[1], res.stdout[-2000:]
+
+
 def test_slurm_profile_dry_run_requests_gpus_for_training(tmp_path):
     res = snakemake(tmp_path, "-n", "--profile", str(REPO / "profiles" / "slurm"))
     train = re.search(r"rule moe:[\s\S]*?resources: ([^\n]*)", res.stdout)

@@ -16,10 +16,10 @@ from typing import Any
 
 from stages.core.artifacts import read_json, write_json
 from stages.core.cli import UserError
+from stages.core.kinds import RECORD_KINDS
 
 SCHEMA_VERSION = 2  # 1: the untyped records written before this module existed
 RECORD = "provenance.json"
-KINDS = ("dense", "scratch_moe", "upcycled", "dense_cont", "lr_sweep", "grown", "upcycle", "grow", "import")
 
 
 @dataclass(frozen=True)
@@ -103,13 +103,13 @@ class RunRecord:
     lineage: tuple[Ancestor, ...] = ()
     source: SourceRef | None = None
     weights_sha256: str = ""
-    router_health: str | None = None  # an MoE training run's router-health verdict (stages.training.loop)
+    router_health: str | None = None  # an MoE training run's router-health verdict (stages.training.metrics)
     backend: str | None = None  # who trained it when not our trainer: "nanotron@<commit>" (train.backend)
     schema_version: int = SCHEMA_VERSION
 
     def __post_init__(self) -> None:
-        if self.kind not in KINDS:
-            raise UserError(f"run record {self.run_id}: unknown kind {self.kind!r} (known: {', '.join(KINDS)})")
+        if self.kind not in RECORD_KINDS:
+            raise UserError(f"run record {self.run_id}: unknown kind {self.kind!r} (known: {', '.join(RECORD_KINDS)})")
 
     def as_ancestor(self) -> Ancestor:
         names = {f.name for f in dataclasses.fields(Ancestor)}

@@ -135,9 +135,10 @@ def export_nanotron(checkpoint: Path, out: Path) -> None:
     write_nanotron_model(model, out)
 
 
-def write_nanotron_model(model: Transformer, out: Path) -> None:
-    """``model`` in nanotron's layout at ``out`` (replaced atomically): the export, and a nanotron run's init."""
-    model_config = nanotron_model_config(model.cfg)
+def write_nanotron_model(model: Transformer, out: Path, routed: bool = False) -> None:
+    """``model`` in nanotron's layout at ``out`` (replaced atomically): the export, and a nanotron run's init
+    (``routed``: for the backend's model class, which routes as ours; see ``nanotron_model_config``)."""
+    model_config = nanotron_model_config(model.cfg, routed)
     state = fold_for_export(model.cfg, state_dict_for_saving(model), "nanotron")
     with staged_dir(out) as tmp:
         for param in nanotron_params(model.cfg):

@@ -12,12 +12,13 @@ Three checks, each against the nanotron installed in this Python (``import nanot
   datatrove's ``DatatroveFolderDataset`` where it imports, batched by nanotron's ``MegatronPretrainingSampler``
   for every data-parallel rank, equal our ``TrainStream`` windows of each step, token for token.
 * weights: our random-initialised model of each shape of the grid, exported to nanotron's layout, built by
-  nanotron from the job's YAML (``build_model``, ``mark_tied_parameters``, ``load_weights``) and run on the
-  same tokens in fp32: the largest absolute logit difference and the argmax agreement.
+  nanotron from the job's YAML with the backend's model class (``build_model``, ``mark_tied_parameters``,
+  ``load_weights``) and run on the same tokens in fp32: the largest absolute logit difference and the argmax
+  agreement.
 
-On a GPU node nothing is patched. ``device="cpu"`` (for a machine without CUDA) patches what nanotron hard-codes
-to CUDA (a gloo process group, no ``set_device``, CPU point-to-point buffers, the router's and rotary tables'
-``device="cuda"``) and needs pure-torch stand-ins for the ``flash_attn`` and ``grouped_gemm`` packages.
+On a GPU node nothing is patched. ``device="cpu"`` (for a machine without CUDA) runs nanotron in the backend's
+CPU mode (:mod:`stages.interop.nanotron_cpu`: gloo, CUDA devices redirected, pure-torch ``flash_attn`` and
+``grouped_gemm``).
 """
 
 from __future__ import annotations
@@ -27,7 +28,6 @@ import dataclasses
 import os
 import socket
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -39,14 +39,13 @@ from stages.core.cli import UserError
 from stages.core.options import from_json
 from stages.corpus.shards import TrainStream, open_corpus
 from stages.interop.nanotron import write_nanotron_model
-from stages.interop.nanotron_config import NanotronJob, refusals, training_config
+from stages.interop.nanotron_config import NanotronJob, refusals, routing_options, training_config
 from stages.interop.nanotron_data import write_stream
 from stages.model.config import ModelConfig
 from stages.model.transformer import Transformer, seed_generator
 from stages.training.options import TrainConfig
 from stages.training.schedule import Schedule, decay_steps, warmup_steps
-from stages.workflow.config import model_config
-from stages.workflow.grid import Grid, shape_name
+from stages.workflow.grid import Grid
 
 LOGIT_TOLERANCE = 1e-3  # fp32, flash-attention-free paths agree to ~1e-5 (reference/nanotron.md section 9)
 LR_TOLERANCE = 1e-12
@@ -70,21 +69,15 @@ def grid_jobs(cfg: dict[str, Any]) -> list[GridJob]:
     grid = Grid(cfg)
     jobs = []
     for run in grid.runs:
-        if run.kind == "grown":
-            shape = model_config(cfg, cfg["growth"][run.growth]["target"])
-        else:
-            shape = model_config(cfg, shape_name(run.model), run.moe or None)
-        train = from_json(TrainConfig, grid.train_json(grid.lr_policy(run)), "train")
-        if run.kind == "lr_sweep":
-            train = dataclasses.replace(train, lr=float(run.lr))
+        train = from_json(TrainConfig, grid.run_train_json(run), "train")
         jobs.append(
             GridJob(
                 run.run_id,
                 run.kind,
-                shape,
+                grid.trained_model(run),
                 train,
                 grid.steps(run),
-                grid.seed(run.kind, run.model, run.variant),
+                grid.run_seed(run),
                 grid.data_seed(run.model),
             )
         )
@@ -234,42 +227,9 @@ def check_data(corpus_dir: Path, job: GridJob, dp: int, steps: int, out: Path) -
     return result
 
 
-@contextlib.contextmanager
-def cpu_compat() -> Iterator[None]:
-    """Run nanotron's model code on CPU: what it hard-codes to CUDA, redirected (verification only)."""
-    import nanotron.models.qwen as qwen
-    import nanotron.nn.rotary as rotary
-    from nanotron.parallel.context import ParallelContext
-
-    saved = (ParallelContext.set_device, qwen.P2P, rotary.RotaryEmbedding.__init__, torch.randn)
-    p2p, randn = qwen.P2P, torch.randn
-
-    def rotary_init(self, dim, max_seq_len, base=10000.0, interleaved=False, seq_len_scaling_factor=None, fused=False):
-        torch.nn.Module.__init__(self)
-        self.dim, self.max_seq_len, self.interleaved = dim, max_seq_len, interleaved
-        self.seq_len_scaling_factor, self.fused = seq_len_scaling_factor, fused
-        inv = 1.0 / (base ** (torch.arange(0, dim, 2, dtype=torch.float) / dim))
-        self.register_buffer("freqs_cis", inv, persistent=False)
-        self.register_buffer("cos_values", None, persistent=False)
-        self.register_buffer("sin_values", None, persistent=False)
-
-    def cpu_randn(*args: Any, **kwargs: Any) -> torch.Tensor:
-        if str(kwargs.get("device", "")).startswith("cuda"):
-            kwargs["device"] = "cpu"
-        return randn(*args, **kwargs)
-
-    ParallelContext.set_device = lambda self: None
-    qwen.P2P = lambda pg, device: p2p(pg, device=torch.device("cpu"))
-    rotary.RotaryEmbedding.__init__ = rotary_init
-    torch.randn = cpu_randn
-    try:
-        yield
-    finally:
-        ParallelContext.set_device, qwen.P2P, rotary.RotaryEmbedding.__init__, torch.randn = saved
-
-
 def init_process_group(device: str) -> None:
-    """A one-process world for nanotron (gloo on CPU; on GPU nanotron starts NCCL from these variables)."""
+    """A one-process world for nanotron: on CPU gloo and CUDA calls redirected (:mod:`stages.interop.nanotron_cpu`,
+    before nanotron is imported); on GPU nanotron starts NCCL from these variables."""
     if torch.distributed.is_initialized():
         return
     with socket.socket() as s:
@@ -280,46 +240,49 @@ def init_process_group(device: str) -> None:
     os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
     os.environ.setdefault("MASTER_PORT", str(port))
     if device == "cpu":
-        torch.distributed.init_process_group("gloo")
+        from stages.interop import nanotron_cpu
+
+        nanotron_cpu.enable(timeout_s=600.0)
 
 
 def check_logits(nt: NanotronJob, config_path: Path, device: str, seed: int = 0) -> dict[str, Any]:
     """Our model of ``nt`` (seeded random init) against nanotron's build of the YAML loading its export."""
     from nanotron.config import get_config_from_file
     from nanotron.models import build_model
-    from nanotron.models.qwen import Qwen2ForTraining
     from nanotron.parallel import ParallelContext
     from nanotron.serialize import load_weights
     from nanotron.trainer import mark_tied_parameters
 
+    from stages.interop.nanotron_model import Routing, model_class
+
     ours = Transformer(nt.model)
     ours.init_weights(seed_generator(seed))
     ours.eval()
-    write_nanotron_model(ours, nt.init)
+    write_nanotron_model(ours, nt.init, routed=True)
+    routing = routing_options(nt.model)
+    builder = model_class(Routing(**routing) if routing else None)
     config_path.write_text(yaml.safe_dump(training_config(nt), sort_keys=False))
     parsed = get_config_from_file(str(config_path))
     dev = torch.device(device)
-    patches = cpu_compat() if device == "cpu" else contextlib.nullcontext()
-    with patches:
-        context = ParallelContext(tensor_parallel_size=1, pipeline_parallel_size=1, data_parallel_size=1)
-        model = build_model(
-            model_builder=lambda: Qwen2ForTraining(
-                config=parsed.model.model_config, parallel_context=context, parallel_config=parsed.parallelism
-            ),
-            parallel_context=context,
-            dtype=torch.float32,
-            device=dev,
-        )
-        mark_tied_parameters(model=model, parallel_context=context, parallel_config=parsed.parallelism)
-        load_weights(model=model, parallel_context=context, root_folder=Path(parsed.model.init_method.path))
-        model.eval()
-        generator = torch.Generator().manual_seed(seed)
-        batch, length = 2, min(64, nt.model.max_seq_len)
-        tokens = torch.randint(0, nt.model.vocab_size, (batch, length), generator=generator)
-        positions = torch.arange(length).repeat(batch, 1)
-        with torch.no_grad():
-            theirs = model.model(input_ids=tokens.to(dev), position_ids=positions.to(dev)).float().cpu()
-            mine = ours(tokens).logits.float().reshape(batch * length, -1)
+    context = ParallelContext(tensor_parallel_size=1, pipeline_parallel_size=1, data_parallel_size=1)
+    model = build_model(
+        model_builder=lambda: builder(
+            config=parsed.model.model_config, parallel_context=context, parallel_config=parsed.parallelism
+        ),
+        parallel_context=context,
+        dtype=torch.float32,
+        device=dev,
+    )
+    mark_tied_parameters(model=model, parallel_context=context, parallel_config=parsed.parallelism)
+    load_weights(model=model, parallel_context=context, root_folder=Path(parsed.model.init_method.path))
+    model.eval()
+    generator = torch.Generator().manual_seed(seed)
+    batch, length = 2, min(64, nt.model.max_seq_len)
+    tokens = torch.randint(0, nt.model.vocab_size, (batch, length), generator=generator)
+    positions = torch.arange(length).repeat(batch, 1)
+    with torch.no_grad():
+        theirs = model.model(input_ids=tokens.to(dev), position_ids=positions.to(dev)).float().cpu()
+        mine = ours(tokens).logits.float().reshape(batch * length, -1)
     theirs = theirs.reshape(batch * length, -1)[:, : nt.model.vocab_size]
     return {
         "params": sum(p.numel() for p in ours.parameters()),
@@ -350,7 +313,8 @@ def require_nanotron() -> str:
         from nanotron.constants import CHECKPOINT_VERSION
     except ImportError as err:
         raise UserError(
-            f"nanotron is not importable here ({err}); install the pinned checkout (README: Cluster) to run this check"
+            f"nanotron is not importable here ({err}); run `make nanotron-env`, then this command with "
+            ".nanotron/venv/bin/python (docs/cluster.md)"
         ) from None
     return str(CHECKPOINT_VERSION)
 
@@ -364,8 +328,8 @@ def refusal(job: GridJob) -> str | None:
 def load_grid_config(configfiles: list[str]) -> dict[str, Any]:
     """The config Snakemake builds from ``configfiles`` (over config/config.yaml), validated as a torch-backend
     study so that every job is listed: those nanotron cannot train are reported here one by one instead."""
+    from stages.workflow.accounting import DEFAULT_CONFIG, merge
     from stages.workflow.config import load_yaml, validate_config
-    from stages.workflow.ledger import DEFAULT_CONFIG, merge
 
     cfg: dict[str, Any] = load_yaml(DEFAULT_CONFIG)
     for path in configfiles:
@@ -378,8 +342,8 @@ def run_checks(
     configfiles: list[str], out: Path, corpus: Path | None, dp: int, device: str, data_steps: int, layers: int
 ) -> dict[str, Any]:
     """All three checks on the grid of ``configfiles``; returns the report (and prints it as it goes)."""
+    init_process_group(device)  # first: the CPU mode puts its kernel stand-ins on the path before nanotron imports
     version = require_nanotron()
-    init_process_group(device)
     cfg = load_grid_config(configfiles)
     jobs = grid_jobs(cfg)
     say(f"nanotron checkpoint version {version}; {len(jobs)} training jobs in {' + '.join(configfiles) or 'config'}")

@@ -1,27 +1,28 @@
-"""The nanotron training YAML of one job, and what nanotron main cannot train, refused in one line.
+"""The nanotron training YAML of one job, and what the nanotron backend cannot train, refused in one line.
 
 The target is GitHub main of huggingface/nanotron pinned at :data:`NANOTRON_COMMIT` (its ``Config`` dataclasses,
 ``src/nanotron/config/*.py``, parsed with dacite in strict mode: an unknown key is an error, so every key below
-is one of theirs). Every section is written out, so that no nanotron default we did not choose decides a run:
+is one of theirs). Every section is written out, so that no nanotron default we did not choose decides a run.
+The job runs through our entry point (:mod:`stages.interop.nanotron_entry`), which passes nanotron's trainer our
+model class and fixes, so several sections describe what nanotron parses rather than all that runs:
 
-* the learning-rate schedule is ours, expressed with ``lr_warmup_steps`` / ``lr_decay_starting_step`` /
-  ``lr_decay_steps`` (:func:`lr_scheduler`); nanotron evaluates it before each step's update at the number of
-  steps done, so its linear warmup starts at 0 and runs one step behind ours (peak/W at our first step);
-  the decay is the same function of the step;
-* weight decay applies to every parameter: ``weight_decay_exclude_named_params`` is broken at the pinned
-  commit (``helpers.get_custom_weight_decay_for_named_parameters`` reads an unset or stale ``tied_name``:
-  NameError, or untied matrices excluded), so RMSNorm gains and qkv biases decay too (ours: matrices only);
-* the model is built in bf16 with fp32 gradient accumulation and master weights (``accumulate_grad_in_fp32``),
-  flash-attention, fused RMSNorm and rotary, no document masking (positions 0..seq_len-1 in every window, as
-  ours) and no attention-probability logging.
+* the MoE routing (renormalised or plain top-k, capacity, the load-balancing and router z-losses) is our model
+  class's (:mod:`stages.interop.nanotron_model`); ``moe_config`` carries the shapes, and
+  ``router_aux_loss_coef`` our coefficient for a reader (nanotron itself reads nothing of it);
+* the learning rate is our schedule (:class:`stages.interop.nanotron_trainer.ScheduleLR`, every policy);
+  ``learning_rate_scheduler`` is its closest nanotron form (:func:`lr_scheduler`: the warmup one step later,
+  the rest equal), which nanotron builds and our trainer replaces;
+* weight decay applies to matrices only (the trainer's grouping; the YAML's exclusion list stays empty
+  because nanotron's own is broken at the pinned commit);
+* no pad token (nanotron would make it the embedding's ``padding_idx``, whose row then never learns: our data
+  have no padding), no document masking (positions 0..seq_len-1 in every window, as ours), bf16 weights with
+  fp32 gradient accumulation and master weights on GPUs, fp32 throughout in the CPU mode.
 
-Refused (:func:`check_trainable`): renormalised top-k weights, a load-balancing loss (``router_aux_loss_coef``
-is declared but never used at the pinned commit), a router z-loss, token dropping, muP (nanotron's
-``SpectralMupInit`` is another parametrization), fp32 compute (flash-attention runs in bf16/fp16), CPU, the
-``continue`` schedule (a cosine entered mid-way: nanotron's scheduler always starts at its warmup) and
-TensorBoard files (nanotron writes none). Periodic validation (``eval_every``) is a measurement that never
-changes the weights: nanotron runs none, so its ``metrics.csv`` has no ``val_loss`` column (each run is still
-evaluated by ``stages.evaluate``). Torch-free: config validation imports it while the DAG is built, so
+Refused (:func:`check_trainable`): muP (nanotron's ``SpectralMupInit`` is another parametrization), fp32 on
+GPUs (flash-attention runs in bf16/fp16; fp32 is the CPU mode's), ``device: auto`` (a job must say whether it is
+a GPU run or a CPU check), and TensorBoard files (nanotron writes none). Periodic validation (``eval_every``)
+never changes the weights: nanotron runs none, so its ``metrics.csv`` has no ``val_loss`` column (each run is
+still evaluated by ``stages.evaluate``). Torch-free: config validation imports it while the DAG is built, so
 ``snakemake -n`` already fails on what is refused.
 """
 
@@ -41,15 +42,19 @@ STAGE = "stream"  # the one data stage: our token stream of the run, in order
 SEED_RANGE = 1 << 31  # nanotron seeds numpy, which takes 32-bit seeds; ours are 63-bit
 
 
-def nanotron_model_config(cfg: ModelConfig) -> dict[str, Any]:
-    """nanotron ``Qwen2Config`` fields for this model (the rest keep nanotron's defaults)."""
+def nanotron_model_config(cfg: ModelConfig, routed: bool = False) -> dict[str, Any]:
+    """nanotron ``Qwen2Config`` fields for this model (the rest keep nanotron's defaults).
+
+    ``routed``: for our model class, which routes as our MoE layer does; otherwise (an export for plain nanotron)
+    what nanotron's own MoE layer cannot compute is refused.
+    """
     moe = cfg.moe
-    if moe is not None and moe.capacity_factor > 0:
+    if moe is not None and moe.capacity_factor > 0 and not routed:
         raise UserError(
             f"moe.capacity_factor={moe.capacity_factor}: nanotron's MoE is dropless and cannot express "
             "token dropping; export a model trained with capacity_factor 0"
         )
-    if moe is not None and moe.norm_topk_prob:
+    if moe is not None and moe.norm_topk_prob and not routed:
         raise UserError(
             "moe.norm_topk_prob=true: nanotron's Qwen2 MoE does not renormalise the top-k weights; "
             "only models with norm_topk_prob false can be exported to nanotron"
@@ -81,44 +86,38 @@ def nanotron_model_config(cfg: ModelConfig) -> dict[str, Any]:
             "shared_expert_intermediate_size": moe.shared_expert_d_ff,
             "enable_shared_expert": moe.shared_expert_d_ff > 0,
             "layers": list(cfg.moe_layers()),
-            "router_aux_loss_coef": moe.aux_loss_coef / moe.top_k,
+            "router_aux_loss_coef": moe.aux_loss_coef if routed else moe.aux_loss_coef / moe.top_k,
         }
     return out
 
 
+def routing_options(model: ModelConfig) -> dict[str, Any] | None:
+    """The MoE options nanotron's config cannot carry, for the backend's model class (None for a dense model)."""
+    moe = model.moe
+    if moe is None:
+        return None
+    return {
+        "top_k": moe.top_k,
+        "norm_topk_prob": moe.norm_topk_prob,
+        "capacity_factor": moe.capacity_factor,
+        "aux_loss_coef": moe.aux_loss_coef,
+        "z_loss_coef": moe.z_loss_coef,
+    }
+
+
 def refusals(model: ModelConfig, train: TrainConfig) -> list[str]:
-    """What nanotron main would train differently from our trainer, one line each naming the key."""
+    """What the nanotron backend would train differently from our trainer, one line each naming the key."""
     out = []
     if model.parametrization == "mup":
         out.append("model.parametrization mup: nanotron's muP (SpectralMupInit) is another parametrization")
-    if train.device == "cpu":
-        out.append("train.device cpu: nanotron trains on CUDA GPUs only (set train.device cuda)")
-    if train.dtype == "fp32":
-        out.append("train.dtype fp32: nanotron's flash-attention runs in bf16 only (set train.dtype bf16)")
-    if train.lr_policy == "continue":
+    if train.device not in ("cuda", "cpu"):
         out.append(
-            "lr_policy continue: nanotron's scheduler cannot enter a cosine mid-way (it always starts with its "
-            "warmup); use cosine, wsd or constant_min"
+            f"train.device {train.device}: say cuda (a GPU run) or cpu (the CPU check mode: correctness, not speed)"
         )
+    if train.device == "cuda" and train.dtype == "fp32":
+        out.append("train.dtype fp32: flash-attention runs in bf16 only on GPUs (set train.dtype bf16)")
     if train.tensorboard:
         out.append("train.tensorboard: nanotron writes no TensorBoard files; set it to false")
-    moe = model.moe
-    if moe is None:
-        return out
-    if moe.norm_topk_prob:
-        out.append(
-            "moe.norm_topk_prob true: nanotron main's Qwen2 MoE does not renormalise the top-k weights; set "
-            "norm_topk_prob: false (see config/paper_nanotron.yaml)"
-        )
-    if moe.aux_loss_coef > 0:
-        out.append(
-            f"moe.aux_loss_coef {moe.aux_loss_coef}: nanotron main has no load-balancing loss (its "
-            "router_aux_loss_coef is never used); set aux_loss_coef: 0 or train with backend torch"
-        )
-    if moe.z_loss_coef > 0:
-        out.append(f"moe.z_loss_coef {moe.z_loss_coef}: nanotron main has no router z-loss; set it to 0")
-    if moe.capacity_factor > 0:
-        out.append(f"moe.capacity_factor {moe.capacity_factor}: nanotron's MoE is dropless; set capacity_factor: 0")
     return out
 
 
@@ -160,16 +159,10 @@ def lr_scheduler(train: TrainConfig, steps: int, warmup: int, decay: int) -> dic
         args.update(lr_decay_style="cosine", lr_decay_starting_step=warmup, lr_decay_steps=max(1, steps - warmup - 1))
     elif train.lr_policy == "wsd":
         args.update(lr_decay_style=train.decay_shape, lr_decay_starting_step=steps - decay - 1, lr_decay_steps=decay)
-    else:
-        raise UserError(f"train.backend nanotron: lr_policy {train.lr_policy!r} has no nanotron schedule")
+    else:  # continue: a cosine entered mid-way has no nanotron form; the trainer's schedule runs it
+        args.update(lr_warmup_steps=0, lr_warmup_style="constant", lr_decay_style="cosine")
+        args.update(lr_decay_starting_step=0, lr_decay_steps=max(1, steps))
     return args
-
-
-def first_lr(scheduler: dict[str, Any]) -> float:
-    """The lr of nanotron's first step (its scheduler logs each lr after the step it was set for)."""
-    if scheduler["lr_warmup_style"] == "constant":
-        return float(scheduler["learning_rate"])
-    return 0.0 if scheduler["lr_warmup_steps"] > 0 else float(scheduler["learning_rate"])
 
 
 @dataclass(frozen=True)
@@ -216,11 +209,11 @@ def training_config(job: NanotronJob) -> dict[str, Any]:
     """The complete nanotron ``Config`` of ``job`` as a plain dict (what ``config.yaml`` holds)."""
     check_trainable(job.model, job.train)
     t = job.train
-    model_config = nanotron_model_config(job.model)
+    model_config = nanotron_model_config(job.model, routed=True)
     model_config.update(
         bos_token_id=job.eot_id,
         eos_token_id=job.eot_id,
-        pad_token_id=job.eot_id,
+        pad_token_id=None,  # nanotron's padding_idx: that embedding row would never learn (our data have no padding)
         _attn_implementation="flash_attention_2",
         _fused_rms_norm=True,
         _fused_rotary_emb=True,
@@ -233,7 +226,8 @@ def training_config(job: NanotronJob) -> dict[str, Any]:
         rope_seq_len_interpolation_factor=None,
     )
     if model_config["moe_config"] is not None:
-        model_config["moe_config"].update(router_aux_loss_coef=0.0, token_dispatcher_type="alltoall")
+        model_config["moe_config"].update(token_dispatcher_type="alltoall")
+    fp32 = t.dtype == "fp32"
     tokenizer = str(job.tokenizer.resolve())
     return {
         "general": {
@@ -254,7 +248,7 @@ def training_config(job: NanotronJob) -> dict[str, Any]:
             "recompute_layer": False,
         },
         "model": {
-            "dtype": "bfloat16",
+            "dtype": "float32" if fp32 else "bfloat16",
             "make_vocab_size_divisible_by": 1,  # the exported embedding has exactly vocab_size rows
             "ddp_bucket_cap_mb": 25,
             "init_method": {"path": str(job.init.resolve())},
@@ -284,15 +278,16 @@ def training_config(job: NanotronJob) -> dict[str, Any]:
         "optimizer": {
             "zero_stage": 0,
             "weight_decay": t.weight_decay,
-            "weight_decay_exclude_named_params": [],  # broken at the pinned commit (module docstring)
-            "clip_grad": t.grad_clip if t.grad_clip > 0 else None,
-            "accumulate_grad_in_fp32": True,
+            "weight_decay_exclude_named_params": [],  # the trainer groups: matrices decay (module docstring)
+            # always clip (at infinity: a no-op) so that nanotron measures the gradient norm we log
+            "clip_grad": t.grad_clip if t.grad_clip > 0 else float("inf"),
+            "accumulate_grad_in_fp32": not fp32,  # fp32 weights: nanotron asserts non-fp32 params for it
             "optimizer_factory": {
                 "name": "adamW",
                 "adam_eps": t.adam_eps,
                 "adam_beta1": t.beta1,
                 "adam_beta2": t.beta2,
-                "torch_adam_is_fused": True,
+                "torch_adam_is_fused": t.device == "cuda",
             },
             "learning_rate_scheduler": lr_scheduler(t, job.steps, job.warmup, job.decay),
         },

@@ -1,21 +1,28 @@
-"""Launching nanotron's ``run_train.py`` (one node or a SLURM allocation) and reading its training log.
+"""Launching a nanotron job (one node or a SLURM allocation) in the nanotron environment.
 
-``run_train.py`` sits at the root of a nanotron source checkout and is not installed by pip, so the checkout
-is named by ``NANOTRON_HOME``; its commit is read with git and recorded (a checkout at another commit than
-:data:`stages.interop.nanotron_config.NANOTRON_COMMIT` is warned about, not refused: a user may carry a fix).
+nanotron pins numpy < 2, so it lives in an environment of its own: ``make nanotron-env`` builds it in
+``.nanotron/venv`` with the pinned checkout (``$NANOTRON_HOME`` when set, else the source archive unpacked to
+``.nanotron/nanotron``). ``NANOTRON_PYTHON`` names another environment's python (a cluster's), ``NANOTRON_HOME``
+another checkout (``run_train.py``, whose data loader the entry point uses, sits at its root and is not
+installed by pip). The checkout's commit is read with git, else from the ``.commit`` file that
+``make nanotron-env`` writes beside an unpacked archive; a checkout at another commit than
+:data:`stages.interop.nanotron_config.NANOTRON_COMMIT` is warned about, not refused (a user may carry a fix).
 
-One node: ``torchrun --standalone --nnodes 1 --nproc_per_node G run_train.py --config-file X``. Several nodes
-(``SLURM_JOB_NUM_NODES`` > 1): ``srun`` starts one torchrun per node, which meet at a c10d rendezvous on the
-first node of the allocation. ``G`` is ``NANOTRON_NPROC_PER_NODE``, else ``SLURM_GPUS_ON_NODE``, else the
-number of ``CUDA_VISIBLE_DEVICES``, else 1. ``CUDA_DEVICE_MAX_CONNECTIONS=1`` is set, as nanotron asks.
+One node: ``python -m torch.distributed.run --standalone --nnodes 1 --nproc_per_node G -m
+stages.interop.nanotron_entry --config-file X --job J``. Several nodes (``SLURM_JOB_NUM_NODES`` > 1): ``srun``
+starts one launcher per node, which meet at a c10d rendezvous on the first node of the allocation. ``G`` is
+``NANOTRON_NPROC_PER_NODE``, else ``SLURM_GPUS_ON_NODE``, else the number of ``CUDA_VISIBLE_DEVICES``, else 1.
+The repository goes first on ``PYTHONPATH`` (the entry point and our model code), and
+``CUDA_DEVICE_MAX_CONNECTIONS=1`` is set, as nanotron asks.
 
-nanotron logs one line per step (``logging.iteration_step_info_interval: 1``) on its first rank,
-``iteration: 12 / 100 | consumed_tokens: 786K | ... | grad_norm: 0.512 | lm_loss: 3.21 | lr: 0.000599 | ...``,
-every number in its ``human_format`` (3 significant digits, K/M/B/T suffixes); :func:`parse_log` reads them.
+nanotron also logs one line per step on its first rank, ``iteration: 12 / 100 | ... | lm_loss: 3.21 | lr: ...``,
+every number in its ``human_format`` (3 significant digits, K/M/B/T suffixes); :func:`parse_log` reads them
+(for a quick look at a log; ``metrics.csv`` comes from the trainer's full-precision metrics file).
 """
 
 from __future__ import annotations
 
+import os
 import re
 import shlex
 import shutil
@@ -29,22 +36,35 @@ from stages.core.cli import UserError
 from stages.interop.nanotron_config import NANOTRON_COMMIT
 
 HOME_VAR = "NANOTRON_HOME"
+PYTHON_VAR = "NANOTRON_PYTHON"
 RUN_TRAIN = "run_train.py"
+COMMIT_FILE = ".commit"  # written by `make nanotron-env` beside a checkout unpacked from a source archive
+ENTRY = "stages.interop.nanotron_entry"
 RDZV_PORT = 29500
+REPO = Path(__file__).resolve().parents[2]
+LOCAL = REPO / ".nanotron"  # what `make nanotron-env` builds: venv/ and, from the archive, nanotron/
 INSTALL_HINT = (
-    f"git clone <huggingface/nanotron> $NANOTRON_HOME && git -C $NANOTRON_HOME checkout {NANOTRON_COMMIT} && "
-    "pip install -e $NANOTRON_HOME (README: Cluster)"
+    f"run `make nanotron-env` (it installs $NANOTRON_HOME or the pinned source archive, commit {NANOTRON_COMMIT[:8]}, "
+    "into .nanotron/venv), or set NANOTRON_HOME and NANOTRON_PYTHON (docs/cluster.md)"
 )
 
 
 def nanotron_home(env: Mapping[str, str]) -> Path:
-    """The nanotron checkout of ``NANOTRON_HOME``, or a one-line error saying how to get one."""
-    home = env.get(HOME_VAR, "")
-    if not home:
-        raise UserError(f"train.backend nanotron: {HOME_VAR} is not set; {INSTALL_HINT}")
-    if not (Path(home) / RUN_TRAIN).is_file():
-        raise UserError(f"{HOME_VAR}={home}: no {RUN_TRAIN} there (not a nanotron source checkout); {INSTALL_HINT}")
-    return Path(home)
+    """The nanotron checkout: ``NANOTRON_HOME``, else the one ``make nanotron-env`` unpacked; or a one-line error."""
+    home = Path(env[HOME_VAR]) if env.get(HOME_VAR) else LOCAL / "nanotron"
+    if not (home / RUN_TRAIN).is_file():
+        where = f"{HOME_VAR}={home}" if env.get(HOME_VAR) else f"{home} ({HOME_VAR} is not set)"
+        raise UserError(f"{where}: no {RUN_TRAIN} there (not a nanotron source checkout); {INSTALL_HINT}")
+    return home
+
+
+def nanotron_python(env: Mapping[str, str]) -> Path:
+    """The python of the nanotron environment: ``NANOTRON_PYTHON``, else ``.nanotron/venv``; or a one-line error."""
+    python = Path(env[PYTHON_VAR]) if env.get(PYTHON_VAR) else LOCAL / "venv" / "bin" / "python"
+    if not python.is_file():
+        where = f"{PYTHON_VAR}={python}" if env.get(PYTHON_VAR) else f"{python} ({PYTHON_VAR} is not set)"
+        raise UserError(f"{where}: no python there; {INSTALL_HINT}")
+    return python
 
 
 def check_one_launcher(env: Mapping[str, str]) -> None:
@@ -58,12 +78,20 @@ def check_one_launcher(env: Mapping[str, str]) -> None:
 
 
 def checkout_commit(home: Path) -> str:
-    """The git commit of the checkout at ``home`` ('unknown' when git cannot tell)."""
-    try:
-        out = subprocess.run(["git", "-C", str(home), "rev-parse", "HEAD"], capture_output=True, text=True, check=True)
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-    return out.stdout.strip() or "unknown"
+    """The commit of the checkout at ``home``: git's, else the unpacked archive's ``.commit``, else 'unknown'."""
+    if (home / ".git").exists():
+        try:
+            out = subprocess.run(
+                ["git", "-C", str(home), "rev-parse", "HEAD"], capture_output=True, text=True, check=True
+            )
+            if out.stdout.strip():
+                return out.stdout.strip()
+        except (OSError, subprocess.CalledProcessError):
+            pass
+    recorded = home / COMMIT_FILE
+    if recorded.is_file():
+        return recorded.read_text(encoding="utf-8").strip() or "unknown"
+    return "unknown"
 
 
 @dataclass(frozen=True)
@@ -124,14 +152,14 @@ def _first_host(nodelist: str) -> str:
     return match[1] + (match[2] or "")
 
 
-def launch_command(home: Path, config: Path, world: World) -> list[str]:
-    """The command line that trains ``config`` with the nanotron checkout at ``home`` on ``world``."""
-    script = str(home / RUN_TRAIN)
-    tail = [script, "--config-file", str(config)]
+def launch_command(python: Path, config: Path, job: Path, world: World) -> list[str]:
+    """The command line that trains ``config`` (with our ``job`` file) through our entry point on ``world``."""
+    tail = ["-m", ENTRY, "--config-file", str(config), "--job", str(job)]
+    run = [str(python), "-m", "torch.distributed.run"]
     if world.nnodes == 1:
-        return ["torchrun", "--standalone", "--nnodes", "1", "--nproc_per_node", str(world.nproc_per_node), *tail]
+        return [*run, "--standalone", "--nnodes", "1", "--nproc_per_node", str(world.nproc_per_node), *tail]
     torchrun = [
-        "torchrun",
+        *run,
         "--nnodes",
         str(world.nnodes),
         "--nproc_per_node",
@@ -150,16 +178,26 @@ def launch_command(home: Path, config: Path, world: World) -> list[str]:
     return [*srun, *torchrun]
 
 
-def launch_env(env: Mapping[str, str]) -> dict[str, str]:
-    """The environment of the launch: ours plus what nanotron asks for (asserted under tensor parallelism)."""
-    return {**env, "CUDA_DEVICE_MAX_CONNECTIONS": "1"}
+def launch_env(env: Mapping[str, str], home: Path, python: Path) -> dict[str, str]:
+    """The environment of the launch: ours with the nanotron environment activated (its ``bin`` first on PATH:
+    nanotron builds its C++ data helper with the ``python3`` it finds there), the repository first on
+    PYTHONPATH, the checkout, and what nanotron asks for (asserted under tensor parallelism)."""
+    bin_path = os.pathsep.join(p for p in (str(python.parent), env.get("PATH", "")) if p)
+    python_path = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH", "")) if p)
+    return {
+        **env,
+        "PATH": bin_path,
+        "PYTHONPATH": python_path,
+        HOME_VAR: str(home),
+        "CUDA_DEVICE_MAX_CONNECTIONS": "1",
+    }
 
 
 def run_logged(command: Sequence[str], env: Mapping[str, str], log: Path, run_id: str) -> None:
     """Run ``command``, copying its output to ``log`` (appended: a resumed job keeps the earlier attempt's
     lines) and to our stderr; a failure is one line naming the log."""
     if shutil.which(command[0], path=env.get("PATH")) is None:
-        raise UserError(f"{command[0]}: not found on PATH (needed to launch nanotron)")
+        raise UserError(f"{command[0]}: not found (needed to launch nanotron)")
     log.parent.mkdir(parents=True, exist_ok=True)
     print(f"{run_id}: {shlex.join(command)}", file=sys.stderr)
     last = ""

@@ -1,1 +1,1 @@
-"""Scaling laws: forms, objective, fitter, bootstrap, diagnostics and the planner."""
+"""Scaling laws: forms, objective, fitter, bootstrap, quality and diagnostics, and the planner over fitted laws."""

@@ -11,6 +11,7 @@ deterministic on every device (no scatter-add).
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -27,6 +28,12 @@ def route(logits: torch.Tensor, top_k: int, norm_topk_prob: bool) -> tuple[torch
     if norm_topk_prob:
         weights = weights / weights.sum(dim=-1, keepdim=True)
     return weights, experts, probs
+
+
+def router_logits(x: torch.Tensor, router: torch.Tensor) -> torch.Tensor:
+    """Router logits [T, E] of tokens ``x`` [T, d], always in fp32 (outside autocast)."""
+    with torch.autocast(device_type=x.device.type, enabled=False):
+        return F.linear(at_least_fp32(x), at_least_fp32(router))
 
 
 def _aligned(t: torch.Tensor) -> bool:
@@ -52,6 +59,19 @@ def grouped_mm(x: torch.Tensor, w: torch.Tensor, offs: torch.Tensor) -> torch.Te
     return grouped_mm_loop(x, w, offs)
 
 
+def expert_ffn(
+    xs: torch.Tensor, gate_up: torch.Tensor, down: torch.Tensor, offs: torch.Tensor, mm=grouped_mm
+) -> torch.Tensor:
+    """SwiGLU expert g on the rows of ``xs`` in group g (rows sorted by expert); weights in Hugging Face layout,
+    ``gate_up`` [E, 2F, d] (gate rows first) and ``down`` [E, d, F]."""
+    width = down.shape[-1]
+    # split the weight, not the activations: the backward of a weight slice is tiny, while chunking the
+    # [tokens, 2F] activations would concatenate their gradients (a copy as large as the layer's output)
+    gate = mm(xs, gate_up[:, :width].transpose(-2, -1), offs)
+    up = mm(xs, gate_up[:, width:].transpose(-2, -1), offs)
+    return mm(F.silu(gate) * up, down.transpose(-2, -1), offs)
+
+
 class Experts(nn.Module):
     """E SwiGLU experts stored as 3-D tensors in Hugging Face layout (out, in) per expert."""
 
@@ -62,12 +82,75 @@ class Experts(nn.Module):
 
     def forward(self, xs: torch.Tensor, offs: torch.Tensor, mm=grouped_mm) -> torch.Tensor:
         """Apply expert g to the rows of ``xs`` in group g (rows sorted by expert)."""
-        width = self.down_proj.shape[-1]
-        # split the weight, not the activations: the backward of a weight slice is tiny, while chunking the
-        # [tokens, 2F] activations would concatenate their gradients (a copy as large as the layer's output)
-        gate = mm(xs, self.gate_up_proj[:, :width].transpose(-2, -1), offs)
-        up = mm(xs, self.gate_up_proj[:, width:].transpose(-2, -1), offs)
-        return mm(F.silu(gate) * up, self.down_proj.transpose(-2, -1), offs)
+        return expert_ffn(xs, self.gate_up_proj, self.down_proj, offs, mm)
+
+
+@dataclass
+class Mixture:
+    """The routed experts' output for a batch of tokens, with the router losses and statistics of the pass."""
+
+    out: torch.Tensor  # [tokens, d_model]
+    aux_loss: torch.Tensor  # Switch balancing loss E * sum_e f_e * P_e
+    z_loss: torch.Tensor  # router z-loss: mean squared logsumexp of the router logits
+    stats: dict[str, torch.Tensor]
+
+
+def capacity(capacity_factor: float, n_tokens: int, top_k: int, experts: int) -> int:
+    """Slots per expert; 0 means dropless."""
+    if capacity_factor <= 0:
+        return 0
+    return max(1, math.ceil(capacity_factor * n_tokens * top_k / experts))
+
+
+def mixture(
+    x: torch.Tensor,
+    router: torch.Tensor,
+    gate_up: torch.Tensor,
+    down: torch.Tensor,
+    top_k: int,
+    norm_topk_prob: bool,
+    capacity_factor: float,
+    mm=grouped_mm,
+) -> Mixture:
+    """Route the tokens ``x`` [T, d] with the fp32 router weight [E, d] and run the experts (weights as in
+    :func:`expert_ffn`). One definition of the routed layer for every backend: our MoE layer and the nanotron
+    backend's model class both call it."""
+    n, k, e = x.shape[0], top_k, router.shape[0]
+    logits = router_logits(x, router)
+    weights, experts, probs = route(logits, k, norm_topk_prob)
+
+    flat_expert = experts.reshape(-1)
+    flat_weight = weights.reshape(-1)
+    counts = torch.bincount(flat_expert, minlength=e)
+    cap = capacity(capacity_factor, n, k, e)
+    if cap:
+        # within each expert, keep the `cap` assignments with the highest router probability
+        key = flat_expert.double() * 2.0 - flat_weight.detach().double()
+        order = torch.argsort(key, stable=True)
+        starts = torch.cumsum(counts, 0) - counts
+        rank = torch.arange(n * k, device=x.device) - starts[flat_expert[order]]
+        order = order[rank < cap]
+        kept = counts.clamp(max=cap)
+    else:
+        order = torch.argsort(flat_expert, stable=True)
+        kept = counts
+    offs = torch.cumsum(kept, 0).to(torch.int32)
+
+    xs = x[order // k]
+    ys = expert_ffn(xs, gate_up, down, offs, mm) * flat_weight[order, None].to(x.dtype)
+    slots = x.new_zeros(n * k, x.shape[-1])
+    slots = slots.index_put((order,), ys)
+    out = slots.view(n, k, -1).sum(dim=1)
+
+    fractions = counts.float() / (n * k)
+    stats = {
+        "expert_fraction": fractions.detach(),
+        "drop_rate": (1.0 - kept.sum().float() / (n * k)).detach(),
+        **router_health_stats(counts, n * k),
+    }
+    aux_loss = e * torch.sum(fractions * probs.mean(dim=0))
+    z_loss = torch.logsumexp(logits, dim=-1).pow(2).mean()
+    return Mixture(out, aux_loss, z_loss, stats)
 
 
 class MoELayer(nn.Module):
@@ -93,56 +176,25 @@ class MoELayer(nn.Module):
         self.mm = grouped_mm
 
     def router_logits(self, x: torch.Tensor) -> torch.Tensor:
-        with torch.autocast(device_type=x.device.type, enabled=False):
-            return F.linear(at_least_fp32(x), at_least_fp32(self.gate.weight))
-
-    def capacity(self, n_tokens: int) -> int:
-        """Slots per expert; 0 means dropless."""
-        if self.capacity_factor <= 0:
-            return 0
-        return max(1, math.ceil(self.capacity_factor * n_tokens * self.top_k / self.n_experts))
+        return router_logits(x, self.gate.weight)
 
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
         shape = hidden.shape
         x = hidden.reshape(-1, shape[-1])
-        n, k, e = x.shape[0], self.top_k, self.n_experts
-        logits = self.router_logits(x)
-        weights, experts, probs = route(logits, k, self.norm_topk_prob)
-
-        flat_expert = experts.reshape(-1)
-        flat_weight = weights.reshape(-1)
-        counts = torch.bincount(flat_expert, minlength=e)
-        cap = self.capacity(n)
-        if cap:
-            # within each expert, keep the `cap` assignments with the highest router probability
-            key = flat_expert.double() * 2.0 - flat_weight.detach().double()
-            order = torch.argsort(key, stable=True)
-            starts = torch.cumsum(counts, 0) - counts
-            rank = torch.arange(n * k, device=x.device) - starts[flat_expert[order]]
-            order = order[rank < cap]
-            kept = counts.clamp(max=cap)
-        else:
-            order = torch.argsort(flat_expert, stable=True)
-            kept = counts
-        offs = torch.cumsum(kept, 0).to(torch.int32)
-
-        xs = x[order // k]
-        ys = self.experts(xs, offs, self.mm) * flat_weight[order, None].to(x.dtype)
-        slots = x.new_zeros(n * k, shape[-1])
-        slots = slots.index_put((order,), ys)
-        out = slots.view(n, k, -1).sum(dim=1)
-
+        mix = mixture(
+            x,
+            self.gate.weight,
+            self.experts.gate_up_proj,
+            self.experts.down_proj,
+            self.top_k,
+            self.norm_topk_prob,
+            self.capacity_factor,
+            self.mm,
+        )
+        out = mix.out
         if self.shared_expert is not None and self.shared_expert_gate is not None:
             out = out + torch.sigmoid(self.shared_expert_gate(x)) * self.shared_expert(x)
-
-        fractions = counts.float() / (n * k)
-        self.last_aux_loss = e * torch.sum(fractions * probs.mean(dim=0))
-        self.last_z_loss = torch.logsumexp(logits, dim=-1).pow(2).mean()
-        self.last_stats = {
-            "expert_fraction": fractions.detach(),
-            "drop_rate": (1.0 - kept.sum().float() / (n * k)).detach(),
-            **router_health_stats(counts, n * k),
-        }
+        self.last_aux_loss, self.last_z_loss, self.last_stats = mix.aux_loss, mix.z_loss, mix.stats
         return out.view(shape)
 
 

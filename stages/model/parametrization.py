@@ -112,6 +112,11 @@ def lr_multiplier(cfg: ModelConfig, name: str, ndim: int) -> float:
     return 1.0
 
 
+def decays(param: torch.Tensor) -> bool:
+    """Weight decay applies to matrices (embeddings, projections, routers, experts), never to norms or biases."""
+    return param.ndim >= 2
+
+
 def optimizer_groups(model: nn.Module, cfg: ModelConfig, weight_decay: float) -> list[dict[str, Any]]:
     """AdamW groups: matrices decay, norms and biases do not; each group carries its muP ``lr_mult``.
 
@@ -119,7 +124,7 @@ def optimizer_groups(model: nn.Module, cfg: ModelConfig, weight_decay: float) ->
     """
     groups: dict[tuple[bool, float], list[nn.Parameter]] = {}
     for name, p in model.named_parameters():
-        key = (p.ndim >= 2, lr_multiplier(cfg, name, p.ndim))
+        key = (decays(p), lr_multiplier(cfg, name, p.ndim))
         groups.setdefault(key, []).append(p)
     order = sorted(groups, key=lambda k: (not k[0], -k[1]))
     return [{"params": groups[k], "weight_decay": weight_decay if k[0] else 0.0, "lr_mult": k[1]} for k in order]

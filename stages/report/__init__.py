@@ -1,1 +1,1 @@
-"""The runs table, figures, fit tables and the provenance tracer."""
+"""The runs table, figures, fit tables, the findings, the lineage (provenance) tracer and the docs' generated tables."""

@@ -23,6 +23,7 @@ import pandas as pd
 
 from stages.core.artifacts import read_json
 from stages.core.cli import UserError
+from stages.core.kinds import DENSE, GROW, GROWN, IMPORT, KINDS, SCRATCH_MOE, UPCYCLE
 from stages.core.options import option_fields
 from stages.core.record import RunRecord, read_record
 from stages.model.compute import param_counts
@@ -107,19 +108,20 @@ def row_for(eval_path: Path) -> dict[str, Any]:
     lineage = rec.lineage
     labels = rec.labels
     kind = rec.kind
+    spec = KINDS.get(kind)  # None for a record of a surgery or an import
     own = rec.tokens
     # an imported parent's stated pre-training is its D1; an unstated one leaves D1 and the totals unknown (NaN)
     unknown = math.nan if not all(a.tokens_known for a in lineage) else 0
-    dense_ancestors = sum(a.tokens for a in lineage if a.kind in ("dense", "import")) + unknown
-    d1 = own if kind in ("dense", "lr_sweep") else dense_ancestors
-    d2 = own if kind in ("upcycled", "dense_cont", "grown") else 0
-    recipe = next((a.recipe for a in reversed(lineage) if a.recipe and a.kind == "upcycle"), None) or {}
-    growth = next((a.recipe for a in reversed(lineage) if a.recipe and a.kind == "grow"), None) or {}
+    dense_ancestors = sum(a.tokens for a in lineage if a.kind in (DENSE, IMPORT)) + unknown
+    d1 = own if spec and spec.table_budget == "D1" else dense_ancestors
+    d2 = own if spec and spec.table_budget == "D2" else 0
+    recipe = next((a.recipe for a in reversed(lineage) if a.recipe and a.kind == UPCYCLE), None) or {}
+    growth = next((a.recipe for a in reversed(lineage) if a.recipe and a.kind == GROW), None) or {}
     # a grown run's dense parent (N1): the last dense or imported ancestor
-    parent = next((a for a in reversed(lineage) if a.kind in ("dense", "import")), None)
+    parent = next((a for a in reversed(lineage) if a.kind in (DENSE, IMPORT)), None)
     moe = cfg.moe
     train = rec.train or {}
-    surgery = _surgery(rec) if kind in ("upcycled", "grown") else {}
+    surgery = _surgery(rec) if spec and spec.surgery else {}
     options = {
         name: getattr(moe, name) if moe is not None and hasattr(moe, name) else recipe.get(name, None)
         for name in OPTION_COLUMNS
@@ -137,13 +139,13 @@ def row_for(eval_path: Path) -> dict[str, Any]:
         "vocab_size": cfg.vocab_size,
         "N_total": counts.total(),
         "N_active": counts.active(),
-        "N_dense": parent.N_total if kind == "grown" and parent is not None else dense_counts.total(),
+        "N_dense": parent.N_total if kind == GROWN and parent is not None else dense_counts.total(),
         "N_embedding": counts.embedding + counts.lm_head,
         "experts": moe.experts if moe else 0,
         "top_k": moe.top_k if moe else 0,
         "granularity": moe.granularity if moe else 0,
         "norm_topk_prob": bool(moe.norm_topk_prob) if moe else False,
-        "method": recipe.get("method", growth.get("method", "scratch" if kind == "scratch_moe" else "")),
+        "method": recipe.get("method", growth.get("method", "scratch" if kind == SCRATCH_MOE else "")),
         "sparsity": counts.total() / counts.active(),
         "D1": d1,
         "D2": d2,

@@ -1,1 +1,1 @@
-"""The training loop, optimizer, schedules, runtime set-up and evaluation."""
+"""Training: the job, its saved state, the loop, metrics, run record, optimizer, schedules, runtime, evaluation."""

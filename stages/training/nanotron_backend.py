@@ -1,32 +1,34 @@
-"""``train.backend: nanotron``: one training job run by nanotron main instead of our trainer, same outputs.
+"""``train.backend: nanotron``: one training job run by nanotron's trainer instead of ours, same science, same outputs.
 
 The job keeps its identity and products: the starting model is ours (a fresh model drawn with the run's
 seed, or the parent checkpoint: upcycled, grown, dense) exported in nanotron's layout as
 ``model.init_method.path``, so both backends start from the same weights; the data are the windows our
 trainer would read, in its order (:mod:`stages.interop.nanotron_data`); the YAML carries our options
-(:mod:`stages.interop.nanotron_config`, which also refuses what nanotron cannot train). nanotron's final
-checkpoint comes back as our checkpoint with a training run record (``backend: nanotron@<commit>``) and its
-logged losses become ``metrics.csv``.
+(:mod:`stages.interop.nanotron_config`). nanotron runs through our entry point
+(:mod:`stages.interop.nanotron_entry`) with our model class (the same routed MoE layer, balancing and z-losses
+as the torch backend), our schedule (every policy, warmup aligned), our weight-decay groups and an exact resume
+(:mod:`stages.interop.nanotron_trainer`). Its final checkpoint comes back as our checkpoint with a training run
+record (``backend: nanotron@<commit>``); the trainer's full-precision per-step metrics (losses, lr, gradient
+norms, router statistics) become ``metrics.csv``, with the torch backend's columns and router-health verdict.
 
-What differs from the torch backend, by construction: bf16 weights (fp32 master copies) and flash-attention
-instead of our fp32 / autocast; the bf16-rounded initial weights; weight decay on norms and biases too;
-the warmup one step later; ``metrics.csv`` with nanotron's 3-significant-digit losses, lr and gradient norm
-and no router statistics (empty columns, no router-health verdict). A wsd budget trains as one run (the grid
-makes no stable segments for this backend).
+What still differs from the torch backend: on GPUs, bf16 weights with fp32 master copies and flash-attention
+(ours: fp32 or autocast); nanotron's AdamW (torch's) instead of our written-out one, equal to rounding; no periodic
+validation. ``train.device: cpu`` is the CPU mode (gloo, pure-torch kernels; fp32 gives the torch backend's
+losses to ~1e-6): for checking a cluster job on a laptop and for tests, not for speed. A wsd budget trains as
+one run (the grid makes no stable segments for this backend).
 
 Scratch (``<work>/nanotron``): the exported init, the converted data, the tokenizer folder, ``config.yaml``,
-nanotron's checkpoints every ``--save-every`` steps and ``train.log``. A rerun of the same job continues from
-the last nanotron checkpoint there (optimizer, lr schedule and data position included); success removes it.
-Environment: ``NANOTRON_HOME`` (the checkout), ``NANOTRON_NPROC_PER_NODE`` / SLURM for the world
-(:mod:`stages.interop.nanotron_run`); ``train.micro_batch_size`` is nanotron's micro batch (0: a GPU's whole
-share of the batch in one pass).
+``job.json``, ``metrics.jsonl``, nanotron's checkpoints every ``--save-every`` steps and ``train.log``. A rerun of
+the same job continues from the last nanotron checkpoint there (optimizer, lr, data position); success removes
+it. Environment: :mod:`stages.interop.nanotron_run` (``NANOTRON_HOME``, ``NANOTRON_PYTHON``,
+``NANOTRON_NPROC_PER_NODE`` / SLURM for the world); ``train.micro_batch_size`` is nanotron's micro batch
+(0: a process's whole share of the batch in one pass).
 """
 
 from __future__ import annotations
 
-import csv
 import dataclasses
-import io
+import json
 import os
 import shutil
 import sys
@@ -44,7 +46,13 @@ from stages.core.record import RunRecord
 from stages.corpus.shards import Corpus, TrainStream, open_corpus
 from stages.interop.hf import HF_TOKENIZER, HF_TOKENIZER_CONFIG, read_tokenizer, tokenizer_config
 from stages.interop.nanotron import read_nanotron_state, write_nanotron_model
-from stages.interop.nanotron_config import NANOTRON_COMMIT, NanotronJob, check_trainable, first_lr, training_config
+from stages.interop.nanotron_config import (
+    NANOTRON_COMMIT,
+    NanotronJob,
+    check_trainable,
+    routing_options,
+    training_config,
+)
 from stages.interop.nanotron_data import write_stream
 from stages.interop.nanotron_run import (
     check_one_launcher,
@@ -52,33 +60,58 @@ from stages.interop.nanotron_run import (
     launch_command,
     launch_env,
     nanotron_home,
-    parse_log,
+    nanotron_python,
     run_logged,
     world_from_env,
 )
 from stages.model.checkpoint import checked_model, save_checkpoint
 from stages.model.transformer import Transformer
-from stages.training.loop import Job, StartingPoint, metrics_header, starting_point, training_record
+from stages.training.job import Job, StartingPoint, starting_point
+from stages.training.loop import lr_schedule
+from stages.training.metrics import metrics_csv, metrics_header, router_health
+from stages.training.record import schedule_record, training_record
 from stages.training.runtime import configure
-from stages.training.schedule import decay_steps, warmup_steps
+from stages.training.schedule import Schedule
 
 WORK = "nanotron"
 CONFIG = "config.yaml"
+TRAINER_JOB = "job.json"
+METRICS = "metrics.jsonl"
 LOG = "train.log"
-SPEC = "job.json"
+SPEC = "spec.sha256"
+PROCESS_GROUP_TIMEOUT_S = 600.0  # the CPU mode's gloo group (nanotron sets its own on GPUs)
 
 
 @dataclass(frozen=True)
 class Prepared:
-    """A job made ready for nanotron: its scratch folder, YAML, starting point and launch command."""
+    """A job made ready for nanotron: its scratch folder, YAML, schedule, starting point and launch command."""
 
     work: Path
     config: dict[str, Any]
     nanotron: NanotronJob
+    schedule: Schedule
     start: StartingPoint
     corpus: Corpus
     command: list[str]
+    env: dict[str, str]
     commit: str
+
+
+def trainer_job(nt: NanotronJob, schedule: Schedule, metrics: Path, threads: int) -> dict[str, Any]:
+    """``job.json``: what our trainer inside nanotron needs beyond the YAML
+    (:class:`stages.interop.nanotron_trainer.TrainerJob`)."""
+    cfg, t, moe = nt.model, nt.train, nt.model.moe
+    return {
+        "schedule": dataclasses.asdict(schedule),
+        "routing": routing_options(cfg),
+        "moe_layers": list(cfg.moe_layers()) if moe is not None else [],
+        "experts": moe.experts if moe is not None else 0,
+        "tokens_per_step": t.batch_size * t.seq_len,
+        "metrics": str(metrics.resolve()),
+        "device": t.device,
+        "timeout_s": PROCESS_GROUP_TIMEOUT_S,
+        "threads": threads,
+    }
 
 
 def prepare(job: Job, env: Mapping[str, str]) -> Prepared:
@@ -90,6 +123,7 @@ def prepare(job: Job, env: Mapping[str, str]) -> Prepared:
         )
     check_one_launcher(env)
     home = nanotron_home(env)
+    python = nanotron_python(env)
     commit = checkout_commit(home)
     if commit != NANOTRON_COMMIT:
         print(f"warning: {home} is at commit {commit}, not the pinned {NANOTRON_COMMIT}", file=sys.stderr)
@@ -102,6 +136,7 @@ def prepare(job: Job, env: Mapping[str, str]) -> Prepared:
     start = starting_point(job, corpus)
     cfg = start.model.cfg
     check_trainable(cfg, t)
+    schedule = lr_schedule(t, steps, start.prior_steps)
     if t.eval_every:
         print(f"{job.run_id}: eval_every: nanotron runs no periodic validation (no val_loss column)", file=sys.stderr)
     tokenizer_bytes, eot_id = read_tokenizer(corpus.path("tokenizer"), cfg.vocab_size)
@@ -111,7 +146,6 @@ def prepare(job: Job, env: Mapping[str, str]) -> Prepared:
             f"{corpus.path('tokenizer')}: {size} tokens, but the model has vocab_size {cfg.vocab_size}; nanotron "
             "requires them equal (its Nanoset loader asserts len(tokenizer) == vocab_size)"
         )
-    warmup = warmup_steps(steps, t.warmup_frac, fixed=t.warmup_steps)
     world = world_from_env(env)
     work = job.scratch / WORK
     nt = NanotronJob(
@@ -121,8 +155,8 @@ def prepare(job: Job, env: Mapping[str, str]) -> Prepared:
         model=cfg,
         train=t,
         steps=steps,
-        warmup=warmup,
-        decay=decay_steps(steps, warmup, t.decay_frac) if t.lr_policy == "wsd" else 0,
+        warmup=schedule.warmup_steps,
+        decay=schedule.decay_steps if t.lr_policy == "wsd" else 0,
         dp=world.size,
         micro_batch=t.micro_batch_size or max(1, t.batch_size // world.size),
         eot_id=eot_id,
@@ -135,6 +169,7 @@ def prepare(job: Job, env: Mapping[str, str]) -> Prepared:
     )
     spec = {
         "config": training_config(nt),
+        "trainer": trainer_job(nt, schedule, work / METRICS, job.threads),
         "train_sha256": corpus.sha256("train"),
         "parent": start.parent.weights_sha256 if start.parent else "",
         "start_sequence": start.start_sequence,
@@ -151,7 +186,7 @@ def prepare(job: Job, env: Mapping[str, str]) -> Prepared:
             shutil.rmtree(work)
         write_bytes(nt.tokenizer / HF_TOKENIZER, tokenizer_bytes)
         write_json(nt.tokenizer / HF_TOKENIZER_CONFIG, tokenizer_config(cfg))
-        write_nanotron_model(start.model, nt.init)
+        write_nanotron_model(start.model, nt.init, routed=True)
         stream = TrainStream(corpus.tokens("train"), t.seq_len, job.data_seed)
         write_stream(
             stream, start.start_sequence, steps * t.batch_size, corpus.dtype, str(nt.tokenizer.resolve()), nt.data
@@ -159,49 +194,39 @@ def prepare(job: Job, env: Mapping[str, str]) -> Prepared:
         write_text(work / SPEC, digest + "\n")
     config = training_config(dataclasses.replace(nt, resume=resume))
     write_text(work / CONFIG, yaml.safe_dump(config, sort_keys=False))
-    return Prepared(work, config, nt, start, corpus, launch_command(home, work / CONFIG, world), commit)
+    write_json(work / TRAINER_JOB, spec["trainer"])
+    command = launch_command(python, work / CONFIG, work / TRAINER_JOB, world)
+    return Prepared(work, config, nt, schedule, start, corpus, command, launch_env(env, home, python), commit)
 
 
-def metrics_rows(log: dict[int, dict[str, float]], nt: NanotronJob, where: Path) -> list[dict[str, Any]]:
-    """Our metrics.csv rows (every ``log_every`` steps and the last) from nanotron's per-step log.
-
-    nanotron logs, after step ``i`` (1-based), the loss and gradient norm of that step and the lr of the next;
-    a row's lr is therefore the one logged at the step before (the first step's is the schedule's start).
-    """
-    t = nt.train
-    rows = []
-    scheduler = training_config(nt)["optimizer"]["learning_rate_scheduler"]
-    for step in range(nt.steps):
-        if not (step % t.log_every == 0 or step == nt.steps - 1):
-            continue
-        entry = log.get(step + 1)
-        if entry is None or "lm_loss" not in entry:
-            raise UserError(f"{where}: no 'iteration: {step + 1} / {nt.steps}' line with lm_loss (did it finish?)")
-        lr = first_lr(scheduler) if step == 0 else log.get(step, {}).get("lr")
-        if lr is None:
-            raise UserError(f"{where}: no lr logged at iteration {step}")
-        rows.append(
-            {
-                "step": step + 1,
-                "tokens": (step + 1) * t.batch_size * t.seq_len,
-                "lr": float(lr),
-                "train_loss": entry["lm_loss"],
-                "aux_loss": 0.0,
-                "z_loss": 0.0,
-                "drop_rate": 0.0,
-                "grad_norm": entry.get("grad_norm", float("nan")),
-            }
-        )
+def read_metrics(path: Path) -> dict[int, dict[str, Any]]:
+    """Step -> the trainer's metrics row; the last line of a step wins (a resumed job logs the steps after its
+    checkpoint again)."""
+    rows: dict[int, dict[str, Any]] = {}
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except OSError as err:
+        raise UserError(f"{path}: cannot read the trainer's metrics ({err.strerror})") from None
+    for number, line in enumerate(lines, 1):
+        try:
+            row = json.loads(line)
+            rows[int(row["step"])] = row
+        except (ValueError, KeyError, TypeError):
+            raise UserError(f"{path}:{number}: not a metrics line (a JSON object with 'step')") from None
     return rows
 
 
-def _csv_text(header: list[str], rows: list[dict[str, Any]]) -> str:
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=header, lineterminator="\n")  # router columns stay empty: not logged
-    writer.writeheader()
-    for row in rows:
-        writer.writerow({k: (f"{v:.8g}" if isinstance(v, float) else v) for k, v in row.items()})
-    return buf.getvalue()
+def metrics_rows(logged: dict[int, dict[str, Any]], nt: NanotronJob, where: Path) -> list[dict[str, Any]]:
+    """Our metrics.csv rows (every ``log_every`` steps and the last) from the trainer's per-step rows."""
+    rows = []
+    for step in range(nt.steps):
+        if not (step % nt.train.log_every == 0 or step == nt.steps - 1):
+            continue
+        row = logged.get(step + 1)
+        if row is None:
+            raise UserError(f"{where}: no metrics for step {step + 1} of {nt.steps} (did it finish?)")
+        rows.append(row)
+    return rows
 
 
 def finish(job: Job, prep: Prepared) -> None:
@@ -213,29 +238,32 @@ def finish(job: Job, prep: Prepared) -> None:
         raise UserError(f"{nt.checkpoints}: no final nanotron checkpoint of step {nt.steps} (see {prep.work / LOG})")
     state, _ = read_nanotron_state(final, cfg)
     model = checked_model(cfg, state, prep.work / CONFIG, final / "model")
-    log_path = prep.work / LOG
-    rows = metrics_rows(parse_log(log_path.read_text(encoding="utf-8", errors="replace")), nt, log_path)
-    record = run_record(job, prep, model)
+    rows = metrics_rows(read_metrics(prep.work / METRICS), nt, prep.work / METRICS)
+    health = None
+    if cfg.moe is not None and rows:
+        health = router_health(rows, cfg.moe_layers(), cfg.moe.experts, cfg.moe.top_k)
+        print(f"{job.run_id}: router health: {health}", file=sys.stderr)
+    record = run_record(job, prep, model, health)
     assert job.out is not None
-    write_text(job.out / "metrics.csv", _csv_text(metrics_header(model), rows))
+    write_text(job.out / "metrics.csv", metrics_csv(metrics_header(model), rows))
     write_text(job.out / "nanotron.yaml", yaml.safe_dump(prep.config, sort_keys=False))
     save_checkpoint(job.out, model, record)
     shutil.rmtree(job.scratch, ignore_errors=True)
 
 
-def run_record(job: Job, prep: Prepared, model: Transformer) -> RunRecord:
+def run_record(job: Job, prep: Prepared, model: Transformer, health: str | None) -> RunRecord:
     """The training record of a nanotron run: the same fields the torch backend writes, plus the backend."""
-    nt, start = prep.nanotron, prep.start
-    schedule = {
-        "warmup_steps": nt.warmup,
-        "prior_steps": start.prior_steps,
-        "total_steps": nt.steps,
-        "decay_steps": nt.decay,
-        "branch_step": 0,
-    }
     n_windows = (len(prep.corpus.tokens("train")) - 1) // job.train.seq_len
     return training_record(
-        job, prep.corpus, start, model.cfg, nt.steps, schedule, n_windows, backend=f"nanotron@{prep.commit}"
+        job,
+        prep.corpus,
+        prep.start,
+        model.cfg,
+        prep.nanotron.steps,
+        schedule_record(prep.schedule),
+        n_windows,
+        health,
+        backend=f"nanotron@{prep.commit}",
     )
 
 
@@ -243,5 +271,5 @@ def train_nanotron(job: Job, env: Mapping[str, str] | None = None) -> None:
     """Run ``job`` with nanotron and write its checkpoint, run record and metrics.csv (as ``loop.train``)."""
     env = dict(os.environ if env is None else env)
     prep = prepare(job, env)
-    run_logged(prep.command, launch_env(env), prep.work / LOG, job.run_id)
+    run_logged(prep.command, prep.env, prep.work / LOG, job.run_id)
     finish(job, prep)

@@ -13,6 +13,10 @@ from typing import Any
 
 import torch
 
+from stages.model.parametrization import optimizer_groups
+from stages.model.transformer import Transformer
+from stages.training.options import TrainConfig
+
 
 class AdamW:
     """Adam with decoupled weight decay (Loshchilov & Hutter 2019); per-group weight decay and lr.
@@ -79,3 +83,9 @@ class AdamW:
         self.steps = int(state["steps"])
         for mine, saved in zip(self.exp_avg + self.exp_avg_sq, state["exp_avg"] + state["exp_avg_sq"], strict=True):
             mine.copy_(saved)
+
+
+def make_optimizer(model: Transformer, train: TrainConfig) -> AdamW:
+    """AdamW; matrices decay, norms and biases do not; under muP hidden matrices and routers get lr / m."""
+    groups = optimizer_groups(model, model.cfg, train.weight_decay)
+    return AdamW(groups, lr=train.lr, betas=(train.beta1, train.beta2), eps=train.adam_eps)

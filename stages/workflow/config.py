@@ -16,43 +16,16 @@ import yaml
 
 from stages.core.artifacts import sha256_file
 from stages.core.cli import UserError, parse_tokens
+from stages.core.kinds import CONTINUED, KINDS, UPCYCLE
 from stages.core.options import from_mapping, pick, validate
 from stages.interop.hf_config import dense_config, hf_tokenizer, read_config, weight_files
 from stages.model.config import ModelConfig, MoEConfig
+from stages.report.figure_specs import EVERY_FIT, FIGURE_SPECS
 from stages.surgery.growth_recipe import GrowthRecipe, check_growth
 from stages.surgery.recipe import UpcycleRecipe, check_compatible
 from stages.workflow.cluster import job_gpus, training_job
 from stages.workflow.schema import config_schema
 from stages.workflow.sections import TRAINING_RULES
-
-# the fits (config["fits"] names) each figure draws; "*" = every enabled fit
-FIGURE_FITS: dict[str, tuple[str, ...]] = {
-    "loss_vs_d2": ("upcycled",),
-    "alpha_eff": ("upcycled",),
-    "loss_vs_compute": (),
-    "sparsity": ("sparsity",),
-    "experts": (),  # loss vs number of experts at equal active parameters, no fit
-    "threshold": ("upcycled", "scratch_chinchilla"),
-    "predicted_vs_observed": ("*",),
-    "residuals": ("*",),
-    "training_curves": (),  # draws each run's metrics.csv, no fit
-    "lr_sweep": (),  # validation loss vs peak lr of the grid.lr_sweep runs, no fit
-}
-REQUIRED_FITS = {
-    "alpha_eff": ("upcycled",),
-    "threshold": ("upcycled", "scratch_chinchilla"),
-    "predicted_vs_observed": ("*",),
-    "residuals": ("*",),
-}
-TOKEN_KEYS = {
-    "dense": ("d1",),
-    "upcycled": ("d1", "d2"),
-    "scratch_moe": ("d",),
-    "dense_cont": ("d1", "d2"),
-    "grown": ("d1", "d2"),
-    "lr_sweep": ("d",),
-}
-CONTINUED = ("upcycled", "dense_cont", "grown")  # the sections whose dense parent may be an imported one (``parents``)
 
 
 def grid_blocks(cfg: dict[str, Any], kind: str) -> list[dict[str, Any]]:
@@ -86,6 +59,13 @@ def validate_config(config: dict[str, Any]) -> dict[str, Any]:
     validate(cfg, config_schema())
     _check_semantics(cfg)
     return cfg
+
+
+def lr_policy(cfg: dict[str, Any], kind: str, variant: str = "") -> str:
+    """The lr policy of a run of ``kind`` (with variant ``variant``): the one place it is decided, where the kind's
+    entry of stages.core.kinds says it is set (train.lr_policy, train.dense_cont_lr_policy, or its variant's)."""
+    section, key = KINDS[kind].lr_policy.split(".")
+    return cfg[section][key] if section == "train" else cfg[section][variant][key]
 
 
 def moe_config(cfg: dict[str, Any], moe: str) -> MoEConfig:
@@ -225,10 +205,9 @@ def _check_semantics(cfg: dict[str, Any]) -> None:
         if variant["target"] not in cfg["models"]:
             raise UserError(f"config key 'growth.{name}.target': {variant['target']!r} is not defined under 'models'")
     policies = [cfg["train"]["lr_policy"], cfg["train"]["dense_cont_lr_policy"]]
-    used = {moe for block in grid_blocks(cfg, "upcycled") for moe in block["moe"]}  # variants nobody trains: skip
-    policies += [cfg["moe"][m]["lr_policy"] for m in used if m in cfg["moe"]]
-    grown = {g for block in grid_blocks(cfg, "grown") for g in block["growth"]}
-    policies += [cfg["growth"][g]["lr_policy"] for g in grown if g in cfg["growth"]]
+    for kind in KINDS.values():  # the lr policies of the variants the grid trains (variants nobody trains: skip)
+        used = {v for block in grid_blocks(cfg, kind.name) for v in block.get(kind.variant, [])}
+        policies += [lr_policy(cfg, kind.name, v) for v in sorted(used) if v in cfg.get(kind.variant, {})]
     if "wsd" in policies and cfg["train"]["warmup_steps"] == 0:
         raise UserError(
             "config key 'train.warmup_steps': a wsd schedule needs a fixed warmup in steps (warmup_frac "
@@ -246,20 +225,21 @@ def _check_semantics(cfg: dict[str, Any]) -> None:
     if cfg["train"]["backend"] == "nanotron":
         _check_nanotron(cfg)
     tokens_per_step = cfg["train"]["batch_size"] * cfg["train"]["seq_len"]
-    for kind in TOKEN_KEYS:
+    for kind in KINDS:
         for block in grid_blocks(cfg, kind):
             _check_block(cfg, kind, block, tokens_per_step)
     from stages.laws.forms import LAWS
 
     enabled = [name for name, fit in cfg["fits"].items() if fit]
     for figure in cfg["figures"]:
-        if figure not in FIGURE_FITS:
-            raise UserError(f"config key 'figures': unknown figure {figure!r} (known: {', '.join(FIGURE_FITS)})")
-        if figure == "lr_sweep" and not grid_blocks(cfg, "lr_sweep"):
-            raise UserError("config key 'figures': 'lr_sweep' draws the runs of grid.lr_sweep, which is empty")
-        for needed in REQUIRED_FITS.get(figure, ()):
-            if (needed == "*" and not enabled) or (needed != "*" and needed not in enabled):
-                what = "at least one fit" if needed == "*" else f"the fit '{needed}'"
+        if figure not in FIGURE_SPECS:
+            raise UserError(f"config key 'figures': unknown figure {figure!r} (known: {', '.join(FIGURE_SPECS)})")
+        spec = FIGURE_SPECS[figure]
+        if spec.runs_of and not grid_blocks(cfg, spec.runs_of):
+            raise UserError(f"config key 'figures': {figure!r} draws the runs of grid.{spec.runs_of}, which is empty")
+        for needed in spec.fits if spec.needs_fits else ():
+            if (needed == EVERY_FIT and not enabled) or (needed != EVERY_FIT and needed not in enabled):
+                what = "at least one fit" if needed == EVERY_FIT else f"the fit '{needed}'"
                 raise UserError(f"config key 'figures': {figure!r} needs {what} under 'fits'")
     planner = cfg.get("planner")
     if planner:
@@ -291,23 +271,17 @@ def _check_nanotron(cfg: dict[str, Any]) -> None:
     from stages.training.options import TrainConfig
 
     t = cfg["train"]
-    for kind in TOKEN_KEYS:
-        for block in grid_blocks(cfg, kind):
-            variants = [(m, None) for m in block.get("moe", [])] or [(None, g) for g in block.get("growth", [])]
+    for kind in KINDS.values():
+        for block in grid_blocks(cfg, kind.name):
             for model in block["models"]:
-                for moe, growth in variants or [(None, None)]:
-                    if moe and kind == "upcycled":
-                        policy = cfg["moe"][moe]["lr_policy"]
-                    elif growth:
-                        policy = cfg["growth"][growth]["lr_policy"]
-                    else:
-                        policy = t["dense_cont_lr_policy" if kind == "dense_cont" else "lr_policy"]
+                for variant in block.get(kind.variant) or [""]:
+                    policy = lr_policy(cfg, kind.name, variant)
                     train = from_mapping(TrainConfig, {**pick(TrainConfig, t), "lr_policy": policy}, "train")
-                    key = f"moe.{moe}" if moe else f"growth.{growth}" if growth else f"models.{model}"
+                    key = f"{kind.variant}.{variant}" if variant else f"models.{model}"
                     try:
-                        check_trainable(model_config(cfg, model, moe), train)
+                        check_trainable(model_config(cfg, model, variant if kind.moe else None), train)
                     except UserError as err:
-                        raise UserError(f"config key '{key}' (grid.{kind}, model {model!r}): {err}") from None
+                        raise UserError(f"config key '{key}' (grid.{kind.name}, model {model!r}): {err}") from None
     for rule, placement in (cfg.get("cluster") or {}).items():
         if placement and placement.get("tasks", 1) > 1:
             raise UserError(
@@ -358,7 +332,7 @@ def _check_block(cfg: dict[str, Any], kind: str, section: dict[str, Any], tokens
                 raise UserError(f"config key 'grid.{kind}.moe': {moe!r} is not defined under 'moe'")
             try:
                 shape = model_config(cfg, model, moe)
-                if kind == "upcycled":
+                if KINDS[kind].surgery == UPCYCLE:
                     check_compatible(upcycle_recipe(cfg, moe), moe_config(cfg, moe), shape.d_ff)
             except UserError as err:
                 raise UserError(f"config key 'moe.{moe}' (with model {model!r}): {err}") from None
@@ -372,7 +346,7 @@ def _check_block(cfg: dict[str, Any], kind: str, section: dict[str, Any], tokens
                 raise UserError(
                     f"config key 'growth.{growth}.target': {target!r} cannot be grown from {model!r} ({err})"
                 ) from None
-    for key in TOKEN_KEYS[kind]:
+    for key in KINDS[kind].budgets:
         values: dict[int, str] = {}
         for label in section.get(key, []):
             n = parse_tokens(label, f"config key 'grid.{kind}.{key}'")

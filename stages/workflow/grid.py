@@ -10,18 +10,30 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import itertools
 import json
 import re
 import shlex
 from dataclasses import dataclass, field
 from typing import Any
 
+from stages.core import kinds
 from stages.core.cli import UserError, parse_tokens
 from stages.core.options import from_mapping, pick, to_json
+from stages.laws.roles import DEFAULT_FITS, DENSE, SCRATCH, UPCYCLE
 from stages.model.compute import param_counts
+from stages.model.config import ModelConfig
 from stages.training.options import TrainConfig
 from stages.training.schedule import decay_steps, warmup_steps
-from stages.workflow.config import grid_blocks, growth_recipe, growth_target, model_config, moe_config, upcycle_recipe
+from stages.workflow.config import (
+    grid_blocks,
+    growth_recipe,
+    growth_target,
+    lr_policy,
+    model_config,
+    moe_config,
+    upcycle_recipe,
+)
 
 RESULTS = "results"
 REPLICA = "@"  # s@2: model s trained again with its second seed (grid.replicas)
@@ -55,9 +67,9 @@ def derive_seed(*parts: object) -> int:
 
 @dataclass(frozen=True, order=True)
 class Run:
-    """One trained model of the grid; ``run_id`` is its path under results/."""
+    """One trained model of the grid; ``run_id`` is its path under results/ (its kind's template, core.kinds)."""
 
-    kind: str  # dense | upcycled | scratch_moe | dense_cont
+    kind: str  # an entry of stages.core.kinds.KINDS
     model: str
     moe: str = ""
     d1: str = ""
@@ -68,18 +80,16 @@ class Run:
     root: str = field(default=RESULTS, compare=False, repr=False)  # the study root (study_root)
 
     @property
+    def spec(self) -> kinds.RunKind:
+        return kinds.KINDS[self.kind]
+
+    def fields(self) -> dict[str, str]:
+        """The fields its kind's path templates are written in."""
+        return {name: getattr(self, name) for name in ("model", "moe", "d1", "d2", "d", "lr", "growth")}
+
+    @property
     def run_id(self) -> str:
-        if self.kind == "dense":
-            return f"dense/{self.model}/d1_{self.d1}"
-        if self.kind == "upcycled":
-            return f"moe/{self.model}/d1_{self.d1}/{self.moe}/d2_{self.d2}"
-        if self.kind == "scratch_moe":
-            return f"scratch/{self.model}/{self.moe}/d_{self.d}"
-        if self.kind == "lr_sweep":
-            return f"lr_sweep/{self.model}/lr_{self.lr}/d_{self.d}"
-        if self.kind == "grown":
-            return f"grown/{self.model}/d1_{self.d1}/{self.growth}/d2_{self.d2}"
-        return f"dense_cont/{self.model}/d1_{self.d1}/d2_{self.d2}"
+        return self.spec.run_id(**self.fields())
 
     @property
     def directory(self) -> str:
@@ -100,7 +110,7 @@ class Run:
     @property
     def budget(self) -> str:
         """The token budget this run trains for (D1 of a dense run, D2 of a continuation, D from scratch)."""
-        return {"dense": self.d1, "scratch_moe": self.d, "lr_sweep": self.d}.get(self.kind, self.d2)
+        return str(getattr(self, self.spec.budget))
 
     @property
     def family(self) -> str:
@@ -140,37 +150,34 @@ class Grid:
         self.root = study_root(study)  # every output path below starts here
         self.logs = f"{self.root}/logs" if study else "logs"
         self.benchmarks = f"{self.root}/benchmarks" if study else "benchmarks"
-        g = cfg["grid"]
-        new = self.run  # every run of this grid carries the study root
         runs: set[Run] = set()
-        for b in grid_blocks(cfg, "dense"):
-            runs.update(new("dense", m, d1=str(d1)) for m in b["models"] for d1 in b["d1"])
-        for b in grid_blocks(cfg, "upcycled"):
-            for m in b["models"]:
-                for e in b["moe"]:
-                    for d1 in self._d1s(m, b):
-                        runs.add(new("dense", m, d1=str(d1)))
-                        runs.update(new("upcycled", m, e, d1=str(d1), d2=str(d2)) for d2 in b["d2"])
-        for b in grid_blocks(cfg, "scratch_moe"):
-            runs.update(new("scratch_moe", m, e, d=str(d)) for m in b["models"] for e in b["moe"] for d in b["d"])
-        for b in grid_blocks(cfg, "lr_sweep"):
-            for m in b["models"]:
-                runs.update(new("lr_sweep", m, d=str(d), lr=lr_label(lr)) for lr in b["lr"] for d in b["d"])
-        for b in grid_blocks(cfg, "dense_cont"):
-            for m in b["models"]:
-                for d1 in self._d1s(m, b):
-                    runs.add(new("dense", m, d1=str(d1)))
-                    runs.update(new("dense_cont", m, d1=str(d1), d2=str(d2)) for d2 in b["d2"])
-        for b in grid_blocks(cfg, "grown"):
-            for m in b["models"]:
-                for v in b["growth"]:
-                    for d1 in self._d1s(m, b):
-                        runs.add(new("dense", m, d1=str(d1)))
-                        runs.update(new("grown", m, d1=str(d1), d2=str(d2), growth=v) for d2 in b["d2"])
-        runs.update(self._replicas(g.get("replicas"), runs))
+        for kind in kinds.KINDS.values():
+            for block in grid_blocks(cfg, kind.name):
+                for model in block["models"]:
+                    runs.update(self._cells(kind, model, block))
+        runs.update(self._replicas(cfg["grid"].get("replicas"), runs))
         # an imported parent's dense checkpoint is imported (rule import_parent), not trained nor evaluated
-        self.runs = sorted(r for r in runs if not (r.kind == "dense" and self.is_parent(r.model)))
+        self.runs = sorted(r for r in runs if not (r.kind == kinds.DENSE and self.is_parent(r.model)))
         self.segments = self._segments()
+
+    def _cells(self, kind: kinds.RunKind, model: str, block: dict[str, Any]) -> list[Run]:
+        """The runs of ``model`` in one block of grid section ``kind`` (its axes crossed), and the dense runs at
+        D1 that a continued kind starts from."""
+        values = []
+        for axis in kind.axes:
+            if axis == "d1" and kind.continues:
+                values.append(self._d1s(model, block))
+            elif axis == "lr":
+                values.append([lr_label(lr) for lr in block["lr"]])
+            else:
+                values.append([str(v) for v in block[axis]])
+        runs = []
+        for cell in itertools.product(*values):
+            run = self.run(kind.name, model, **dict(zip(kind.axes, cell, strict=True)))
+            runs.append(run)
+            if kind.continues:
+                runs.append(self.run(kind.continues, model, d1=run.d1))
+        return runs
 
     def _replicas(self, spec: dict[str, Any] | None, runs: set[Run]) -> set[Run]:
         """Each listed run trained again with seeds 2..n, its whole lineage (dense parent, surgery) included."""
@@ -179,7 +186,7 @@ class Grid:
         by_id = {r.run_id: r for r in runs}
         wanted = spec["runs"]
         if wanted == "all":  # a seed-replicated study; sweeps pick an lr, they measure no seed noise
-            wanted = sorted(r.run_id for r in runs if r.kind != "lr_sweep")
+            wanted = sorted(r.run_id for r in runs if r.kind != kinds.LR_SWEEP)
         replicas: set[Run] = set()
         for run_id in wanted:
             if run_id not in by_id:
@@ -187,8 +194,8 @@ class Grid:
             for k in range(2, spec.get("seeds", 2) + 1):
                 replica = dataclasses.replace(by_id[run_id], model=f"{by_id[run_id].model}{REPLICA}{k}")
                 replicas.add(replica)
-                if replica.kind in ("upcycled", "dense_cont", "grown"):
-                    replicas.add(self.run("dense", replica.model, d1=replica.d1))
+                if replica.spec.continues:  # its whole lineage: the dense parent too
+                    replicas.add(self.run(replica.spec.continues, replica.model, d1=replica.d1))
         return replicas
 
     # ----- imported parents: existing dense models the grid upcycles or continues -----
@@ -213,7 +220,7 @@ class Grid:
         """Arguments of ``stages.export --from hf`` that import parent ``model`` as its dense checkpoint, at the
         study's context length, with its stated pre-training counted in the study's FLOP convention."""
         parent = self.cfg["parents"][shape_name(model)]
-        run = self.run("dense", model, d1=str(parent["tokens"]))
+        run = self.run(kinds.DENSE, model, d1=str(parent["tokens"]))
         t = self.cfg["train"]
         args = [
             f"--checkpoint {shlex.quote(parent['hf'])} --from hf",
@@ -245,12 +252,8 @@ class Grid:
     # ----- wsd: one stable run per family, a cooldown per budget -----
 
     def lr_policy(self, run: Run) -> str:
-        t = self.cfg["train"]
-        if run.kind == "upcycled":
-            return self.cfg["moe"][run.moe]["lr_policy"]
-        if run.kind == "grown":
-            return self.cfg["growth"][run.growth]["lr_policy"]
-        return t["dense_cont_lr_policy"] if run.kind == "dense_cont" else t["lr_policy"]
+        """The lr policy ``run`` trains with (stages.workflow.config.lr_policy: its kind says where it is set)."""
+        return lr_policy(self.cfg, run.kind, run.variant)
 
     @property
     def tokens_per_step(self) -> int:
@@ -264,7 +267,7 @@ class Grid:
         """Where ``run``'s cooldown branches off its family's stable run (0: an independent run). An lr_sweep run
         is always independent: each learning rate is a family of its own, with (usually) one budget. So is every
         run of the nanotron backend, which has no branch states (stages.training.nanotron_backend)."""
-        if self.lr_policy(run) != "wsd" or run.kind == "lr_sweep" or self.cfg["train"]["backend"] == "nanotron":
+        if self.lr_policy(run) != "wsd" or not run.spec.branches or self.cfg["train"]["backend"] == "nanotron":
             return 0
         t = self.cfg["train"]
         total = self.steps(run)
@@ -293,35 +296,52 @@ class Grid:
     def segment(self, family: str, step: str | int) -> Segment:
         return self.segments[(family, int(step))]
 
+    def init_id(self, run: Run) -> str:
+        """The checkpoint a continuation starts from, under the study root: its dense parent's run_id, or where
+        its surgery writes (upcycled/..., grow/...); '' for a fresh model."""
+        return run.spec.init.format(**run.fields())
+
     def init_dir(self, run: Run) -> str:
-        """The checkpoint a continuation starts from ('' for a fresh model)."""
-        if run.kind == "upcycled":
-            return f"{self.root}/upcycled/{run.model}/d1_{run.d1}/{run.moe}"
-        if run.kind == "grown":
-            return self.grow_dir(run.model, run.d1, run.growth)
-        return self.run("dense", run.model, d1=run.d1).directory if run.kind == "dense_cont" else ""
+        """The directory of :meth:`init_id` ('' for a fresh model)."""
+        init = self.init_id(run)
+        return f"{self.root}/{init}" if init else ""
+
+    def parent_dir(self, run: Run) -> str:
+        """The trained checkpoint a continued run's lineage starts from (its dense parent at D1), before surgery."""
+        return self.run(run.spec.continues, run.model, d1=run.d1).directory
+
+    # ----- the arguments of a training job: one builder for every training rule -----
+
+    def _job_args(self, run: Run, run_id: str) -> list[str]:
+        """What ``stages.train`` needs to train ``run``: its identity, data, starting model, option groups, labels
+        and seeds (a stable segment of a wsd family adds where it stops and starts)."""
+        init = self.init_dir(run)
+        start = f"--init {init}" if init else f"--model {shlex.quote(self.model_json(run.model, run.moe or None))}"
+        return [
+            f"--kind {run.kind}",
+            f"--run-id {run_id}",
+            f"--data {self.corpus_dir}",
+            f"--tokens {run.budget}",
+            start,
+            f"--train {shlex.quote(self.run_train_json(run))}",
+            f"--labels {shlex.quote(self.labels_json(run))}",
+            f"--seed {self.run_seed(run)}",
+            f"--data-seed {self.data_seed(run.model)}",
+        ]
+
+    def train_args(self, run: Run) -> str:
+        """Arguments of ``stages.train`` for ``run`` (all but threads and save_every): its training rule's one
+        param, so that every value that changes the result is a rerun trigger."""
+        args = self._job_args(run, run.run_id)
+        args += [f"--start-state {state}" for state in self.start_state(run)]
+        args.append(f"--out {run.directory}")
+        return " ".join(args)
 
     def segment_args(self, family: str, step: str | int) -> str:
         """Arguments of ``stages.train`` for one stable segment (everything but threads and output)."""
         seg = self.segment(family, step)
-        run = seg.run
-        start = (
-            f"--init {self.init_dir(run)}"
-            if self.init_dir(run)
-            else f"--model {shlex.quote(self.model_json(run.model, run.moe or None))}"
-        )
-        args = [
-            f"--kind {run.kind}",
-            f"--run-id stable/{family}/b_{seg.step}",
-            f"--data {self.corpus_dir}",
-            f"--tokens {run.budget}",
-            start,
-            f"--train {shlex.quote(self.train_json(self.lr_policy(run)))}",
-            f"--labels {shlex.quote(self.labels_json(run))}",
-            f"--seed {self.seed(run.kind, run.model, run.variant)}",
-            f"--data-seed {self.data_seed(run.model)}",
-            f"--stop-step {seg.step}",
-        ]
+        args = self._job_args(seg.run, f"stable/{family}/b_{seg.step}")
+        args.append(f"--stop-step {seg.step}")
         if seg.previous:
             args.append(f"--start-state {self.branch_state(family, seg.previous)}")
         return " ".join(args)
@@ -336,17 +356,23 @@ class Grid:
     def of_kind(self, kind: str) -> list[Run]:
         return [r for r in self.runs if r.kind == kind]
 
+    def surgery_inits(self, surgery: str) -> list[str]:
+        """Directories that surgery ``surgery`` (core.kinds: upcycle, grow) writes for the grid's runs."""
+        return sorted({self.init_dir(r) for r in self.runs if r.spec.surgery == surgery})
+
     def upcycle_inits(self) -> list[str]:
         """Directories of the upcycled MoE initialisations (one per model, D1 and MoE variant)."""
-        return sorted({f"{self.root}/upcycled/{r.model}/d1_{r.d1}/{r.moe}" for r in self.of_kind("upcycled")})
-
-    def grow_dir(self, model: str, d1: str, growth: str) -> str:
-        """The grown initialisation of dense ``model`` at ``d1`` by growth variant ``growth`` (stages.grow)."""
-        return f"{self.root}/grow/{model}/d1_{d1}/{growth}"
+        return self.surgery_inits(kinds.UPCYCLE)
 
     def grow_inits(self) -> list[str]:
         """Directories of the grown dense initialisations (one per model, D1 and growth variant)."""
-        return sorted({self.grow_dir(r.model, r.d1, r.growth) for r in self.of_kind("grown")})
+        return self.surgery_inits(kinds.GROW)
+
+    def trained_model(self, run: Run) -> ModelConfig:
+        """The model ``run`` trains: its grid model (with its MoE variant), or a grown run's growth target."""
+        if run.growth:
+            return model_config(self.cfg, growth_target(self.cfg, run.growth))
+        return model_config(self.cfg, shape_name(run.model), run.moe or None)
 
     # ----- seeds and arguments the rules pass to the stages -----
 
@@ -363,6 +389,10 @@ class Grid:
     def seed(self, kind: str, model: str, moe: str = "") -> int:
         return derive_seed(self.cfg["seed"], kind, model, moe)
 
+    def run_seed(self, run: Run) -> int:
+        """The initialisation seed of ``run``: from its identity without its budgets, or (an lr sweep) its shape."""
+        return self.sweep_seed(run.model) if run.spec.shape_seed else self.seed(run.kind, run.model, run.variant)
+
     def model_json(self, model: str, moe: str | None = None) -> str:
         """The JSON model shape for ``stages.train --model`` (vocab and context filled in by the stage)."""
         spec = model_config(self.cfg, shape_name(model), moe).to_dict()
@@ -378,9 +408,9 @@ class Grid:
             options["lr"] = lr
         return to_json(from_mapping(TrainConfig, options, "train"))
 
-    def sweep_train_json(self, run: Run) -> str:
-        """The training options of an lr_sweep run: the study's, with the run's peak learning rate."""
-        return self.train_json(self.lr_policy(run), float(run.lr))
+    def run_train_json(self, run: Run) -> str:
+        """The training options of ``run``: the study's, with its lr policy (and an lr_sweep run's peak lr)."""
+        return self.train_json(self.lr_policy(run), float(run.lr) if run.lr else None)
 
     def sweep_seed(self, model: str) -> int:
         """The initialisation seed of an lr_sweep model: from its shape without its parametrization, and neither
@@ -392,7 +422,7 @@ class Grid:
         for key in ("parametrization", "mup_base_d_model", "mup_base_head_dim"):
             spec.pop(key, None)
         shape = json.dumps(spec, sort_keys=True, separators=(",", ":"))
-        return derive_seed(self.cfg["seed"], "lr_sweep", shape, model.partition(REPLICA)[2])
+        return derive_seed(self.cfg["seed"], kinds.LR_SWEEP, shape, model.partition(REPLICA)[2])
 
     def moe_json(self, moe: str) -> str:
         """The routing group of MoE variant ``moe`` for ``stages.upcycle --moe``."""
@@ -417,7 +447,7 @@ class Grid:
     def findings_args(self) -> str:
         """Which fits ``stages.findings`` reads for the dense, upcycled and scratch laws (the planner's roles)."""
         p = self.cfg.get("planner") or {}
-        names = {"dense": "dense_chinchilla", "upcycled": "upcycled", "scratch": "scratch_chinchilla"}
+        names = {"dense": DEFAULT_FITS[DENSE], "upcycled": DEFAULT_FITS[UPCYCLE], "scratch": DEFAULT_FITS[SCRATCH]}
         names.update({role: p[f"{role}_fit"] for role in names if p.get(f"{role}_fit")})
         return " ".join(f"--{role}-fit {name}" for role, name in names.items())
 

@@ -13,8 +13,10 @@ from typing import Any
 
 import yaml
 
+from stages.core.kinds import KINDS, SURGERY_PATHS
 from stages.core.options import merge_schemas, schema_of
 from stages.laws.options import FitConfig
+from stages.laws.roles import DEFAULT_FITS, DENSE, SCRATCH, UPCYCLE
 from stages.model.config import ModelConfig, MoEConfig
 from stages.surgery.growth_recipe import GrowthRecipe
 from stages.surgery.recipe import UpcycleRecipe
@@ -33,9 +35,11 @@ NAME = {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9_-]*$"}
 # A study's outputs live under results/<study>/ (stages.workflow.grid.study_root). Its name may not be a
 # top-level name of the unnamed study's results/ tree, so the two never overlap.
 RESERVED_STUDIES = (
-    "data", "dense", "moe", "scratch", "dense_cont", "upcycled", "eval", "tables", "fits", "figures", "stable",
-    "logs", "benchmarks", "lr_sweep", "grow", "grown",
-)  # fmt: skip
+    "data",
+    *(kind.folder for kind in KINDS.values()),
+    *(path.split("/", 1)[0] for path in SURGERY_PATHS.values()),
+    *("stable", "eval", "tables", "fits", "figures", "logs", "benchmarks"),
+)
 PARENT_D1 = (
     "dense budgets of the trained models under 'models'; an imported parent's d1 is its parents.<name>.tokens "
     "(omit d1 when every model is one)"
@@ -173,9 +177,9 @@ def _planner() -> dict[str, Any]:
                 "default": None,
                 "description": "also the optimal D1/D2 split",
             },
-            "upcycled_fit": {"type": "string", "default": "upcycled"},
-            "scratch_fit": {"type": "string", "default": "scratch_chinchilla"},
-            "dense_fit": {"type": "string", "default": "dense_chinchilla"},
+            "upcycled_fit": {"type": "string", "default": DEFAULT_FITS[UPCYCLE]},
+            "scratch_fit": {"type": "string", "default": DEFAULT_FITS[SCRATCH]},
+            "dense_fit": {"type": "string", "default": DEFAULT_FITS[DENSE]},
             "max_extrapolation": {"type": "number", "exclusiveMinimum": 1, "default": 100},
             "grown_fit": {
                 "type": ["string", "null"],
@@ -266,22 +270,9 @@ def config_schema() -> dict[str, Any]:
                 "type": "object",
                 "additionalProperties": False,
                 "properties": {
-                    "dense": _grid_section("d1"),
-                    "upcycled": _grid_section("moe", "d1", "d2"),
-                    "scratch_moe": _grid_section("moe", "d"),
-                    "dense_cont": _grid_section("d1", "d2"),
-                    "grown": {
-                        "description": "warm-started runs: each model's dense checkpoint at d1 grown by each growth "
-                        "variant (results/grow/<model>/d1_<d1>/<growth>), then trained d2 tokens "
-                        "(results/grown/<model>/d1_<d1>/<growth>/d2_<d2>); their baseline, the target model from "
-                        "scratch, is a grid.dense run of the target",
-                        **_grid_section("growth", "d1", "d2"),
-                    },
-                    "lr_sweep": {
-                        "description": "learning-rate sweeps: a fresh dense run per model x lr x d, trained with the "
-                        "study's train options and that peak lr (results/lr_sweep/<model>/lr_<lr>/d_<d>); the "
-                        "lr_sweep figure draws them",
-                        **_grid_section("lr", "d"),
+                    **{  # one section per run kind (stages.core.kinds), crossing its models with its axes
+                        kind.name: ({"description": kind.help} if kind.help else {}) | _grid_section(*kind.axes)
+                        for kind in KINDS.values()
                     },
                     "replicas": {
                         "description": "runs of the grid trained again with other seeds (init, data order, "
@@ -325,7 +316,7 @@ def config_schema() -> dict[str, Any]:
                 "additionalProperties": {"$ref": "#/$defs/fit"},
             },
             "figures": {
-                "description": "figures to draw; each needs the fits it draws (stages.workflow.config FIGURE_FITS)",
+                "description": "figures to draw; each needs the fits it draws (stages.report.figure_specs)",
                 "type": "array",
                 "items": {"type": "string"},
                 "uniqueItems": True,

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from stages.core.kinds import KINDS
 from stages.core.options import option
 from stages.training.options import LRPolicy
 
@@ -65,8 +66,9 @@ class Parent:
     )
 
 
-# the rules that run stages.train (workflow/rules/*.smk): the keys of the ``cluster`` section
-TRAINING_RULES = ("dense", "dense_cont", "stable", "moe", "scratch", "lr_sweep", "grown")
+# the rules that run stages.train (workflow/rules/*.smk): the keys of the ``cluster`` section; the rule that trains
+# a run kind is named by its folder (stages.core.kinds), and ``stable`` trains the shared stable runs of wsd
+TRAINING_RULES = (*(kind.folder for kind in KINDS.values()), "stable")
 
 
 @dataclass(frozen=True)

@@ -14,8 +14,10 @@ sys.path.insert(0, workflow.basedir)
 
 from stages.core.cli import UserError
 from stages.core.codehash import code_hash
+from stages.core.kinds import KINDS, folder_pattern
+from stages.report.figure_specs import FIGURE_SPECS, figure_fits
 from stages.workflow.cluster import job_resources
-from stages.workflow.config import FIGURE_FITS, corpus_vocab_size, parent_files, tokenizer_files, validate_config
+from stages.workflow.config import corpus_vocab_size, parent_files, tokenizer_files, validate_config
 from stages.workflow.grid import Grid, shape_name
 from stages.workflow.sections import TRAINING_RULES
 
@@ -71,8 +73,8 @@ wildcard_constraints:
     d2=r"[0-9]+(\.[0-9]+)?[KMBT]?",
     d=r"[0-9]+(\.[0-9]+)?[KMBT]?",
     lr=r"[0-9][0-9.e+-]*",  # a peak lr as Python's repr spells it (stages.workflow.grid.lr_label)
-    run=r"(dense|moe|scratch|dense_cont|lr_sweep|grown)/.+",
-    family=r"(dense|moe|scratch|dense_cont|grown)/.+",
+    run=folder_pattern(),  # a run_id: the folder of a run kind (stages.core.kinds), then its path
+    family=folder_pattern(branching_only=True),  # a wsd family: a run_id without its budget
     step=r"[0-9]+",
 
 
@@ -86,11 +88,51 @@ def fit_spec(w):
     return json.dumps(config["fits"][w.fit], sort_keys=True, separators=(",", ":"))
 
 
-def figure_fits(w):
-    """The fit files a figure draws (stages.workflow.config.FIGURE_FITS; "*" = every enabled fit)."""
-    wanted = FIGURE_FITS[w.figure]
-    names = ENABLED_FITS if "*" in wanted else [f for f in wanted if f in ENABLED_FITS]
-    return [f"{RESULTS}/fits/{name}.json" for name in names]
+def figure_fit_files(w):
+    """The fit files a figure draws (stages.report.figure_specs)."""
+    return [f"{RESULTS}/fits/{name}.json" for name in figure_fits(w.figure, ENABLED_FITS)]
+
+
+def figure_metrics(w):
+    """The metrics.csv of every run of the grid, for a figure that draws them (stages.report.figure_specs)."""
+    return [f"{r.directory}/metrics.csv" for r in GRID.runs] if FIGURE_SPECS[w.figure].metrics else []
+
+
+# ----- training rules: one per run kind, its files named by the kind's path template (stages.core.kinds) -----
+
+
+def run_output(kind):
+    """The declared outputs of a run of ``kind``: its checkpoint and metrics.csv (wildcards from its template)."""
+    return checkpoint_files(f"{RESULTS}/{KINDS[kind].path}", "metrics.csv")
+
+
+def run_log(kind):
+    """The log of a run of ``kind``: logs/<its run_id>.log."""
+    return f"{LOGS}/{KINDS[kind].path}.log"
+
+
+def run_benchmark(kind):
+    """The benchmark of a run of ``kind``: benchmarks/<its run_id>.tsv."""
+    return f"{BENCHMARKS}/{KINDS[kind].path}.tsv"
+
+
+def wildcard_run(kind, w):
+    """The run of ``kind`` that a training rule's wildcards name (they are the fields of its path template)."""
+    return GRID.run(kind, **dict(w.items()))
+
+
+def train_inputs(kind, w):
+    """A training job's inputs: the corpus, the checkpoint it continues and the wsd branch state it cools down
+    from (none for a fresh or independent run)."""
+    run = wildcard_run(kind, w)
+    init = GRID.init_dir(run)
+    return {"corpus": DATA, "parent": checkpoint_files(init) if init else [], "start": GRID.start_state(run)}
+
+
+def train_args(kind, w):
+    """Every argument of ``stages.train`` that changes the run's result (Grid.train_args): the training rule's one
+    param, so that a change of any of them reruns the job."""
+    return GRID.train_args(wildcard_run(kind, w))
 
 
 def stable_previous(w):

@@ -1,71 +1,49 @@
 # Dense pretraining over model sizes x D1, and the dense-continued baseline (D1 then D2 more tokens).
-# Every training job gets one validated JSON per option group (--model, --train); `save_every` and the job's
-# placement (TRAINING: nodes, tasks, GPUs, the `launch` prefix) are resources, not params: they must not trigger reruns.
+# Every training rule has one param, `args` (common.smk train_args -> Grid.train_args): the run's identity, data,
+# starting model, option groups (one validated JSON each), labels and seeds, so any change to them reruns the job.
+# `save_every` and the job's placement (TRAINING: nodes, tasks, GPUs, the `launch` prefix) are resources, not
+# params: they must not trigger reruns.
 
 
 rule dense:
     input:
-        corpus=DATA,
-        start=lambda w: GRID.start_state(GRID.run("dense", w.model, d1=w.d1)),
+        unpack(lambda w: train_inputs("dense", w)),
     output:
-        checkpoint_files(f"{RESULTS}/dense/{{model}}/d1_{{d1}}", "metrics.csv"),
+        run_output("dense"),
     params:
-        run_id=lambda w: GRID.run("dense", w.model, d1=w.d1).run_id,
-        out=lambda w: GRID.run("dense", w.model, d1=w.d1).directory,
-        data=lambda w, input: os.path.dirname(input.corpus[0]),
-        model=lambda w: GRID.model_json(w.model),
-        train=lambda w: GRID.train_json(GRID.lr_policy(GRID.run("dense", w.model, d1=w.d1))),
-        branch=lambda w, input: " ".join(f"--start-state {p}" for p in input.start),
-        labels=lambda w: GRID.labels_json(GRID.run("dense", w.model, d1=w.d1)),
-        seed=lambda w: GRID.seed("dense", w.model),
-        data_seed=lambda w: GRID.data_seed(w.model),
+        args=lambda w: train_args("dense", w),
         code=code_hash("train"),
     resources:
         **TRAINING["dense"],
     log:
-        f"{LOGS}/dense/{{model}}/d1_{{d1}}.log",
+        run_log("dense"),
     benchmark:
-        f"{BENCHMARKS}/dense/{{model}}/d1_{{d1}}.tsv"
+        run_benchmark("dense")
     threads: config["train"]["threads"]
     conda:
         "../envs/stages.yaml"
     shell:
-        "{resources.launch} python -m stages.train --kind dense --run-id {params.run_id} --data {params.data} "
-        "--tokens {wildcards.d1} "
-        "--model {params.model:q} --train {params.train:q} --labels {params.labels:q} --seed {params.seed} "
-        "--data-seed {params.data_seed} {params.branch} --threads {threads} --save-every {resources.save_every} "
-        "--out {params.out} > {log} 2>&1"
+        "{resources.launch} python -m stages.train {params.args} --threads {threads} "
+        "--save-every {resources.save_every} > {log} 2>&1"
 
 
 rule dense_cont:
     input:
-        corpus=DATA,
-        parent=checkpoint_files(f"{RESULTS}/dense/{{model}}/d1_{{d1}}"),
-        start=lambda w: GRID.start_state(GRID.run("dense_cont", w.model, d1=w.d1, d2=w.d2)),
+        unpack(lambda w: train_inputs("dense_cont", w)),
     output:
-        checkpoint_files(f"{RESULTS}/dense_cont/{{model}}/d1_{{d1}}/d2_{{d2}}", "metrics.csv"),
+        run_output("dense_cont"),
     params:
-        run_id=lambda w: GRID.run("dense_cont", w.model, d1=w.d1, d2=w.d2).run_id,
-        out=lambda w: GRID.run("dense_cont", w.model, d1=w.d1, d2=w.d2).directory,
-        init=lambda w: GRID.run("dense", w.model, d1=w.d1).directory,
-        data=lambda w, input: os.path.dirname(input.corpus[0]),
-        train=GRID.train_json(config["train"]["dense_cont_lr_policy"]),
-        branch=lambda w, input: " ".join(f"--start-state {p}" for p in input.start),
-        labels=lambda w: GRID.labels_json(GRID.run("dense_cont", w.model, d1=w.d1, d2=w.d2)),
-        seed=lambda w: GRID.seed("dense_cont", w.model),
-        data_seed=lambda w: GRID.data_seed(w.model),
+        args=lambda w: train_args("dense_cont", w),
         code=code_hash("train"),
     resources:
         **TRAINING["dense_cont"],
     log:
-        f"{LOGS}/dense_cont/{{model}}/d1_{{d1}}/d2_{{d2}}.log",
+        run_log("dense_cont"),
     benchmark:
-        f"{BENCHMARKS}/dense_cont/{{model}}/d1_{{d1}}/d2_{{d2}}.tsv"
+        run_benchmark("dense_cont")
     threads: config["train"]["threads"]
     conda:
         "../envs/stages.yaml"
     shell:
-        "{resources.launch} python -m stages.train --kind dense_cont --run-id {params.run_id} --data {params.data} "
-        "--tokens {wildcards.d2} --init {params.init} --train {params.train:q} --labels {params.labels:q} "
-        "--seed {params.seed} --data-seed {params.data_seed} {params.branch} --threads {threads} "
-        "--save-every {resources.save_every} --out {params.out} > {log} 2>&1"
+        "{resources.launch} python -m stages.train {params.args} --threads {threads} "
+        "--save-every {resources.save_every} > {log} 2>&1"

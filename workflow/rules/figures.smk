@@ -1,14 +1,13 @@
 # Paper figures (PNG + PDF, deterministic bytes), each a report entry with a caption, and the tables of fits.
-# training_curves also draws the metrics.csv of every run of the grid: they are its declared inputs.
+# A figure's inputs are what stages.report.figure_specs declares it draws: the runs table, its fits, and (for
+# training_curves) the metrics.csv of every run of the grid.
 
 
 rule figures:
     input:
         runs=RUNS_TABLE[0],
-        fits=figure_fits,
-        metrics=lambda w: (
-            [f"{r.directory}/metrics.csv" for r in GRID.runs] if w.figure == "training_curves" else []
-        ),
+        fits=figure_fit_files,
+        metrics=figure_metrics,
     output:
         png=report(
             f"{RESULTS}/figures/{{figure}}.png",

@@ -10,13 +10,13 @@ rule grow:
     output:
         checkpoint_files(f"{RESULTS}/grow/{{model}}/d1_{{d1}}/{{growth}}", "surgery.json"),
     params:
-        run_id=lambda w: f"grow/{w.model}/d1_{w.d1}/{w.growth}",
-        out=lambda w: GRID.grow_dir(w.model, w.d1, w.growth),
-        parent=lambda w: GRID.run("dense", w.model, d1=w.d1).directory,
+        run_id=lambda w: GRID.init_id(wildcard_run("grown", w)),
+        out=lambda w: GRID.init_dir(wildcard_run("grown", w)),
+        parent=lambda w: GRID.parent_dir(wildcard_run("grown", w)),
         data=lambda w, input: os.path.dirname(input.corpus[0]),
         model=lambda w: GRID.growth_model_json(w.growth),
         recipe=lambda w: GRID.growth_recipe_json(w.growth),
-        labels=lambda w: GRID.labels_json(GRID.run("grown", w.model, d1=w.d1, growth=w.growth)),
+        labels=lambda w: GRID.labels_json(wildcard_run("grown", w)),
         seed=lambda w: GRID.seed("grow", w.model, w.growth),
         eval_tokens=config["upcycle_eval_tokens"],
         code=code_hash("grow"),
@@ -33,33 +33,21 @@ rule grow:
 
 rule grown:
     input:
-        corpus=DATA,
-        parent=checkpoint_files(f"{RESULTS}/grow/{{model}}/d1_{{d1}}/{{growth}}"),
-        start=lambda w: GRID.start_state(GRID.run("grown", w.model, d1=w.d1, d2=w.d2, growth=w.growth)),
+        unpack(lambda w: train_inputs("grown", w)),
     output:
-        checkpoint_files(f"{RESULTS}/grown/{{model}}/d1_{{d1}}/{{growth}}/d2_{{d2}}", "metrics.csv"),
+        run_output("grown"),
     params:
-        run_id=lambda w: GRID.run("grown", w.model, d1=w.d1, d2=w.d2, growth=w.growth).run_id,
-        out=lambda w: GRID.run("grown", w.model, d1=w.d1, d2=w.d2, growth=w.growth).directory,
-        init=lambda w: GRID.grow_dir(w.model, w.d1, w.growth),
-        data=lambda w, input: os.path.dirname(input.corpus[0]),
-        train=lambda w: GRID.train_json(config["growth"][w.growth]["lr_policy"]),
-        branch=lambda w, input: " ".join(f"--start-state {p}" for p in input.start),
-        labels=lambda w: GRID.labels_json(GRID.run("grown", w.model, d1=w.d1, d2=w.d2, growth=w.growth)),
-        seed=lambda w: GRID.seed("grown", w.model, w.growth),
-        data_seed=lambda w: GRID.data_seed(w.model),
+        args=lambda w: train_args("grown", w),
         code=code_hash("train"),
     resources:
         **TRAINING["grown"],
     log:
-        f"{LOGS}/grown/{{model}}/d1_{{d1}}/{{growth}}/d2_{{d2}}.log",
+        run_log("grown"),
     benchmark:
-        f"{BENCHMARKS}/grown/{{model}}/d1_{{d1}}/{{growth}}/d2_{{d2}}.tsv"
+        run_benchmark("grown")
     threads: config["train"]["threads"]
     conda:
         "../envs/stages.yaml"
     shell:
-        "{resources.launch} python -m stages.train --kind grown --run-id {params.run_id} --data {params.data} "
-        "--tokens {wildcards.d2} --init {params.init} --train {params.train:q} --labels {params.labels:q} "
-        "--seed {params.seed} --data-seed {params.data_seed} {params.branch} --threads {threads} "
-        "--save-every {resources.save_every} --out {params.out} > {log} 2>&1"
+        "{resources.launch} python -m stages.train {params.args} --threads {threads} "
+        "--save-every {resources.save_every} > {log} 2>&1"

@@ -4,31 +4,21 @@
 
 rule lr_sweep:
     input:
-        corpus=DATA,
+        unpack(lambda w: train_inputs("lr_sweep", w)),
     output:
-        checkpoint_files(f"{RESULTS}/lr_sweep/{{model}}/lr_{{lr}}/d_{{d}}", "metrics.csv"),
+        run_output("lr_sweep"),
     params:
-        run_id=lambda w: GRID.run("lr_sweep", w.model, d=w.d, lr=w.lr).run_id,
-        out=lambda w: GRID.run("lr_sweep", w.model, d=w.d, lr=w.lr).directory,
-        data=lambda w, input: os.path.dirname(input.corpus[0]),
-        model=lambda w: GRID.model_json(w.model),
-        train=lambda w: GRID.sweep_train_json(GRID.run("lr_sweep", w.model, d=w.d, lr=w.lr)),
-        labels=lambda w: GRID.labels_json(GRID.run("lr_sweep", w.model, d=w.d, lr=w.lr)),
-        seed=lambda w: GRID.sweep_seed(w.model),
-        data_seed=lambda w: GRID.data_seed(w.model),
+        args=lambda w: train_args("lr_sweep", w),
         code=code_hash("train"),
     resources:
         **TRAINING["lr_sweep"],
     log:
-        f"{LOGS}/lr_sweep/{{model}}/lr_{{lr}}/d_{{d}}.log",
+        run_log("lr_sweep"),
     benchmark:
-        f"{BENCHMARKS}/lr_sweep/{{model}}/lr_{{lr}}/d_{{d}}.tsv"
+        run_benchmark("lr_sweep")
     threads: config["train"]["threads"]
     conda:
         "../envs/stages.yaml"
     shell:
-        "{resources.launch} python -m stages.train --kind lr_sweep --run-id {params.run_id} --data {params.data} "
-        "--tokens {wildcards.d} "
-        "--model {params.model:q} --train {params.train:q} --labels {params.labels:q} --seed {params.seed} "
-        "--data-seed {params.data_seed} --threads {threads} --save-every {resources.save_every} "
-        "--out {params.out} > {log} 2>&1"
+        "{resources.launch} python -m stages.train {params.args} --threads {threads} "
+        "--save-every {resources.save_every} > {log} 2>&1"

@@ -9,13 +9,13 @@ rule upcycle:
     output:
         checkpoint_files(f"{RESULTS}/upcycled/{{model}}/d1_{{d1}}/{{moe}}", "surgery.json"),
     params:
-        run_id=lambda w: f"upcycled/{w.model}/d1_{w.d1}/{w.moe}",
-        out=lambda w: f"{RESULTS}/upcycled/{w.model}/d1_{w.d1}/{w.moe}",
-        dense=lambda w: GRID.run("dense", w.model, d1=w.d1).directory,
+        run_id=lambda w: GRID.init_id(wildcard_run("upcycled", w)),
+        out=lambda w: GRID.init_dir(wildcard_run("upcycled", w)),
+        dense=lambda w: GRID.parent_dir(wildcard_run("upcycled", w)),
         data=lambda w, input: os.path.dirname(input.corpus[0]),
         moe=lambda w: GRID.moe_json(w.moe),
         recipe=lambda w: GRID.recipe_json(w.moe),
-        labels=lambda w: GRID.labels_json(GRID.run("upcycled", w.model, w.moe, d1=w.d1)),
+        labels=lambda w: GRID.labels_json(wildcard_run("upcycled", w)),
         seed=lambda w: GRID.seed("upcycle", w.model, w.moe),
         eval_tokens=config["upcycle_eval_tokens"],
         code=code_hash("upcycle"),

@@ -18,6 +18,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from stages.core.kinds import DENSE, DENSE_CONT, GROWN, KINDS, SCRATCH_MOE, UPCYCLED
+
 REPRODUCED, NOT_AT_SCALE, CONTRADICTED, NOT_MEASURED = "reproduced", "not at this scale", "contradicted", "not measured"
 COLUMNS = ["finding", "claim", "source", "measured", "interval", "verdict", "evidence"]
 HELDOUT_TOLERANCE = 0.02  # the held-out check: predictions within 2% of the measured loss
@@ -145,11 +147,13 @@ def monotone_row(cells: pd.DataFrame, noise: SeedNoise) -> Finding:
     slack = noise.band()
     checks, violations = 0, []
     # MoE variants of one size are different models, not points on a size or token axis: compare within a variant
-    axes = {"dense": [("D", ["model"]), ("N_active", ["D"])]}
-    axes.update(scratch_moe=[("D", ["model", "moe"]), ("N_active", ["D", "moe"])])
-    axes.update(upcycled=[("D2", ["model", "moe", "D1"]), ("D1", ["model", "moe", "D2"])])
-    axes.update(dense_cont=[("D2", ["model", "D1"]), ("D1", ["model", "D2"])])
-    axes.update(grown=[("D2", ["model", "growth", "D1"]), ("D1", ["model", "growth", "D2"])])
+    axes = {
+        DENSE: [("D", ["model"]), ("N_active", ["D"])],
+        SCRATCH_MOE: [("D", ["model", "moe"]), ("N_active", ["D", "moe"])],
+        UPCYCLED: [("D2", ["model", "moe", "D1"]), ("D1", ["model", "moe", "D2"])],
+        DENSE_CONT: [("D2", ["model", "D1"]), ("D1", ["model", "D2"])],
+        GROWN: [("D2", ["model", "growth", "D1"]), ("D1", ["model", "growth", "D2"])],
+    }
     for kind, pairs in axes.items():
         rows = cells[cells["kind"] == kind]
         for axis, keys in pairs:
@@ -230,8 +234,8 @@ def threshold_row(
     """Predicted D2*(D1) (same additional tokens) against the trained pairs upcycled(D1, D2) vs scratch(D = D2)."""
     claim = "upcycling beats an MoE from scratch below a token budget D2* and loses above it"
     source = "Liew et al. 2025 Eq. 13 / Fig. 1 right"
-    up = cells[cells["kind"] == "upcycled"]
-    scratch = cells[cells["kind"] == "scratch_moe"]
+    up = cells[cells["kind"] == UPCYCLED]
+    scratch = cells[cells["kind"] == SCRATCH_MOE]
     if up.empty or scratch.empty or crossings is None:
         return Finding(
             "upcycle_vs_scratch", claim, source, "needs upcycled and scratch runs and fits", "", NOT_MEASURED, ""
@@ -276,8 +280,8 @@ def dense_cont_row(cells: pd.DataFrame, noise: SeedNoise) -> Finding:
     """Upcycled vs dense continued from the same dense checkpoint at equal total FLOPs (log-log interpolation)."""
     claim = "at equal total compute, upcycling beats continuing the dense model"
     source = "He et al. 2024; Komatsuzaki et al. 2022"
-    up = cells[cells["kind"] == "upcycled"]
-    cont = cells[cells["kind"] == "dense_cont"]
+    up = cells[cells["kind"] == UPCYCLED]
+    cont = cells[cells["kind"] == DENSE_CONT]
     gaps, where = [], []
     for _, row in up.iterrows():
         curve = cont[(cont["model"] == row["model"]) & (cont["D1"] == row["D1"])].sort_values("flops_total")
@@ -327,8 +331,8 @@ def grown_row(cells: pd.DataFrame, noise: SeedNoise) -> Finding:
         "low tokens/parameter"
     )
     source = "Mallik et al. 2024 (arXiv 2411.07340)"
-    grown = cells[cells["kind"] == "grown"]
-    dense = cells[cells["kind"] == "dense"]
+    grown = cells[cells["kind"] == GROWN]
+    dense = cells[cells["kind"] == DENSE]
     gaps, ratios, where, labels = [], [], [], []
     for _, row in grown.iterrows():
         curve = dense[dense["N_total"] == row["N_total"]].sort_values("flops_total")
@@ -341,7 +345,7 @@ def grown_row(cells: pd.DataFrame, noise: SeedNoise) -> Finding:
         loss = math.exp(float(np.interp(target, x, np.log(curve["val_loss"].to_numpy(float)))))
         gaps.append(float(row["val_loss"]) - loss)
         ratios.append(float(row["D2"]) / float(row["N_total"]))
-        label = row["growth"] if isinstance(row["growth"], str) and row["growth"] else "grown"
+        label = row["growth"] if isinstance(row["growth"], str) and row["growth"] else GROWN
         labels.append(label)
         where.append(f"{label} D1 {_tokens(row['D1'])} D2 {_tokens(row['D2'])}: {gaps[-1]:+.4f}")
     if not gaps:
@@ -408,7 +412,7 @@ def shrink_perturb_row(cells: pd.DataFrame, noise: SeedNoise) -> Finding:
     plain zero-pad (perturb 0: the new units start at exactly zero) and plain copy (shrink 1)."""
     claim = "shrink + zero-pad + perturb beats plain zero-padding and plain copying of the small model"
     source = "Mallik et al. 2024 (arXiv 2411.07340)"
-    grown = cells[(cells["kind"] == "grown") & (cells["method"] == "shrink_perturb")]
+    grown = cells[(cells["kind"] == GROWN) & (cells["method"] == "shrink_perturb")]
     grown = grown.assign(
         role=np.select(
             [grown["growth_perturb"] == 0, grown["growth_shrink"] >= 1, grown["growth_shrink"] < 1],
@@ -458,7 +462,7 @@ def lr_policy_row(cells: pd.DataFrame, noise: SeedNoise) -> Finding:
     )
     source = "He et al. 2024"
     groups = _compare_groups(
-        cells, "upcycled", "schedule", ["model", "D1", "D2", "experts", "top_k", "granularity", "method"]
+        cells, UPCYCLED, "schedule", ["model", "D1", "D2", "experts", "top_k", "granularity", "method"]
     )
     if not groups:
         return Finding(
@@ -497,7 +501,7 @@ def experts_row(cells: pd.DataFrame, noise: SeedNoise) -> Finding:
     source = "Liew et al. 2025 (sparsity law); He et al. 2024"
     slack = noise.band()
     fixed = ["model", "D", "D1", "D2", "top_k", "granularity", "method", "norm_topk_prob", "shared_expert_d_ff"]
-    groups = [g for kind in ("scratch_moe", "upcycled") for g in _compare_groups(cells, kind, "experts", fixed)]
+    groups = [g for kind in (SCRATCH_MOE, UPCYCLED) for g in _compare_groups(cells, kind, "experts", fixed)]
     groups = [g for g in groups if g["experts"].nunique() >= 3]
     if not groups:
         return Finding(
@@ -540,7 +544,7 @@ def granularity_row(cells: pd.DataFrame, noise: SeedNoise) -> Finding:
     g = cells["granularity"].replace(0, np.nan)
     cells = cells.assign(active_width=cells["top_k"] / g, total_width=cells["experts"] / g)
     fixed = ["model", "D", "D1", "D2", "active_width", "total_width", "method"]
-    groups = [g for kind in ("scratch_moe", "upcycled") for g in _compare_groups(cells, kind, "granularity", fixed)]
+    groups = [g for kind in (SCRATCH_MOE, UPCYCLED) for g in _compare_groups(cells, kind, "granularity", fixed)]
     if not groups:
         return Finding(
             "fine_grained",
@@ -578,7 +582,7 @@ def function_preserving_row(cells: pd.DataFrame, noise: SeedNoise) -> Finding:
         "and catches up after D2"
     )
     source = "Komatsuzaki et al. 2022; Nakamura et al. 2025"
-    up = cells[(cells["kind"] == "upcycled") & cells["step0_val_loss"].notna()]
+    up = cells[(cells["kind"] == UPCYCLED) & cells["step0_val_loss"].notna()]
     if up.empty:
         return Finding("function_preserving", claim, source, "no upcycled runs", "", NOT_MEASURED, "")
     jump = (up["step0_val_loss"] - up["parent_val_loss"]).abs()
@@ -612,7 +616,7 @@ def wsd_cost_row(runs: pd.DataFrame) -> Finding:
     against independent runs of the same budgets (each run its own D), from the runs table's branch points."""
     claim = "warmup-stable-decay trains a whole grid of budgets as one stable run plus a short cooldown per budget"
     source = "Hägele et al. 2024"
-    trained = runs[runs["kind"].isin(["dense", "scratch_moe", "upcycled", "dense_cont", "grown"])]
+    trained = runs[runs["kind"].isin([kind.name for kind in KINDS.values() if kind.branches])]  # not lr sweeps
     if "branch_tokens" not in trained.columns or trained.empty or not (trained["branch_tokens"] > 0).any():
         return Finding("wsd_cost", claim, source, "no wsd cooldowns in this grid", "", NOT_MEASURED, "")
     own = trained["D"].astype(float)

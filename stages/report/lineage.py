@@ -19,7 +19,7 @@ from stages.core.artifacts import read_json, sha256_file
 from stages.core.cli import UserError
 from stages.core.record import read_record
 
-FIGURE_KEY = "provenance"  # PNG text chunk / PDF Keywords entry written by report.figures.save
+FIGURE_KEY = "provenance"  # PNG text chunk / PDF Keywords entry written by report.plots.common.save
 
 
 class Tracer:

@@ -16,25 +16,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from stages.core.kinds import KINDS
 from stages.model.compute import flops_per_token
-from stages.model.config import ModelConfig
 from stages.workflow.config import growth_target, load_yaml, model_config, validate_config
 from stages.workflow.grid import Grid, Run, shape_name
 
 DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "config" / "config.yaml"
 H100_BF16_TFLOPS = 989.0  # dense bf16 tensor-core peak of an H100 SXM (datasheet, no sparsity); H200: the same
-KIND_ORDER = (
-    "dense",
-    "scratch_moe",
-    "upcycled",
-    "dense_cont",
-    "lr_sweep",
-    "grown",
-    "stable",
-    "upcycle_eval",
-    "grow_eval",
-    "evaluate",
-)
+CHECKS = ("upcycle_eval", "grow_eval", "evaluate")  # the jobs that only evaluate (forward passes)
+KIND_ORDER = (*KINDS, "stable", *CHECKS)  # the ledger's lines: every run kind, the wsd stable runs, the evaluations
 
 
 def merge(base: dict[str, Any], overlay: dict[str, Any]) -> dict[str, Any]:
@@ -66,13 +56,6 @@ class Line:
     flops: float
 
 
-def _run_model(cfg: dict[str, Any], run: Run) -> ModelConfig:
-    moe = run.moe if run.kind in ("upcycled", "scratch_moe") else None
-    if run.kind == "grown":  # a grown run trains the growth variant's target model
-        return model_config(cfg, growth_target(cfg, run.growth))
-    return model_config(cfg, shape_name(run.model), moe)
-
-
 def ledger_lines(cfg: dict[str, Any]) -> list[Line]:
     """Every job of the validated config ``cfg`` with the tokens it processes and its FLOPs."""
     grid = Grid(cfg)
@@ -81,7 +64,7 @@ def ledger_lines(cfg: dict[str, Any]) -> list[Line]:
     conv = t["flops_convention"]
 
     def fpt(run: Run) -> float:
-        return flops_per_token(_run_model(cfg, run), t["seq_len"], conv)
+        return flops_per_token(grid.trained_model(run), t["seq_len"], conv)
 
     lines: list[Line] = []
     for seg in grid.segments.values():
@@ -126,11 +109,9 @@ def summarize(cfg: dict[str, Any]) -> Summary:
     ]
     t = cfg["train"]
     grid = Grid(cfg)
-    independent = sum(
-        flops_per_token(_run_model(cfg, r), t["seq_len"], t["flops_convention"]) * grid.steps(r) * grid.tokens_per_step
-        for r in grid.runs
-    )
-    training = [x for x in lines if x.kind not in ("evaluate", "upcycle_eval", "grow_eval")]
+    fpt = {r: flops_per_token(grid.trained_model(r), t["seq_len"], t["flops_convention"]) for r in grid.runs}
+    independent = sum(fpt[r] * grid.steps(r) * grid.tokens_per_step for r in grid.runs)
+    training = [x for x in lines if x.kind not in CHECKS]
     return Summary(rows, sum(x.flops for x in lines), max(training, key=lambda x: x.flops), independent)
 
 
@@ -166,7 +147,7 @@ def format_ledger(cfg: dict[str, Any], mfu: float = 0.35, gpu_tflops: float = H1
         f"largest training job: {big.job} ({big.flops:.3e} FLOPs, "
         f"{gpu_hours(big.flops, mfu, gpu_tflops):,.1f} GPU-hours on one GPU)"
     )
-    trained = sum(r[3] for r in s.rows if r[0] not in ("evaluate", "upcycle_eval", "grow_eval"))
+    trained = sum(r[3] for r in s.rows if r[0] not in CHECKS)
     if trained < s.independent_flops:
         out.append(
             f"training with shared wsd stable runs: {trained:.3e} FLOPs vs {s.independent_flops:.3e} for "
