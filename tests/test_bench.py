@@ -103,3 +103,16 @@ def test_train_throughput_quick_mode_prints_ratios_for_dense_and_moe():
             assert float(row[col]) > 0, row
         assert float(row["dloss0"]) < 1e-3, row  # the three contenders compute the same loss on the same weights
     assert lines[-1].startswith("# ceiling:")
+
+
+def test_nanotron_vs_torch_smoke_mode_prints_rates_and_equal_losses(tmp_path):
+    """bench/nanotron_vs_torch.py on the CPU (nanotron's CPU mode, fp32): a row per job, the same losses."""
+    done = subprocess.run(
+        [sys.executable, str(REPO / "bench" / "nanotron_vs_torch.py"), "--device", "cpu", "--small", "--steps", "8",
+         "--batch", "8", "--out", str(tmp_path)],
+        capture_output=True, text=True, cwd=REPO,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    rows = {line.split()[0]: line.split() for line in done.stdout.splitlines() if line.startswith(("dense", "moe"))}
+    assert set(rows) == {"dense", "moe_e8k2"}
+    assert all(float(r[6]) <= 1e-4 for r in rows.values())  # max |train loss difference| per step
