@@ -312,3 +312,15 @@ def test_progress_folder_lives_under_the_study_root():
     assert job(Path("x"), work_dir=Path("w")).scratch == Path("w")
     segment = job(None, "stable/dense/s/b_5", state_out=Path("results/a/stable/dense/s/b_5.pt"), stop_step=5)
     assert segment.scratch == Path("results/a/.work/stable/dense/s/b_5")
+
+
+def test_a_stable_segment_writes_the_same_branch_state_bytes_every_time(tmp_path, corpus_dir):
+    """The declared branch-state .pt of a stable segment is byte-identical across runs (no temp-file names or
+    other per-run values inside the archive), so the DAG's determinism promise reaches it."""
+    wsd = dict(lr=0.004, lr_policy="wsd", warmup_steps=4, decay_frac=0.25)
+    states = []
+    for attempt in ("a", "b"):
+        path = tmp_path / attempt / "b23.pt"
+        run_ok(train_cmd(corpus_dir, tmp_path / attempt / "seg", "--stop-step", "23", "--state-out", str(path), **wsd))
+        states.append(path.read_bytes())
+    assert states[0] == states[1]
