@@ -96,6 +96,7 @@ schema: env
 
 # docs/*.md: the tables of measured results rebuilt from results/ (a block whose study is missing is kept)
 docs: env
+	-$(BIN)/python -m stages.all_findings --results results --out results/all_findings
 	$(BIN)/python -m stages.docs --results results --out docs
 
 clean:
