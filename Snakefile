@@ -25,6 +25,7 @@ include: "workflow/rules/parents.smk"
 include: "workflow/rules/upcycle.smk"
 include: "workflow/rules/moe.smk"
 include: "workflow/rules/grow.smk"
+include: "workflow/rules/expand.smk"
 include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/fit.smk"
 include: "workflow/rules/figures.smk"
@@ -53,6 +54,7 @@ rule all:
         FINDINGS_FILES,
         [f"{d}/surgery.json" for d in GRID.upcycle_inits()],
         [f"{d}/surgery.json" for d in GRID.grow_inits()],
+        [f"{d}/surgery.json" for d in GRID.expand_inits()],
 
 
 rule paper:

@@ -16,44 +16,36 @@ Shards hold uint16 ids when the vocabulary fits and uint32 otherwise (the manife
 ``manifest.json`` records the sha256 of every package and every output, the document ids of the validation
 split and the token counts.
 
-The stage streams: three passes over the documents (split keys and lengths; tokenizer training; encoding in
-bounded batches appended to the shards), so its memory does not grow with the corpus (beyond 40 bytes per
-document of a source for the split and the validation document ids) - only with its largest document.
+Exact duplicates (byte-identical text of an earlier document) are removed before the split and counted in the
+manifest, near duplicates (equal up to case and whitespace) are counted; documents longer than
+``--max-document-chars`` are cut into pieces (at line ends) so that one huge document cannot miss the held-out
+share. The stage streams: three passes over the documents (split hashes and lengths; tokenizer training; encoding
+in bounded batches appended to the shards), so its memory does not grow with the corpus beyond 67 bytes per
+document (and the validation document ids), nor with its largest document beyond one piece.
+
+The workflow runs it in steps (``--step``): ``tokenizer`` (split plan and tokenizer), ``shard`` (``--shard K
+--shards N``: one N-th of the documents, N jobs in parallel) and ``merge``; ``all`` (the default) runs the three
+in this process. The outputs are the same bytes for any ``--shards`` (``stages.corpus.build``).
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import ExitStack
+from collections.abc import Sequence
 from pathlib import Path
 
-from stages.core.artifacts import atomic_path, sha256_file, write_json
 from stages.core.cli import ArgumentParser, UserError, run
 from stages.core.codehash import code_hash
-from stages.corpus.shards import MANIFEST, TOKEN_DTYPES, token_dtype
-from stages.corpus.sources import Document, Stream, open_sources
-from stages.corpus.split import doc_key, plan_split
-from stages.corpus.tokenizer import EOT, encode_stream, load_tokenizer, tokenizer_size, train_tokenizer
+from stages.corpus.build import encode_shard, merge_shards, plan_corpus
+from stages.corpus.sources import open_sources
+from stages.corpus.split import MAX_DOCUMENT_CHARS
 from stages.interop.hf_config import hf_tokenizer
 
 TOKENIZER_CHARS = 300_000_000  # default bound of the tokenizer's training sample (characters)
-
-
-def _documents(streams: list[Stream]) -> Iterator[Document]:
-    for stream in streams:
-        yield from stream.documents()
-
-
-def _progress(start: float, message: str) -> None:
-    print(f"[{time.monotonic() - start:7.1f} s] {message}", file=sys.stderr, flush=True)
-
-
-def _in_sample(doc: Document, share: float) -> bool:
-    """A deterministic ``share`` of the documents (all when ``share >= 1``), independent of the split's order."""
-    return share >= 1 or int.from_bytes(doc_key(doc)[24:], "big") < share * 2**64
+STEPS = ("all", "tokenizer", "shard", "merge")
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -84,6 +76,16 @@ def main(argv: Sequence[str] | None = None) -> None:
         "embedding rows (default: vocab_size of the config.json beside it, else the tokenizer's ids)",
     )
     p.add_argument("--val-fraction", type=float, default=0.05, help="share of each source's text held out")
+    p.add_argument(
+        "--max-document-chars",
+        type=int,
+        default=MAX_DOCUMENT_CHARS,
+        help="cut longer documents into pieces of at most this many characters (at line ends) before the split",
+    )
+    p.add_argument("--step", choices=STEPS, default="all", help="run one step of the workflow's data jobs")
+    p.add_argument("--shard", type=int, default=0, help="the shard this --step shard job encodes (0-based)")
+    p.add_argument("--shards", type=int, default=1, help="number of shards (--step shard and merge)")
+    p.add_argument("--parts", default=None, help="folder of the steps' intermediate files (default <out>/parts)")
     p.add_argument("--packages-dir", default=None, help="where packages are downloaded (default <out>/packages)")
     p.add_argument("--threads", type=int, default=2, help="tokenizer threads (the output does not depend on it)")
     args = p.parse_args(argv)
@@ -91,109 +93,53 @@ def main(argv: Sequence[str] | None = None) -> None:
         raise UserError(f"data.val_fraction: must be in (0, 1), got {args.val_fraction}")
     if args.tokenizer_chars < 1:
         raise UserError(f"--tokenizer-chars: must be positive, got {args.tokenizer_chars}")
-    if args.tokenizer is None and args.vocab_size is None:
+    if args.max_document_chars < 1000:
+        raise UserError(f"data.max_document_chars: must be at least 1000, got {args.max_document_chars}")
+    if args.shards < 1:
+        raise UserError(f"data.shards: must be positive, got {args.shards}")
+    if args.step in ("all", "tokenizer") and args.tokenizer is None and args.vocab_size is None:
         raise UserError("--vocab-size: required to train a tokenizer (or give --tokenizer)")
     os.environ["RAYON_NUM_THREADS"] = str(max(1, args.threads))
     out = Path(args.out)
+    parts = Path(args.parts) if args.parts else out / "parts"
     packages_dir = Path(args.packages_dir) if args.packages_dir else out / "packages"
-    sources = [s.strip() for s in args.sources.split(",") if s.strip()]
-    streams = open_sources(sources, args.files, packages_dir, args.text_field)
     start = time.monotonic()
-    plan = plan_split(_documents(streams), args.val_fraction)  # pass 1: keys and lengths only
-    _progress(start, f"split: {plan.train_documents} train / {plan.val_documents} val documents")
-    share = args.tokenizer_chars / max(plan.train_chars, 1)
-    if args.tokenizer is not None:
-        pretrained = hf_tokenizer(Path(args.tokenizer))
-        tok, eot_id = load_tokenizer(pretrained.path, pretrained.eos, pretrained.eos_id)
-        ids = tokenizer_size(tok)
-        vocab = args.vocab_size or pretrained.vocab_size or ids
-        if vocab < ids:
-            raise UserError(f"--vocab-size {vocab}: fewer than the {ids} ids of {pretrained.path}")
-        tokenizer_bytes = pretrained.path.read_bytes()
-        tokenizer_info = {
-            "type": "pretrained",
-            "library": "tokenizers",
-            "source": str(pretrained.path),
-            "eos": tok.id_to_token(eot_id),
-            "ids": ids,
-        }
-    else:
-        sample = (d for d in _documents(streams) if not plan.is_val(d) and _in_sample(d, share))
-        tok = train_tokenizer(sample, args.vocab_size)  # pass 2
-        trained_on = f"{min(1.0, share):.3f} of the training split's {plan.train_chars:,} chars"
-        _progress(start, f"tokenizer trained on {trained_on}")
-        vocab, eot_id = tok.get_vocab_size(), tok.token_to_id(EOT)
-        tokenizer_bytes = tok.to_str(pretty=True).encode("utf-8")  # the bytes Tokenizer.save writes
-        tokenizer_info = {
-            "type": "byte-level BPE",
-            "library": "tokenizers",
-            "min_frequency": 2,
-            "special": [EOT],
-            "sample_chars": args.tokenizer_chars,
-            "sample_share": min(1.0, share),
-        }
-    dtype = token_dtype(vocab)
 
-    counts = {s.name: [0, 0] for s in streams}
-    tokens = {"train": 0, "val": 0}
-    chars = {"train": 0, "val": 0}
-    n_docs = {"train": 0, "val": 0}
-    val_names: list[str] = []
+    def log(message: str) -> None:
+        print(f"[{time.monotonic() - start:7.1f} s] {message}", file=sys.stderr, flush=True)
 
-    def counted(stream: Stream) -> Iterator[Document]:
-        for doc in stream.documents():
-            counts[stream.name][0] += 1
-            counts[stream.name][1] += len(doc.text)
-            yield doc
+    def streams():
+        sources = [s.strip() for s in args.sources.split(",") if s.strip()]
+        return open_sources(sources, args.files, packages_dir, args.text_field)
 
-    out.mkdir(parents=True, exist_ok=True)
-    with ExitStack() as stack:  # pass 3: each shard appended batch by batch to its atomic temporary
-        shard = {}
-        for split in ("train", "val"):
-            shard[split] = stack.enter_context(open(stack.enter_context(atomic_path(out / f"{split}.bin")), "wb"))
-        for stream in streams:
-            batches = encode_stream(
-                tok, counted(stream), eot_id=eot_id, dtype=TOKEN_DTYPES[dtype], pieces=args.tokenizer is None
-            )
-            for batch in batches:
-                for doc, ids in batch:
-                    split = "val" if plan.is_val(doc) else "train"
-                    shard[split].write(ids.tobytes())
-                    tokens[split] += int(ids.size)
-                    chars[split] += len(doc.text)
-                    n_docs[split] += 1
-                    if split == "val":
-                        val_names.append(f"{doc.source}/{doc.doc_id}")
-    _progress(start, "shards written")
-    with atomic_path(out / "tokenizer.json") as tmp:
-        tmp.write_bytes(tokenizer_bytes)
-    records = [{**s.record, "documents": counts[s.name][0], "chars": counts[s.name][1]} for s in streams]
-    manifest = {
-        "vocab_size": vocab,
-        "eot_id": eot_id,
-        "token_dtype": dtype,
-        "val_fraction": args.val_fraction,
-        "files": {
-            "train": {"name": "train.bin", "sha256": sha256_file(out / "train.bin"), "tokens": tokens["train"]},
-            "val": {"name": "val.bin", "sha256": sha256_file(out / "val.bin"), "tokens": tokens["val"]},
-            "tokenizer": {"name": "tokenizer.json", "sha256": sha256_file(out / "tokenizer.json")},
-        },
-        "sources": records,
-        "split": {
-            "train_documents": n_docs["train"],
-            "val_documents": sorted(val_names),
-            "train_chars": chars["train"],
-            "val_chars": chars["val"],
-        },
-        "tokenizer": tokenizer_info,
-        "code_hash": code_hash("data"),
-    }
-    write_json(out / MANIFEST, manifest)
-    print(
-        f"{out}: {n_docs['train']} train / {n_docs['val']} val documents, "
-        f"{tokens['train']:,} / {tokens['val']:,} tokens, vocab {vocab}",
-        file=sys.stderr,
-    )
+    if args.step in ("all", "tokenizer"):
+        plan_corpus(
+            streams(),
+            out,
+            parts,
+            val_fraction=args.val_fraction,
+            max_chars=args.max_document_chars,
+            vocab_size=args.vocab_size,
+            tokenizer_chars=args.tokenizer_chars,
+            pretrained=hf_tokenizer(Path(args.tokenizer)) if args.tokenizer is not None else None,
+            log=log,
+        )
+    shards = 1 if args.step == "all" else args.shards
+    if args.step in ("all", "shard"):
+        for shard in range(shards) if args.step == "all" else [args.shard]:
+            encode_shard(streams(), out, parts, shard, shards)
+            log(f"shard {shard} of {shards} encoded")
+    if args.step in ("all", "merge"):
+        manifest = merge_shards(out, parts, shards, code_hash("data"))
+        if args.step == "all":
+            shutil.rmtree(parts)
+        split, files = manifest["split"], manifest["files"]
+        print(
+            f"{out}: {split['train_documents']} train / {len(split['val_documents'])} val documents, "
+            f"{files['train']['tokens']:,} / {files['val']['tokens']:,} tokens, vocab {manifest['vocab_size']}, "
+            f"{split['duplicates']['exact_removed']} exact duplicates removed",
+            file=sys.stderr,
+        )
 
 
 if __name__ == "__main__":

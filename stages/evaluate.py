@@ -43,6 +43,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     dev = device(args.device)
     model, record = load_model(args.checkpoint)
     seq_len = args.seq_len or model.cfg.max_seq_len
+    if not 0 < seq_len <= model.cfg.max_seq_len:  # RoPE tables and the model's promise end at max_seq_len
+        raise UserError(
+            f"--seq-len {args.seq_len}: must lie in 1..{model.cfg.max_seq_len}, the max_seq_len of "
+            f"{Path(args.checkpoint) / 'config.json'}"
+        )
     tokens_path = Path(args.tokens)
     tokens = read_checked_shard(
         tokens_path, model.cfg.vocab_size, record.data.tokenizer_sha256, f"--checkpoint {args.checkpoint}"

@@ -7,12 +7,12 @@
 The model already computes Qwen2 / Qwen2-MoE math with Hugging Face parameter names, so an export
 moves the same fp32 tensors (renamed, split, concatenated or transposed) and never trains or
 approximates. What a format cannot express is a one-line error, never a silent change: token dropping
-(``capacity_factor > 0``) for both, which are dropless. The router z-loss is training-only and not
-exported; an import sets it to 0. A tied ``lm_head`` is stored once, as the embedding. Outputs are
-written to a temporary sibling and renamed into place, readable by others (directories 0755, files
-0644); an import's ``provenance.json`` names the source files and their sha256. A Hugging Face export
-also carries the corpus tokenizer the checkpoint was trained with (``--tokenizer`` gives it for a
-checkpoint whose run record names none, such as an import; without one the export is an error) and a
+(``capacity_factor > 0``) for both, which are dropless, and a router bias (``moe.router_bias``), which neither
+has. The router z-loss is training-only and not exported; an import sets it to 0. A tied ``lm_head`` is stored
+once, as the embedding. Outputs are written to a temporary sibling and renamed into place, readable by others
+(directories 0755, files 0644); an import's ``provenance.json`` names the source files and their sha256. A
+Hugging Face export also carries the corpus tokenizer the checkpoint was trained with (``--tokenizer`` gives it
+for a checkpoint whose run record names none, such as an import; without one the export is an error) and a
 ``generation_config.json``, so ``AutoTokenizer`` / ``AutoModelForCausalLM`` load it and ``generate`` runs.
 An import from Hugging Face also reads dense Llama and Mistral models (the parent of an upcycling study);
 ``--max-seq-len`` sets the context it is trained and evaluated at, and ``--tokens`` states its pre-training
@@ -29,6 +29,7 @@ from stages.core.cli import ArgumentParser, UserError, parse_tokens, run
 from stages.interop.hf import export_hf, import_hf
 from stages.interop.nanotron import export_nanotron, import_nanotron
 from stages.model.compute import FLOP_CONVENTIONS
+from stages.model.config import ModelConfig
 
 FORMATS = {"hf": (export_hf, import_hf), "nanotron": (export_nanotron, import_nanotron)}
 
@@ -76,6 +77,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     if not checkpoint.is_dir():
         raise UserError(f"--checkpoint {checkpoint}: not a directory")
     export, import_ = FORMATS[args.to or args.source]
+    if args.to:
+        moe = ModelConfig.read(checkpoint).moe
+        if moe is not None and moe.router_bias:
+            raise UserError(
+                f"--checkpoint {checkpoint}: moe.router_bias: {args.to}'s MoE router has no bias (an expert expansion "
+                "with utility selection keeps its offsets there); it cannot be exported without changing the function"
+            )
     if args.to == "hf":
         export_hf(checkpoint, out, tokenizer=Path(args.tokenizer) if args.tokenizer is not None else None)
     elif args.to:

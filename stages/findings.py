@@ -58,6 +58,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         F.dense_cont_row(cells, noise),
         F.grown_row(cells, noise),
         F.shrink_perturb_row(cells, noise),
+        F.expansion_row(cells, noise),
+        F.expansion_selection_row(cells, noise),
         F.lr_policy_row(cells, noise),
         F.experts_row(cells, noise),
         F.granularity_row(cells, noise),

@@ -22,7 +22,7 @@ from stages.core.cli import ArgumentParser, parse_json_object, parse_tokens, run
 from stages.core.options import from_json
 from stages.training.job import KINDS, Job
 from stages.training.loop import train
-from stages.training.options import TrainConfig
+from stages.training.options import DIST_TIMEOUT, TrainConfig
 
 
 def build_parser() -> ArgumentParser:
@@ -41,6 +41,13 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--data-seed", type=int, required=True, help="seed of the shared data order")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--save-every", type=int, default=0, help="progress checkpoint every N steps (0: never)")
+    p.add_argument(
+        "--dist-timeout",
+        type=int,
+        default=DIST_TIMEOUT,
+        help="seconds a process of a multi-process run waits for the others (rendezvous, each all-reduce) before it "
+        "ends with one line naming the rank that died or stalled",
+    )
     p.add_argument("--work-dir", default=None, help="scratch folder for progress (default results/.work/<run-id>)")
     p.add_argument("--start-state", help="wsd: a stable run's branch state to continue from (a cooldown)")
     p.add_argument("--stop-step", type=int, default=0, help="wsd: stop after this step (a stable segment)")
@@ -64,6 +71,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         labels=parse_json_object(args.labels, "--labels"),
         threads=args.threads,
         save_every=args.save_every,
+        dist_timeout=args.dist_timeout,
         work_dir=Path(args.work_dir) if args.work_dir else None,
         start_state=Path(args.start_state) if args.start_state else None,
         stop_step=args.stop_step,

@@ -1,8 +1,10 @@
 """A real single-node SLURM cluster for the cluster-profile test (Debian's slurmctld, slurmd, munge).
 
-Runs as root on a throwaway machine (CI installs the packages in .ci/run). Two fake GPUs (device files)
-let the real ``profiles/slurm`` GPU requests schedule; ``SlurmdParameters=config_overrides`` lets the node
-advertise the CPUs and memory the profile asks for on a small machine. The jobstep plugin strips
+Runs as root on a throwaway machine (CI installs the packages in .ci/run). Two fake GPUs (device files) of
+model ``h100`` let the real GPU requests schedule, typed or not; the node has the feature ``nvlink`` and sits in
+three partitions, ``cpu`` (the default), ``gpu`` and ``h100`` (10 hours at most), so that a test can point the
+config's ``site`` settings at them. ``SlurmdParameters=config_overrides`` lets the node advertise the CPUs and
+memory the jobs ask for on a small machine. The jobstep plugin strips
 ``SLURM_CONF``, so the configuration goes to the compiled-in default, ``/etc/slurm/slurm.conf``.
 """
 
@@ -72,7 +74,7 @@ class LocalSlurm:
         ETC.mkdir(parents=True, exist_ok=True)
         (ETC / "slurm.conf").write_text(self._slurm_conf(socket_path))
         (ETC / "gres.conf").write_text(
-            f"{MARKER}\nAutoDetect=off\nNodeName={self.host} Name=gpu File={r / 'dev'}/fakegpu[0-1]\n"
+            f"{MARKER}\nAutoDetect=off\nNodeName={self.host} Name=gpu Type=h100 File={r / 'dev'}/fakegpu[0-1]\n"
         )
         subprocess.run(["slurmctld"], check=True)
         subprocess.run(["slurmd"], check=True)
@@ -112,9 +114,10 @@ MpiDefault=none
 ReturnToService=2
 MinJobAge=300
 GresTypes=gpu
-NodeName={self.host} NodeAddr=127.0.0.1 CPUs=16 RealMemory=512000 Gres=gpu:2 State=UNKNOWN
+NodeName={self.host} NodeAddr=127.0.0.1 CPUs=16 RealMemory=512000 Gres=gpu:h100:2 Features=nvlink State=UNKNOWN
 PartitionName=cpu Nodes={self.host} Default=YES MaxTime=INFINITE State=UP
 PartitionName=gpu Nodes={self.host} MaxTime=INFINITE State=UP
+PartitionName=h100 Nodes={self.host} MaxTime=10:00:00 State=UP
 """
 
     def stop(self) -> None:

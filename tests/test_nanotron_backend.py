@@ -343,6 +343,7 @@ REFUSED = [
     ({}, {"device": "auto"}, "train.device auto"),
     ({}, {"dtype": "fp32"}, "train.dtype fp32: flash-attention runs in bf16 only on GPUs"),
     ({}, {"tensorboard": True}, "train.tensorboard"),
+    ({"moe": dataclasses.replace(MOE, router_bias=True)}, {}, "moe.router_bias: nanotron's router has no bias"),
 ]
 TRAINABLE = [  # refused before the backend ran our model class and schedule
     ({"moe": dataclasses.replace(MOE, norm_topk_prob=True)}, {}),

@@ -138,7 +138,7 @@ def test_extrapolation_factor_is_one_inside_and_flags_outside(fits):
     row = t.loc["threshold_same_compute"]
     assert row["extrapolation"] > 100.0 and row["extrapolated"] == "yes"
     assert "upcycle: D2 = " in row["note"] and "flagged, not refused" in row["note"]
-    assert any(w.startswith("threshold_same_compute: upcycle: D2") for w in warnings)
+    assert any(w.startswith("upcycle: D2") and w.endswith("(threshold_same_compute)") for w in warnings)
 
     def narrow(i, fit):  # D2 fitted only on 1e9..2.5e9: the option D2 = 1e10 is 4x outside
         for col in ("D2", "D"):
@@ -165,14 +165,85 @@ def test_extrapolation_factor_is_one_inside_and_flags_outside(fits):
     assert "extrapolation unknown: upcycle: the fit records no data ranges" in t.loc["upcycle", "note"]
 
 
-def test_verdict_says_indistinguishable_when_the_best_two_intervals_overlap(fits):
+def test_verdict_is_too_close_to_call_when_the_best_two_intervals_overlap(fits):
     d2_star = plan(laws(fits), N1, NA, D1, 1e10, None, 100.0)[0].set_index("option").loc["threshold_same_tokens"]
     add_floor_bootstrap(fits, spread=0.01)
     t = plan(laws(fits), N1, NA, D1, d2_star["tokens_this_phase"], None, 100.0)[0].set_index("option")
     up, sc = t.loc["upcycle"], t.loc["scratch_same_tokens"]
     assert up["loss_ci95_low"] < sc["loss_ci95_high"] and sc["loss_ci95_low"] < up["loss_ci95_high"]
-    assert t.loc["verdict", "note"].startswith("indistinguishable: ")
+    note = t.loc["verdict", "note"]
+    assert note.startswith("too close to call: ") and "inside their 95% intervals" in note
+    assert "narrower intervals would decide it" in note and "the laws cross at D2* = " in note
     assert math.isnan(t.loc["verdict", "predicted_loss"])  # no winner's numbers on the verdict row
+
+
+ISSUE_QUESTION = ["--fits", "liew2025", "--n1", "1e9", "--n-active", "1.6e9", "--d1", "1e11", "--extra-tokens", "5e10"]
+
+
+def test_a_margin_under_min_margin_without_intervals_is_too_close_to_call(tmp_path, capsys):
+    """The published point estimates at D2 = 5e10, right at D2* = 5.06e10: upcycling 'won' by 0.0003 nats (0.02%)."""
+    from stages.planner import main
+
+    main([*ISSUE_QUESTION, "--out", str(tmp_path / "plan.csv")])
+    verdict = pd.read_csv(tmp_path / "plan.csv").set_index("option").loc["verdict"]
+    assert verdict["note"].startswith(
+        "too close to call: upcycle 2.1142 vs scratch_same_tokens 2.1145, margin 0.0003262 nats (0.02%) under the "
+        "0.50% of --min-margin, without intervals; the laws cross at D2* = 5.064e+10, 1.3% above your D2 = 5e+10 "
+        "(upcycling wins below, scratch above); intervals would decide it"
+    )
+    assert math.isnan(verdict["predicted_loss"]) and f"verdict: {verdict['note']}" in capsys.readouterr().out
+    main([*ISSUE_QUESTION, "--min-margin", "0.0001", "--out", str(tmp_path / "plan.csv")])  # a smaller threshold
+    verdict = pd.read_csv(tmp_path / "plan.csv").set_index("option").loc["verdict"]
+    assert verdict["note"].startswith("upcycle, lowest predicted loss within 5e+10 extra tokens, by 0.0003262 nats")
+
+
+def test_counts_take_the_configs_suffixes_and_scientific_notation(tmp_path):
+    from stages.planner import main
+
+    main(["--fits", "liew2025", "--n1", "1B", "--n-active", "1.6B", "--d1", "100B", "--extra-tokens", "50B"]
+         + ["--out", str(tmp_path / "a.csv")])  # fmt: skip
+    main([*ISSUE_QUESTION, "--out", str(tmp_path / "b.csv")])
+    assert (tmp_path / "a.csv").read_bytes() == (tmp_path / "b.csv").read_bytes()
+    res = run_planner(*ISSUE_QUESTION[:-1], "lots")
+    assert res.returncode == 2 and "Traceback" not in res.stderr
+    assert res.stderr.strip() == (
+        "error: --extra-tokens: cannot read 'lots' as a token count (e.g. 250K, 1.5M, 2B, 4096, 5e10)"
+    )
+
+
+def test_help_explains_every_option_and_its_default():
+    from stages.planner import build_parser
+
+    parser = build_parser()
+    for action in parser._actions:
+        if action.dest == "help":
+            continue
+        assert action.help and len(action.help) > 25, action.dest
+        if action.default is not None:
+            assert "(default: %(default)" in action.help, action.dest  # the value argparse would use
+    text = parser.format_help()
+    assert "active parameters per token N_active" in text and "(default: 100)" in text and "(default: 0.005" in text
+    assert "1B, 100B, 2T, 250K, 4096 or 5e10" in " ".join(text.split())
+
+
+def test_warnings_are_one_block_with_each_reason_once():
+    """A 7B dense model after 2T tokens is outside every fitted range of Table 2: 21 'warning:' lines before, most
+    of them one input repeated per option; now a header that says how far out, then each reason once."""
+    res = run_planner(
+        "--fits", "liew2025", "--n1", "7B", "--n-active", "12B", "--d1", "2T", "--extra-tokens", "100B"
+    )  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    lines = res.stderr.splitlines()
+    assert lines[0] == (
+        "warnings: outside the fitted ranges by up to x7 for the options and x125 for the thresholds; each reason "
+        "once, with the rows it concerns:"
+    )
+    assert all(line.startswith("  ") for line in lines[1:]) and len(set(lines)) == len(lines) == 13
+    assert res.stderr.count("N1 = 7e+09") == 1 and (
+        "  upcycle: N1 = 7e+09 is outside the fitted range [1e+08, 1e+09] (x7) (upcycle, threshold_same_tokens, "
+        "threshold_same_compute)" in lines
+    )
+    assert lines[-1].startswith("  liew2025: Table 2 of Liew et al.")
 
 
 def test_verdict_names_the_winner_and_its_margin_when_intervals_are_disjoint(fits):
@@ -231,7 +302,7 @@ def test_liew2025_plans_at_llm_scale_from_the_published_table(tmp_path, capsys):
     verdict = t.loc["verdict", "note"]
     assert verdict.startswith("scratch_same_tokens, lowest predicted loss") and "no intervals" in verdict
     assert "liew2025" in t.loc["warning", "note"] and "approximate" in t.loc["warning", "note"]
-    assert f"verdict: {verdict}" in out.out and "warning: liew2025" in out.err
+    assert f"verdict: {verdict}" in out.out and "\n  liew2025: Table 2" in out.err
     main([*args, "--out", str(tmp_path / "b.csv")])
     assert (tmp_path / "a.csv").read_bytes() == (tmp_path / "b.csv").read_bytes()
     # beyond the published range (N1 = 1e10 is 10x the paper's largest dense model): flagged, still predicted
@@ -286,7 +357,8 @@ def test_cli_writes_a_table_and_warns_on_extrapolation(fits, tmp_path):
     ("args", "message"),
     [
         (["--d1", "1e15", "--extra-tokens", "1e10"], "refusing to predict"),
-        (["--d1", "1e10", "--extra-tokens", "0"], "--extra-tokens: must be a positive number"),
+        (["--d1", "1e10", "--extra-tokens", "0"], "--extra-tokens: token count must be positive"),
+        (["--d1", "1e10", "--extra-tokens", "1e10", "--min-margin", "0"], "--min-margin: must be a positive number"),
         (
             ["--d1", "1e10", "--extra-tokens", "1e10", "--upcycled-fit", "missing"],
             "missing.json: no fit of the upcycled",

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -88,3 +89,33 @@ def test_a_two_task_training_job_runs_as_two_srun_ranks(cluster, tmp_path):
     job_id = next((tmp_path / "logs" / "slurm" / "rule_dense").rglob("*.log")).stem
     job = subprocess.run(["scontrol", "show", "job", job_id], capture_output=True, text=True).stdout
     assert "NumTasks=2" in job and "TresPerNode=gres:gpu:2" in job, job
+
+
+def test_site_settings_reach_sbatch_on_top_of_each_jobs_own_numbers(cluster, tmp_path):
+    """config `site`: the GPU jobs go to the h100 partition with the h100 GPU model and the nvlink feature, their
+    time limit cut to the partition's 10 hours; each job keeps its own CPUs and memory (before, a site setting given
+    as --default-resources replaced the profile's), and the jobs without GPUs stay on the cpu partition."""
+    overlay = tmp_path / "site.yaml"
+    overlay.write_text(
+        "site:\n  gpu_partition: h100\n  gpu_type: h100\n  gpu_constraint: nvlink\n  max_runtime: 600\n"
+        "  gpu_extra: '--exclusive'\n"
+    )
+    target = "results/dense/xs/d1_16K/metrics.csv"
+    res = snakemake_on_slurm(tmp_path, target, overlay)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+
+    def job(rule: str) -> str:
+        job_id = next((tmp_path / "logs" / "slurm" / f"rule_{rule}").rglob("*.log")).stem
+        return subprocess.run(["scontrol", "show", "job", job_id], capture_output=True, text=True).stdout
+
+    def memory_mb(job: str) -> float:
+        """MinMemoryNode in MB (scontrol writes 64000M or 62.50G depending on the value and version)."""
+        value, unit = re.search(r"MinMemoryNode=([\d.]+)([MGT])", job).groups()
+        return float(value) * {"M": 1, "G": 1024, "T": 1024 * 1024}[unit]
+
+    dense = job("dense")
+    for field in ("Partition=h100", "Features=nvlink", "gpu:h100:1", "TimeLimit=10:00:00", "CPUs/Task=8"):
+        assert field in dense, dense
+    assert memory_mb(dense) == 64000 and "OverSubscribe=NO" in dense, dense  # --exclusive
+    data = job("data")
+    assert "Partition=cpu" in data and "TimeLimit=02:00:00" in data and memory_mb(data) == 32000, data

@@ -31,6 +31,8 @@ def job_counts(stdout: str) -> dict[str, int]:
 def test_default_config_dry_run_lists_every_stage(tmp_path):
     counts = job_counts(snakemake(tmp_path, "-n").stdout)
     assert counts == {
+        "data_tokenizer": 1,
+        "data_shard": 4,  # data.shards
         "data": 1,
         "stable": 54,
         "dense": 14,
@@ -46,13 +48,15 @@ def test_default_config_dry_run_lists_every_stage(tmp_path):
         "fit_table": 1,
         "plan": 1,
         "all": 1,
-        "total": 187,
+        "total": 192,
     }
     assert not (tmp_path / "results").exists()
 
 
 SHIPPED_GRIDS = {
     "paper": {  # 4 dense sizes x 4 D1, wsd: one stable run per family (python -m stages.ledger counts the same)
+        "data_tokenizer": 1,
+        "data_shard": 4,  # data.shards
         "data": 1,
         "stable": 76,
         "dense": 16,
@@ -68,9 +72,11 @@ SHIPPED_GRIDS = {
         "fit_table": 1,
         "plan": 1,
         "all": 1,
-        "total": 260,
+        "total": 265,
     },
     "cosine": {  # the default grid as independent cosine runs (the wsd baseline)
+        "data_tokenizer": 1,
+        "data_shard": 4,  # data.shards
         "data": 1,
         "dense": 14,
         "scratch": 14,
@@ -85,9 +91,11 @@ SHIPPED_GRIDS = {
         "fit_table": 1,
         "plan": 1,
         "all": 1,
-        "total": 133,
+        "total": 138,
     },
     "study": {  # the 90-minute study: longer D, two upcycled sizes, lr policies, Drop-Upcycling, 6 replicas
+        "data_tokenizer": 1,
+        "data_shard": 4,  # data.shards
         "data": 1,
         "stable": 97,
         "dense": 23,
@@ -103,9 +111,11 @@ SHIPPED_GRIDS = {
         "fit_table": 1,
         "plan": 1,
         "all": 1,
-        "total": 328,
+        "total": 333,
     },
     "methods": {
+        "data_tokenizer": 1,
+        "data_shard": 4,  # data.shards
         "data": 1,
         "dense": 1,
         "dense_cont": 1,
@@ -116,9 +126,11 @@ SHIPPED_GRIDS = {
         "figures": 1,
         "findings": 1,
         "all": 1,
-        "total": 72,
+        "total": 77,
     },
     "sparsity": {  # 2 seeds of everything: 7 dense, 6 upcycled per parent size, 7 scratch on s
+        "data_tokenizer": 1,
+        "data_shard": 4,  # data.shards
         "data": 1,
         "dense": 6,
         "scratch": 12,
@@ -132,9 +144,11 @@ SHIPPED_GRIDS = {
         "findings": 1,
         "fit_table": 1,
         "all": 1,
-        "total": 129,
+        "total": 134,
     },
     "interaction": {
+        "data_tokenizer": 1,
+        "data_shard": 4,  # data.shards
         "data": 1,
         "stable": 30,
         "dense": 6,
@@ -147,9 +161,11 @@ SHIPPED_GRIDS = {
         "findings": 1,
         "fit_table": 1,
         "all": 1,
-        "total": 109,
+        "total": 114,
     },
     "warmstart": {  # 4 growth variants x 2 D1 x 4 D2, l from scratch at 5 budgets
+        "data_tokenizer": 1,
+        "data_shard": 4,  # data.shards
         "data": 1,
         "stable": 39,
         "dense": 7,
@@ -162,9 +178,11 @@ SHIPPED_GRIDS = {
         "findings": 1,
         "fit_table": 1,
         "all": 1,
-        "total": 135,
+        "total": 140,
     },
     "mup": {
+        "data_tokenizer": 1,
+        "data_shard": 4,  # data.shards
         "data": 1,
         "lr_sweep": 30,
         "evaluate": 30,
@@ -172,7 +190,28 @@ SHIPPED_GRIDS = {
         "figures": 1,
         "findings": 1,
         "all": 1,
-        "total": 65,
+        "total": 70,
+    },
+    "expert_upcycling": {  # e4k2 from scratch expanded to 8 (2 D1) and 16 experts (1 D1) x 3 D2; 4 replicated cells
+        "data_tokenizer": 1,
+        "data_shard": 4,  # data.shards
+        "data": 1,
+        "stable": 49,
+        "dense": 2,
+        "scratch": 18,
+        "evaluate": 49,
+        "expand_moe": 8,
+        "expanded": 20,
+        "upcycle": 3,
+        "moe": 9,
+        "collect": 1,
+        "figures": 2,
+        "fit": 2,
+        "findings": 1,
+        "fit_table": 1,
+        "plan": 1,
+        "all": 1,
+        "total": 173,
     },
 }
 SHIPPED_GRIDS["warmstart_mup"] = SHIPPED_GRIDS["warmstart"]  # the same grid under muP
@@ -302,3 +341,160 @@ def test_partial_reruns_schedule_exactly_what_the_readme_says(tiny_run, repo_cop
     counts.pop("total")
     counts.pop("all", None)
     assert counts == expected
+
+
+# ----- the SLURM profile with a site's settings (stages.workflow.cluster), and devices this machine lacks -----
+
+H100_SITE = """site:
+  account: MYACCOUNT
+  gpu_partition: h100
+  gpu_type: h100
+  gpu_constraint: nvlink
+  qos: high
+  max_runtime: 720
+cluster:
+  moe: {gpu_type: a100}
+"""
+
+
+def job_resources_of(stdout: str) -> dict[str, dict[str, str]]:
+    """The resources of the first job of every rule in a dry run's listing, as text."""
+    out: dict[str, dict[str, str]] = {}
+    for m in re.finditer(r"^(?:local)?rule (\w+):\n(?:    .*\n)*?    resources: ([^\n]*)", stdout, re.M):
+        out.setdefault(m[1], dict(kv.split("=", 1) for kv in m[2].split(", ")))
+    return out
+
+
+def test_site_settings_add_to_the_slurm_profiles_numbers_of_every_job(tmp_path):
+    """The README's cluster command, with the site's account, H100 partition, GPU model, constraint, QoS and time
+    cap: every job keeps its partition, memory, time limit and CPUs (before, `--default-resources` on the command
+    line replaced the profile's and `collect` kept only the account), and a training rule asks for its own GPU."""
+    site = tmp_path / "site.yaml"
+    site.write_text(H100_SITE)
+    res = snakemake(
+        tmp_path,
+        *("-n", "--profile", str(REPO / "profiles" / "slurm"), "--default-resources", "slurm_account=OLD"),
+        *("--configfile", str(REPO / "config" / "paper.yaml"), str(site)),
+    )
+    jobs = job_resources_of(res.stdout)
+    assert {"collect", "data", "dense", "stable", "moe", "evaluate", "fit", "upcycle"} <= set(jobs)
+    for rule, r in jobs.items():
+        if rule in ("all", "paper"):
+            continue
+        assert {"slurm_partition", "mem_mb", "runtime", "cpus_per_task"} <= set(r), (rule, r)
+        assert r["slurm_account"] == "MYACCOUNT" and r["qos"] == "high", (rule, r)
+        assert int(r["runtime"]) <= 720, (rule, r)
+    assert {k: jobs["collect"][k] for k in ("slurm_partition", "mem_mb", "runtime")} == {
+        "slurm_partition": "cpu",
+        "mem_mb": "4000",
+        "runtime": "30",
+    }
+    for rule in ("dense", "stable", "moe", "scratch", "dense_cont", "evaluate"):
+        r = jobs[rule]
+        assert (r["slurm_partition"], r["gpu"], r["constraint"]) == ("h100", "1", "nvlink"), (rule, r)
+        assert r["gpu_model"] == ("a100" if rule == "moe" else "h100"), (rule, r)  # cluster.moe.gpu_type
+    assert (jobs["dense"]["mem_mb"], jobs["dense"]["runtime"], jobs["dense"]["cpus_per_task"]) == ("64000", "720", "8")
+    assert "constraint" not in jobs["data"] and "gpu" not in jobs["data"]
+
+
+def test_the_executor_renders_a_site_configured_job_as_sbatch_flags(tmp_path):
+    """What snakemake-executor-plugin-slurm would submit for the resources of the dry run above (its own
+    get_submit_command and set_gres_string), without a cluster."""
+    from types import SimpleNamespace
+
+    from snakemake_executor_plugin_slurm.submit_string import get_submit_command
+    from snakemake_executor_plugin_slurm.utils import set_gres_string
+
+    class Resources(dict):
+        __getattr__ = dict.__getitem__
+
+    site = tmp_path / "site.yaml"
+    site.write_text(H100_SITE)
+    profile = str(REPO / "profiles" / "slurm")
+    res = snakemake(
+        tmp_path, "-n", "--profile", profile, "--configfile", str(REPO / "config" / "paper.yaml"), str(site)
+    )
+    jobs = job_resources_of(res.stdout)
+
+    def sbatch(rule: str) -> str:
+        r = Resources({k: int(v) if v.isdigit() else v for k, v in jobs[rule].items()})
+        job = SimpleNamespace(resources=r, threads=1)
+        params = {
+            "run_uuid": "u",
+            "slurm_logfile": "l",
+            "comment_str": "c",
+            "workdir": "",
+            "account": "",
+            "partition": "",
+        }
+        return get_submit_command(job, params) + set_gres_string(job)
+
+    dense = sbatch("dense")
+    for flag in ("-t 720", "-C nvlink", "--qos=high", "--mem 64000", "--cpus-per-task=8", "--gpus=h100:1"):
+        assert flag in dense, dense
+    assert "--gpus=a100:1" in sbatch("moe")
+    collect = sbatch("collect")
+    assert "-t 30" in collect and "--mem 4000" in collect and "--gpus" not in collect and "-C" not in collect
+
+
+def test_gpu_models_reach_several_task_jobs_and_gres_clusters():
+    """The multi-task form (--gpus-per-node in slurm_extra, with site.gpu_extra), and site.gpu_request gres."""
+    from stages.workflow.cluster import rule_resources
+
+    cfg = {
+        "train": {"threads": 2},
+        "cluster": {"dense": {"nodes": 2, "tasks": 4, "gpu_type": "h100"}},
+        "site": {"gpu_extra": "--exclusive", "max_runtime": 600},
+    }
+    dense = rule_resources(cfg, "dense")
+    assert dense["slurm_extra"] == "--ntasks-per-node=2 --gpus-per-node=h100:2 --exclusive"
+    assert (dense["nodes"], dense["tasks"], dense["runtime"], dense["slurm_partition"]) == (2, 4, 600, "gpu")
+    gres = rule_resources({**cfg, "site": {"gpu_request": "gres", "gpu_type": "h100"}}, "dense")
+    assert (gres["gres"], gres["tasks_per_gpu"], gres["slurm_extra"]) == ("gpu:h100:2", 0, "--ntasks-per-node=2")
+    single = rule_resources({**cfg, "site": {"gpu_request": "gres", "gpu_type": "h100"}}, "evaluate")
+    assert single["gres"] == "gpu:h100:1" and "gpu" not in single
+    assert rule_resources(cfg, "collect") == {
+        "cpus_per_task": 2,
+        "mem_mb": 4000,
+        "runtime": 30,
+        "slurm_partition": "cpu",
+    }
+
+
+@pytest.mark.parametrize(
+    ("site", "message"),
+    [
+        ("site: {gpu_extra: '--exclusive --partition=big'}", "config key 'site.gpu_extra': --partition is set by"),
+        ("site: {acount: X}", "config key 'site.acount': unknown key"),
+        ("cluster: {moe: {gpu_type: 'h100:2'}}", "config key 'cluster.moe.gpu_type': 'h100:2' is not valid"),
+    ],
+)
+def test_a_bad_site_setting_is_one_line_exit_2(tmp_path, site, message):
+    bad = tmp_path / "site.yaml"
+    bad.write_text(site + "\n")
+    res = snakemake(
+        tmp_path, "-n", "--profile", str(REPO / "profiles" / "slurm"), "--configfile", str(bad), check=False
+    )
+    assert res.returncode == 2 and message in res.stderr and "Traceback" not in res.stderr, res.stderr[-2000:]
+
+
+def test_training_on_a_device_this_machine_lacks_is_refused_before_the_first_job(tmp_path):
+    """train.device cuda on a machine without CUDA, jobs run here (not through the SLURM executor): one line naming
+    the key before the data job runs, not an error at the first training job after data and surgery ran. A dry run
+    (and a run on the cluster profile, tested above) plans as before."""
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA: nothing to refuse")
+    overlay = tmp_path / "cuda.yaml"
+    overlay.write_text("train:\n  device: cuda\n")
+    args = ["--configfile", str(REPO / "config" / "tiny.yaml"), str(overlay)]
+    res = snakemake(tmp_path, "--cores", "1", *args, check=False)
+    assert res.returncode == 2, res.stdout[-2000:] + res.stderr[-2000:]
+    errors = [line for line in res.stderr.splitlines() if line.startswith("error:")]
+    assert errors == [
+        "error: config key 'train.device': cuda, but torch sees no CUDA device on this machine, where the training "
+        "jobs would run; run them on a GPU cluster (--profile profiles/slurm) or set train.device: cpu or auto"
+    ]
+    assert "Traceback" not in res.stderr and not (tmp_path / "results").exists() and not (tmp_path / "logs").exists()
+    assert "dense" in job_counts(snakemake(tmp_path, "-n", *args).stdout)

@@ -8,10 +8,12 @@ keys so that identical content gives identical bytes.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import math
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -39,19 +41,47 @@ def sha256_bytes(data: bytes) -> str:
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
-    """Yield a temporary sibling path; rename it onto ``path`` only if the block succeeds."""
+    """Yield a temporary sibling path; rename it onto ``path`` only if the block succeeds.
+
+    A write the system refuses (a full disk, no permission, a read-only file system, a quota) is a one-line
+    :class:`UserError` naming ``path`` and the system's reason, also where a library (safetensors, torch.save)
+    reports it in words of its own."""
     target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
+    tmp_path: Path | None = None
     try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+        os.close(fd)
+        tmp_path = Path(tmp)
         yield tmp_path
         os.chmod(tmp_path, 0o644)
         os.replace(tmp_path, target)
+    except Exception as err:
+        reason = _system_reason(err, target.parent)
+        if reason is None:
+            raise
+        other = getattr(err, "filename", None)
+        if other and Path(other) not in (tmp_path, target, target.parent):  # another file the block touched
+            raise UserError(f"{other}: {reason} (while writing {target})") from None
+        raise UserError(f"{target}: cannot write it ({reason})") from None
     finally:
-        if tmp_path.exists():
+        if tmp_path is not None and tmp_path.exists():
             tmp_path.unlink()
+
+
+def _system_reason(err: Exception, directory: Path) -> str | None:
+    """Why the system refused a write, if it did: an OSError's own words, safetensors' ``(os error N)``, or for
+    an error that hides it (torch.save says only where its archive broke off) a file system with no space left."""
+    if isinstance(err, OSError) and err.errno is not None:
+        return err.strerror or os.strerror(err.errno)
+    code = re.search(r"\(os error (\d+)\)", str(err))
+    if code:
+        return os.strerror(int(code[1]))
+    try:
+        stat = os.statvfs(directory)
+    except OSError:
+        return None
+    return os.strerror(errno.ENOSPC) if stat.f_bavail == 0 else None
 
 
 def write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
@@ -94,6 +124,8 @@ def read_json(path: str | os.PathLike[str]) -> Any:
         raise UserError(f"{path}: file not found") from None
     except json.JSONDecodeError as err:
         raise UserError(f"{path}: not valid JSON ({err.msg} at line {err.lineno})") from None
+    except UnicodeDecodeError:
+        raise UserError(f"{path}: not valid JSON (not UTF-8 text)") from None
 
 
 def replace_dir(tmp_dir: Path, target: Path) -> None:

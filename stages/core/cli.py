@@ -36,27 +36,30 @@ class ArgumentParser(argparse.ArgumentParser):
         raise UserError(f"{self.prog}: {message}")
 
 
-def parse_tokens(text: str | int, key: str = "tokens") -> int:
-    """Parse a token count like ``250K``, ``1.5M``, ``2B`` or ``4096`` (SI multipliers, base 1000)."""
+def parse_tokens(text: str | int, key: str = "tokens", what: str = "token count") -> int:
+    """Parse a token count like ``250K``, ``1.5M``, ``2B``, ``4096`` or ``5e10`` (SI multipliers, base 1000;
+    scientific notation for a whole number). ``what`` names the count in errors (e.g. "parameter count")."""
     if isinstance(text, bool):
-        raise UserError(f"{key}: expected a token count, got {text!r}")
+        raise UserError(f"{key}: expected a {what}, got {text!r}")
     if isinstance(text, int):
         value = text
     else:
         s = str(text).strip()
         mult = {"K": 10**3, "M": 10**6, "B": 10**9, "T": 10**12}
         try:
-            if s and s[-1].upper() in mult:
-                number = float(s[:-1])
-                value = int(round(number * mult[s[-1].upper()]))
-                if abs(number * mult[s[-1].upper()] - value) > 1e-6:
-                    raise ValueError
+            scale = mult.get(s[-1:].upper(), 1)
+            number = s[:-1] if scale > 1 else s
+            if scale == 1 and number.lstrip("+-").isdigit():
+                value = int(number)
             else:
-                value = int(s)
-        except ValueError:
-            raise UserError(f"{key}: cannot read {text!r} as a token count (e.g. 250K, 1M, 4096)") from None
+                exact = float(number) * scale
+                value = int(round(exact))  # OverflowError for inf, ValueError for nan
+                if abs(exact - value) > 1e-6:  # a whole number (every float above 2**53 is one)
+                    raise ValueError
+        except (ValueError, OverflowError):
+            raise UserError(f"{key}: cannot read {text!r} as a {what} (e.g. 250K, 1.5M, 2B, 4096, 5e10)") from None
     if value <= 0:
-        raise UserError(f"{key}: token count must be positive, got {text!r}")
+        raise UserError(f"{key}: {what} must be positive, got {text!r}")
     return value
 
 

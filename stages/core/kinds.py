@@ -1,13 +1,13 @@
 """The table of run kinds: every kind of trained run the study knows, described once.
 
-A run kind fixes where its runs live (``path``: the run_id template under the study root; its first segment is
-the kind's folder and the name of the rule that trains it), which lists of its grid section it crosses with the
-models (``axes``) and which of them is its own token budget, whether it continues a dense checkpoint (through
-which surgery, from which folder), where its lr policy is set, how it is seeded, and how reports name and draw
-it. The grid (stages.workflow.grid), the config checks and schema, the wildcards of the rules, the trainer, the
-run records, the runs table, the findings and the figures read it from here; adding a kind is one entry below
-plus the rule that trains it. Code that treats one kind specially names it through the constants below, never
-by a string of its own.
+A run kind fixes where its runs live (``path``: the run_id template under the study root; its first segment is the
+kind's folder and the name of the rule that trains it), which lists of its grid section it crosses with the models
+(``axes``) and which of them is its own token budget, whether it continues a trained checkpoint (a dense one, or an
+MoE from scratch for an expanded MoE; through which surgery, from which folder), where its lr policy is set, how it
+is seeded, and how reports name and draw it. The grid (stages.workflow.grid), the config checks and schema, the
+wildcards of the rules, the trainer, the run records, the runs table, the findings and the figures read it from
+here; adding a kind is one entry below plus the rule that trains it. Code that treats one kind specially names it
+through the constants below, never by a string of its own.
 
 Stdlib only: the Snakefile and the runs table import it.
 """
@@ -24,12 +24,19 @@ UPCYCLED = "upcycled"
 DENSE_CONT = "dense_cont"
 LR_SWEEP = "lr_sweep"
 GROWN = "grown"
-# kinds of run records written by checkpoint surgery and import, not by training (stages.upcycle, .grow, .export)
+EXPANDED = "expanded"
+# kinds of run records written by checkpoint surgery and import, not by training (stages.upcycle, .grow, .expand,
+# .export)
 UPCYCLE = "upcycle"
 GROW = "grow"
+EXPAND = "expand"
 IMPORT = "import"
 # where a surgery writes the initialisation a continued run starts from (under the study root)
-SURGERY_PATHS = {UPCYCLE: "upcycled/{model}/d1_{d1}/{moe}", GROW: "grow/{model}/d1_{d1}/{growth}"}
+SURGERY_PATHS = {
+    UPCYCLE: "upcycled/{model}/d1_{d1}/{moe}",
+    GROW: "grow/{model}/d1_{d1}/{growth}",
+    EXPAND: "expand/{model}/{moe}/d1_{d1}/{expansion}",
+}
 
 BUDGETS = ("d1", "d2", "d")  # the token-budget fields of a run (path labels d1_16K, d2_8K, d_32K)
 
@@ -46,8 +53,8 @@ class RunKind:
     label: str  # how figures and tables name it
     marker: str  # its matplotlib marker in every figure
     moe: bool = False  # trains an MoE model
-    variant: str = ""  # the config section its variant axis names entries of (moe, growth); "" for none
-    continues: str = ""  # the trained kind whose checkpoint (at d1) it continues; "" for a fresh model
+    variant: str = ""  # the config section its variant axis names entries of (moe, growth, expansion); "" for none
+    continues: str = ""  # the trained kind whose checkpoint (its budget = this run's d1) it continues; "" for none
     surgery: str = ""  # the surgery between that checkpoint and this run ("" to continue it as it is)
     lr_policy: str = "train.lr_policy"  # where its lr policy is set: train.<key>, or <variant section>.lr_policy
     branches: bool = True  # under wsd, its budgets share one stable run (else every run is a family of its own)
@@ -157,10 +164,30 @@ KINDS: dict[str, RunKind] = {
             "(results/grown/<model>/d1_<d1>/<growth>/d2_<d2>); their baseline, the target model from scratch, "
             "is a grid.dense run of the target",
         ),
+        RunKind(
+            EXPANDED,
+            path="expanded/{model}/{moe}/d1_{d1}/{expansion}/d2_{d2}",
+            axes=("moe", "d1", "expansion", "d2"),
+            budget="d2",
+            table_budget="D2",
+            label="expanded MoE",
+            marker="P",
+            moe=True,
+            variant="expansion",
+            continues=SCRATCH_MOE,
+            surgery=EXPAND,
+            lr_policy="expansion.lr_policy",
+            help="expert expansion: each model's MoE from scratch (grid.scratch_moe's run of that moe at d = d1) "
+            "expanded by each expansion variant to factor x its experts, top-k fixed "
+            "(results/expand/<model>/<moe>/d1_<d1>/<expansion>), then trained d2 tokens "
+            "(results/expanded/<model>/<moe>/d1_<d1>/<expansion>/d2_<d2>); its baselines are grid.scratch_moe and "
+            "grid.upcycled runs of the expanded shape",
+        ),
     )
 }
-RECORD_KINDS = (*KINDS, UPCYCLE, GROW, IMPORT)  # every kind a run record may carry
-CONTINUED = tuple(k.name for k in KINDS.values() if k.continues)  # kinds that continue a dense checkpoint at d1
+RECORD_KINDS = (*KINDS, UPCYCLE, GROW, EXPAND, IMPORT)  # every kind a run record may carry
+# kinds that continue a trained checkpoint (a dense one, or an MoE from scratch for expanded) at their d1
+CONTINUED = tuple(k.name for k in KINDS.values() if k.continues)
 
 
 def folder_pattern(branching_only: bool = False) -> str:

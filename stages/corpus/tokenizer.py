@@ -117,9 +117,9 @@ def _encode_batch(
     encodings = tok.encode_batch([p for split in parts for p in split], add_special_tokens=False)
     out, at = [], 0
     for doc, split in zip(docs, parts, strict=True):
-        ids = [i for enc in encodings[at : at + len(split)] for i in enc.ids]
+        ids = [np.asarray(enc.ids, dtype=dtype) for enc in encodings[at : at + len(split)]]
         at += len(split)
-        out.append((doc, np.asarray(ids + [eot], dtype=dtype)))
+        out.append((doc, np.concatenate([*ids, np.asarray([eot], dtype=dtype)])))
     return out
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 
 from stages.core.artifacts import replace_dir
+from stages.core.cli import UserError
 from stages.core.codehash import code_hash
 from stages.core.record import DataRef, RunRecord, SourceRef
 from stages.interop.hf_config import require as require  # one definition, torch-free
@@ -36,8 +37,11 @@ def make_readable(root: Path) -> None:
 def staged_dir(out: Path) -> Iterator[Path]:
     """A temporary sibling directory that replaces ``out`` only once everything in it is written; its
     contents are made readable by others (directories 0755, files 0644) before the rename."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    except OSError as err:
+        raise UserError(f"{out}: cannot write it ({err.strerror})") from None
     try:
         yield tmp
         make_readable(tmp)

@@ -54,9 +54,10 @@ from stages.interop.hf_config import (
     check_computable,
     context_of,
     dense_config,
+    integer,
     model_type,
     read_config,
-    require,
+    real,
     weight_files,
 )
 from stages.model.checkpoint import checked_model, load_model, load_weights, state_dict_for_saving
@@ -259,7 +260,7 @@ def config_from_hf(
     """Our config for a Qwen2 / Llama / Mistral or Qwen2-MoE ``config.json`` with context ``max_seq_len``
     (default ``max_position_embeddings``); refuses what our model cannot compute (``stages.interop.hf_config``)."""
     model_type(hf, where)
-    n_layer = require(hf, "num_hidden_layers", where)
+    n_layer = integer(hf, "num_hidden_layers", where)
     layers = [f"model.layers.{i}" for i in range(n_layer)]
     if hf.get("model_type") != "qwen2_moe":
         qkv_bias = hf.get("model_type") == "qwen2" and _nonzero(
@@ -267,12 +268,12 @@ def config_from_hf(
         )
         return dense_config(hf, where, qkv_bias=qkv_bias, max_seq_len=max_seq_len)
     check_computable(hf, where, context_of(hf, where, max_seq_len))
-    d_ff = require(hf, "intermediate_size", where)
+    d_ff = integer(hf, "intermediate_size", where)
     moe = None
-    experts, top_k = require(hf, "num_experts", where), require(hf, "num_experts_per_tok", where)
-    width = require(hf, "moe_intermediate_size", where)
-    shared = require(hf, "shared_expert_intermediate_size", where)
-    step, dense = hf.get("decoder_sparse_step", 1), set(hf.get("mlp_only_layers") or [])
+    experts, top_k = integer(hf, "num_experts", where, minimum=0), integer(hf, "num_experts_per_tok", where)
+    width = integer(hf, "moe_intermediate_size", where, minimum=0)
+    shared = integer(hf, "shared_expert_intermediate_size", where, minimum=0)
+    step, dense = integer(hf, "decoder_sparse_step", where, default=1), set(hf.get("mlp_only_layers") or [])
     sparse = [i for i in range(n_layer) if i not in dense and experts > 0 and (i + 1) % step == 0]
     if sparse:
         if width <= 0 or d_ff % width:
@@ -289,7 +290,7 @@ def config_from_hf(
             norm_topk_prob=bool(hf.get("norm_topk_prob")),
             layers=None if len(sparse) == n_layer else tuple(sparse),
             shared_expert_d_ff=shared,
-            aux_loss_coef=hf.get("router_aux_loss_coef", 0.001) * top_k,
+            aux_loss_coef=real(hf, "router_aux_loss_coef", where, 0.001, zero=True) * top_k,
         )
     return base_config(hf, where, max_seq_len, qkv_bias=bool(hf.get("qkv_bias", True)), moe=moe)
 

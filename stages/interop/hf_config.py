@@ -13,6 +13,7 @@ Torch-free: the workflow reads a parent's shape and files with it while building
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -64,6 +65,27 @@ def require(config: dict[str, Any], key: str, where: Path) -> Any:
     return config[key]
 
 
+def integer(config: dict[str, Any], key: str, where: Path, minimum: int = 1, default: int | None = None) -> int:
+    """``config[key]`` as an integer of at least ``minimum`` (``default`` when absent or null; without one the key
+    is required), or a one-line error naming the key: a string such as ``"32"`` or a 0 where a count divides would
+    fail far from here."""
+    value = config.get(key) if default is not None else require(config, key, where)
+    value = default if value is None else value
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise UserError(f"{where}: {key} {value!r}: expected an integer >= {minimum}")
+    return value
+
+
+def real(config: dict[str, Any], key: str, where: Path, default: float, zero: bool = False) -> float:
+    """``config[key]`` (``default`` when absent), checked to be a finite positive number (or 0 with ``zero``),
+    else a one-line error naming the key; returned as it is (an integer stays one)."""
+    value = config.get(key, default)
+    number = not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
+    if not number or value < 0 or (value == 0 and not zero):
+        raise UserError(f"{where}: {key} {value!r}: expected a number {'>=' if zero else '>'} 0")
+    return value
+
+
 def sliding_window(hf: dict[str, Any]) -> int | None:
     """The attention window some layer uses, or None (full attention everywhere), as transformers reads it:
     Mistral applies ``sliding_window`` when it is set; Qwen2 (and Qwen2-MoE) only with ``use_sliding_window``,
@@ -72,7 +94,8 @@ def sliding_window(hf: dict[str, Any]) -> int | None:
         return hf.get("sliding_window")
     layers = hf.get("num_hidden_layers", 0)
     sliding = "sliding_attention" in (hf.get("layer_types") or [])
-    sliding |= bool(hf.get("use_sliding_window")) and hf.get("max_window_layers", 28) < layers
+    first = hf.get("max_window_layers")
+    sliding |= bool(hf.get("use_sliding_window")) and (28 if first is None else first) < layers
     return hf.get("sliding_window", QWEN2_SLIDING_WINDOW) if sliding else None
 
 
@@ -98,7 +121,9 @@ def check_computable(hf: dict[str, Any], where: Path, context: int) -> None:
         if source.get("partial_rotary_factor", 1.0) != 1.0:
             factor = source["partial_rotary_factor"]
             raise UserError(f"{where}: partial_rotary_factor {factor}: only full rotary embeddings are supported")
-    d_model, n_head = require(hf, "hidden_size", where), require(hf, "num_attention_heads", where)
+    d_model, n_head = integer(hf, "hidden_size", where), integer(hf, "num_attention_heads", where)
+    integer(hf, "num_hidden_layers", where)
+    integer(hf, "max_window_layers", where, minimum=0, default=28)
     if d_model % n_head or hf.get("head_dim") not in (None, d_model // n_head):
         raise UserError(
             f"{where}: head_dim {hf.get('head_dim')} is not hidden_size / num_attention_heads ({d_model} / {n_head})"
@@ -107,6 +132,8 @@ def check_computable(hf: dict[str, Any], where: Path, context: int) -> None:
         if hf.get(key):
             raise UserError(f"{where}: {key} is true; biases are supported on q/k/v projections only (qkv_bias)")
     window = sliding_window(hf)
+    if window is not None and (isinstance(window, bool) or not isinstance(window, int)):
+        raise UserError(f"{where}: sliding_window {window!r}: expected an integer (or null)")
     if window is not None and window < context:
         raise UserError(
             f"{where}: sliding_window {window} is shorter than the context of {context} tokens; sliding-window "
@@ -118,7 +145,7 @@ def context_of(hf: dict[str, Any], where: Path, max_seq_len: int | None) -> int:
     """The context length of the import: ``max_seq_len`` when given, else ``max_position_embeddings``."""
     if max_seq_len is not None:
         return max_seq_len
-    return int(require(hf, "max_position_embeddings", where))
+    return integer(hf, "max_position_embeddings", where)
 
 
 def base_config(hf: dict[str, Any], where: Path, max_seq_len: int | None = None, **extra: Any) -> ModelConfig:
@@ -127,20 +154,21 @@ def base_config(hf: dict[str, Any], where: Path, max_seq_len: int | None = None,
     context = context_of(hf, where, max_seq_len)
     check_computable(hf, where, context)
     rope = hf.get("rope_parameters") or {}
-    n_head = require(hf, "num_attention_heads", where)
+    n_head = integer(hf, "num_attention_heads", where)
+    theta = real(rope, "rope_theta", where, hf.get("rope_theta", 10000.0)) if "rope_theta" in rope else None
     try:
         return ModelConfig(
-            vocab_size=require(hf, "vocab_size", where),
-            n_layer=require(hf, "num_hidden_layers", where),
-            d_model=require(hf, "hidden_size", where),
+            vocab_size=integer(hf, "vocab_size", where),
+            n_layer=integer(hf, "num_hidden_layers", where),
+            d_model=integer(hf, "hidden_size", where),
             n_head=n_head,
-            d_ff=require(hf, "intermediate_size", where),
-            n_kv_head=hf.get("num_key_value_heads") or n_head,
+            d_ff=integer(hf, "intermediate_size", where),
+            n_kv_head=integer(hf, "num_key_value_heads", where, minimum=0, default=0) or n_head,
             max_seq_len=context,
-            rope_theta=float(rope.get("rope_theta", hf.get("rope_theta", 10000.0))),
-            norm_eps=hf.get("rms_norm_eps", 1e-6),
+            rope_theta=float(theta if theta is not None else real(hf, "rope_theta", where, 10000.0)),
+            norm_eps=real(hf, "rms_norm_eps", where, 1e-6),
             tie_embeddings=bool(hf.get("tie_word_embeddings", False)),
-            init_std=hf.get("initializer_range", 0.02),
+            init_std=real(hf, "initializer_range", where, 0.02, zero=True),
             **extra,
         )
     except UserError as err:

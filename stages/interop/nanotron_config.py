@@ -49,6 +49,8 @@ def nanotron_model_config(cfg: ModelConfig, routed: bool = False) -> dict[str, A
     what nanotron's own MoE layer cannot compute is refused.
     """
     moe = cfg.moe
+    if moe is not None and moe.router_bias:
+        raise UserError("moe.router_bias: nanotron's MoE router has no bias; such a model cannot go to nanotron")
     if moe is not None and moe.capacity_factor > 0 and not routed:
         raise UserError(
             f"moe.capacity_factor={moe.capacity_factor}: nanotron's MoE is dropless and cannot express "
@@ -118,6 +120,8 @@ def refusals(model: ModelConfig, train: TrainConfig) -> list[str]:
         out.append("train.dtype fp32: flash-attention runs in bf16 only on GPUs (set train.dtype bf16)")
     if train.tensorboard:
         out.append("train.tensorboard: nanotron writes no TensorBoard files; set it to false")
+    if model.moe is not None and model.moe.router_bias:
+        out.append("moe.router_bias: nanotron's router has no bias (its checkpoints cannot hold one)")
     return out
 
 

@@ -1,5 +1,5 @@
-"""Fitted laws by role (upcycle, scratch, dense, grow): loaded from fit JSON files or a published set, evaluated,
-and checked against the data ranges they were fitted on.
+"""Fitted laws by role (upcycle, scratch, dense, grow, expand): loaded from fit JSON files or a published set,
+evaluated, and checked against the data ranges they were fitted on.
 
 The planner, the findings table and the figures read their laws through :class:`Laws`, so a fit is validated
 (law and finite parameters present, an upcycled law where one is needed) in one place, and an extrapolation is
@@ -28,7 +28,7 @@ Uses = tuple[tuple[str, dict[str, float]], ...]  # the laws behind a number: (ro
 
 
 class Laws:
-    """The fitted laws the planner needs (by role: upcycle, scratch, dense, grow), with their data ranges."""
+    """The fitted laws the planner needs (by role: upcycle, scratch, dense, grow, expand), with their data ranges."""
 
     def __init__(
         self,
@@ -97,7 +97,7 @@ class Laws:
                 f"{where(names['upcycle'])}: no fit of the upcycled law (fit it first, or name it with "
                 f"--upcycled-fit); the planner cannot predict upcycling without it"
             )
-        for role in ("upcycle", "grow"):
+        for role in ("upcycle", "grow", "expand"):  # the D1 x D2 law, fitted on upcycled, grown or expanded runs
             if role in fits and fits[role]["law"] not in UPCYCLED_LAWS:
                 law = fits[role]["law"]
                 raise UserError(f"{where(names[role])}: law {law!r} is not an upcycled (D1, D2) law")
@@ -129,8 +129,8 @@ class Laws:
         return predict(fit["law"], fit["params"], pd.DataFrame(dict(zip(columns, arrays, strict=True))))
 
     def upcycle_columns(self, n1: float, d1: Any, d2: Any, role: str = "upcycle") -> dict[str, Any]:
-        """The inputs of the upcycled law of ``role`` (upcycle, or grow: the same law fitted on grown runs); N1 only
-        for ``joint_upcycled``."""
+        """The inputs of the upcycled law of ``role`` (upcycle; grow or expand: the same law fitted on grown or expanded
+        runs); N1 only for ``joint_upcycled``."""
         return {"N1": n1, "D1": d1, "D2": d2} if self.fits[role]["law"] == "joint_upcycled" else {"D1": d1, "D2": d2}
 
     def upcycled(self, n1: float, d1: float | Array, d2: float | Array) -> Array:

@@ -80,7 +80,9 @@ def evaluate(
     total_flops: float | None,
     n_grown: float | None = None,
 ) -> dict[str, Outcome]:
-    """Every option and threshold for one set of law parameters (``grow`` with a grow fit and ``n_grown``)."""
+    """Every option and threshold for one set of law parameters (``grow`` with a grow fit and ``n_grown``; ``expand``
+    with an expand fit: an MoE of N_active active parameters from scratch, trained on D1 tokens instead of the dense
+    model, then expanded to more experts at the same top-k and trained on the extra budget)."""
     budget = budget if isinstance(budget, Budget) else Budget(float(budget))
     sunk = 6 * n1 * d1
     d2 = budget.tokens(n_active)
@@ -162,6 +164,18 @@ def evaluate(
             note=f"dense model grown to N={n_grown:.4g} (D1={d1:.4g} sunk), then D2={dg:.4g} more tokens "
             "(grown-run law)",
             uses=(("grow", columns),),
+        )
+    if laws.has("expand"):
+        columns = laws.upcycle_columns(n1, d1, d2, "expand")
+        out["expand"] = Outcome(
+            loss=float(laws.loss("expand", **columns)[0]),
+            tokens=d2,
+            spent_tokens=d2,
+            flops_extra=extra,
+            flops_total=6 * n_active * d1 + extra,  # per-token cost is unchanged by the expansion (top-k fixed)
+            note=f"MoE of N_active={n_active:.4g} from scratch on D1={d1:.4g} tokens (sunk, in place of the dense "
+            f"model), expanded to more experts at the same top-k, then D2={d2:.4g} more tokens (expanded-run law)",
+            uses=(("expand", columns),),
         )
     if total_flops is not None:
         loss, best_d1, best_d2 = optimal_split(laws, n1, n_active, total_flops)

@@ -17,6 +17,10 @@ cost). How should I spend my extra budget (tokens, or FLOPs)?* :func:`plan` pred
   larger dense model of N_grown parameters (``stages.grow``) and trained on the extra budget (D2 = the extra
   tokens, or C / (6 N_grown)), read from that law at (D1, D2) (with N1 for ``joint_upcycled``); its baseline,
   the larger model from scratch, is a dense-law question (Mallik et al. 2024 warm-starting);
+* ``expand`` (with a fit of the upcycled D1 x D2 law on expanded runs, ``--expanded-fit``): an MoE of N_active
+  active parameters trained from scratch on D1 tokens (sunk 6 N_active D1, in place of the dense model), expanded
+  to more experts at the same top-k (``stages.expand``) and trained on the extra budget, read from that law at
+  (D1, D2) (Dwivedi et al. 2026 expert upcycling);
 * ``optimal_split`` (with a total budget C): the compute-optimal split C = 6 N1 D1* + 6 N_active D2* of a fresh
   run (dense phase, then upcycling); nothing of it is sunk, so its extra cost is all of C.
 
@@ -32,12 +36,17 @@ scratch_same_compute.
 
 Budget rule: an option competes only if it fits the extra budget (its extra tokens, or its ``flops_extra``, at
 most the budget). The verdict names the option with the lowest predicted loss among those and its margin over
-the runner-up; "indistinguishable" when their 95% bootstrap intervals overlap; "no intervals" when the fits have
-no bootstrap resamples (e.g. published point estimates).
+the runner-up, or says "too close to call" (the margin, and what would decide it) when the margin is inside
+their 95% bootstrap intervals (the intervals overlap) or, where the fits have no bootstrap resamples (e.g.
+published point estimates: "no intervals"), when it is below ``min_margin`` of the runner-up's loss (default
+MIN_MARGIN, 0.5%: about the scatter of measured losses around a fitted law, seed noise and fit residuals). When
+the two are upcycling and scratch on the same tokens, the threshold D2* is what decides it: the verdict says
+where it lies against the budget.
 
 Extrapolation: every row carries ``extrapolation``, the largest factor max(value / hi, lo / value) over the
 inputs of the laws behind its number against the fitted ranges (1 inside), and ``extrapolated`` (yes / no /
-unknown when a fit records no ranges); the reasons are in ``note`` as well as on stderr. Option predictions
+unknown when a fit records no ranges); the reasons are in ``note``, and in the warnings, each reason once with
+the rows it concerns. Option predictions
 beyond ``max_extrapolation`` are refused (a user error). Thresholds and the optimal split are flagged but never
 refused: they are outputs of a root search or an optimisation, and a crossing far outside the data is itself an
 answer ("not within anything measured"), though its value is then a guess. The factor is that of the point
@@ -62,7 +71,10 @@ from stages.core.cli import UserError
 from stages.laws.fitted import TOL, Laws
 from stages.laws.outcomes import Budget, evaluate
 
-OPTIONS = ("upcycle", "scratch_same_tokens", "scratch_same_compute", "dense_continued", "grow")
+# Without intervals, a margin below this fraction of the runner-up's loss is too close to call: about the scatter
+# of measured losses around a fitted law (seed noise and fit residuals are a few tenths of a percent).
+MIN_MARGIN = 0.005
+OPTIONS = ("upcycle", "scratch_same_tokens", "scratch_same_compute", "dense_continued", "grow", "expand")
 THRESHOLDS = ("threshold_same_tokens", "threshold_same_compute")
 NEEDS = {
     "scratch_same_tokens": "scratch",
@@ -71,6 +83,7 @@ NEEDS = {
     "threshold_same_compute": "scratch",
     "dense_continued": "dense",
     "grow": "grow",
+    "expand": "expand",
 }
 COLUMNS = (
     "option",
@@ -117,11 +130,14 @@ def _with_interval(row: Mapping[str, Any]) -> str:
     return text
 
 
-def verdict(rows: list[dict[str, Any]], budget: Budget) -> tuple[str, dict[str, Any] | None]:
+def verdict(
+    rows: list[dict[str, Any]], budget: Budget, min_margin: float = MIN_MARGIN
+) -> tuple[str, dict[str, Any] | None]:
     """The recommendation among the options within ``budget``, and the winning row (None if there is none).
 
-    The winner is the lowest predicted loss; "indistinguishable" when the 95% intervals of the best two overlap;
-    "no intervals" when either lacks one. Options outside the budget never win and are named as excluded.
+    The winner is the lowest predicted loss. "Too close to call" (no winner) when the 95% intervals of the best two
+    overlap, or when either lacks one and the margin is below ``min_margin`` of the runner-up's loss; the text
+    gives the margin and what would decide it. Options outside the budget never win and are named as excluded.
     """
     options = [r for r in rows if r["kind"] == "option"]
     ranked = sorted(
@@ -140,16 +156,51 @@ def verdict(rows: list[dict[str, Any]], budget: Budget) -> tuple[str, dict[str, 
         return f"{best['option']}: the only option predicted within {budget} ({_with_interval(best)})" + tail, best
     second = ranked[1]
     margin = second["predicted_loss"] - best["predicted_loss"]
+    share = margin / abs(second["predicted_loss"])
     pair = f"{best['option']} {_with_interval(best)} vs {second['option']} {_with_interval(second)}"
     intervals = all(math.isfinite(r[k]) for r in (best, second) for k in ("loss_ci95_low", "loss_ci95_high"))
     if intervals and best["loss_ci95_high"] >= second["loss_ci95_low"]:
-        return f"indistinguishable: {pair}, overlapping 95% intervals (point margin {margin:.4g} nats)" + tail, None
-    how = "95% intervals disjoint" if intervals else "no intervals (the fits carry no bootstrap resamples)"
-    text = (
-        f"{best['option']}, lowest predicted loss within {budget}, by {margin:.4g} nats "
-        f"({margin / second['predicted_loss']:.2%}): {pair}; {how}"
-    )
-    return text + tail, best
+        why = "inside their 95% intervals"
+        decide = "narrower intervals would decide it (more runs near this N1, D1 and D2, refitted)"
+    elif not intervals and share < min_margin:
+        why = f"under the {min_margin:.2%} of --min-margin, without intervals"
+        decide = "intervals would decide it (fit your own runs with python -m stages.fit --bootstrap N)"
+    else:
+        how = "95% intervals disjoint" if intervals else "no intervals (the fits carry no bootstrap resamples)"
+        text = (
+            f"{best['option']}, lowest predicted loss within {budget}, by {margin:.4g} nats "
+            f"({share:.2%}): {pair}; {how}"
+        )
+        return text + tail, best
+    crossing = _deciding_threshold(rows, {best["option"], second["option"]})
+    text = f"too close to call: {pair}, margin {margin:.4g} nats ({share:.2%}) {why}; {crossing}{decide}"
+    return text + tail, None
+
+
+def _deciding_threshold(rows: list[dict[str, Any]], pair: set[str]) -> str:
+    """Where the same-token threshold D2* lies against the budget's D2, when upcycling and scratch on the same
+    tokens are the two options too close to call ('' otherwise)."""
+    by_option = {r["option"]: r for r in rows}
+    threshold = by_option.get("threshold_same_tokens")
+    if pair != {"upcycle", "scratch_same_tokens"} or threshold is None:
+        return ""
+    d2_star, d2 = threshold["tokens_this_phase"], by_option["upcycle"]["tokens_this_phase"]
+    if not math.isfinite(d2_star) or not str(threshold["note"]).startswith("D2*: "):
+        return ""
+    sides = str(threshold["note"]).removeprefix("D2*: ").split(";")[0]
+    where = f"{abs(d2_star / d2 - 1):.1%} {'above' if d2_star > d2 else 'below'}"
+    return f"the laws cross at D2* = {d2_star:.4g}, {where} your D2 = {d2:.4g} ({sides}); "
+
+
+def summarise(warnings: list[tuple[str, str]]) -> list[str]:
+    """``(row, reason)`` pairs as one line per reason, in order of first appearance, naming the rows it concerns
+    (a question outside the fitted ranges repeats each reason for every row built on the same law input)."""
+    rows: dict[str, list[str]] = {}
+    for row, reason in warnings:
+        rows.setdefault(reason, [])
+        if row and row not in rows[reason]:
+            rows[reason].append(row)
+    return [f"{reason} ({', '.join(where)})" if where else reason for reason, where in rows.items()]
 
 
 def plan(
@@ -161,11 +212,14 @@ def plan(
     total_flops: float | None,
     max_extrapolation: float,
     n_grown: float | None = None,
+    min_margin: float = MIN_MARGIN,
 ) -> tuple[pd.DataFrame, list[str]]:
-    """The decision table (one row per option and threshold, the verdict, warnings) and the warnings.
+    """The decision table (one row per option and threshold, the verdict, warnings) and the warnings, each reason
+    once with the rows it concerns (:func:`summarise`).
 
-    ``budget`` is the extra budget (a plain number: extra tokens). Columns: see ``COLUMNS`` and the module
-    docstring; the table is deterministic (same inputs, same rows in the same order).
+    ``budget`` is the extra budget (a plain number: extra tokens); ``min_margin`` is the verdict's (:func:`verdict`).
+    Columns: see ``COLUMNS`` and the module docstring; the table is deterministic (same inputs, same rows in the
+    same order).
     """
     budget = budget if isinstance(budget, Budget) else Budget(float(budget))
     point = evaluate(laws, n1, n_active, d1, budget, total_flops, n_grown)
@@ -185,7 +239,7 @@ def plan(
             for option, outcome in evaluate(sampled, n1, n_active, d1, budget, total_flops, n_grown).items():
                 draws[option].append((outcome.loss, outcome.tokens))
     rows: list[dict[str, Any]] = []
-    warnings: list[str] = []
+    warnings: list[tuple[str, str]] = []  # (row, reason)
     for option, outcome in point.items():
         factor, reasons = checks[option]
         notes = [outcome.note]
@@ -202,12 +256,12 @@ def plan(
         unchecked = [r for f, r in reasons if math.isnan(f)]
         if unchecked:
             notes.append("extrapolation unknown: " + "; ".join(unchecked))
-        warnings += [f"{option}: {r}" for _, r in reasons]
+        warnings += [(option, r) for _, r in reasons]
         for root, uses in outcome.later:
             later_factor, _ = laws.extrapolation(uses)
             if later_factor > 1 + TOL:
                 notes.append(f"the crossing at {root:.4g} is extrapolated x{later_factor:.3g}")
-                warnings.append(f"{option}: the crossing at {root:.4g} is extrapolated x{later_factor:.3g}")
+                warnings.append((option, f"the crossing at {root:.4g} is extrapolated x{later_factor:.3g}"))
         loss_ci = _interval([d[0] for d in draws[option]])
         tokens_ci = _interval([d[1] for d in draws[option]])
         rows.append(
@@ -234,14 +288,14 @@ def plan(
         if role and role in laws.missing and option not in point:
             note = f"unavailable: {laws.missing[role]}"
             rows.append({**_blank(option, "unavailable"), "note": note})
-            warnings.append(f"{option}: {note}")
-    text, best = verdict(rows, budget)
+            warnings.append((option, note))
+    text, best = verdict(rows, budget, min_margin)
     keep = COLUMNS[2:-1]  # the winner's numbers, under the verdict's own option, kind and note
     rows.append({**_blank("verdict", "verdict"), **({k: best[k] for k in keep} if best else {}), "note": text})
     for caveat in laws.caveats:
         rows.append({**_blank("warning", "warning"), "note": caveat})
-        warnings.append(caveat)
-    return pd.DataFrame(rows, columns=list(COLUMNS)), warnings
+        warnings.append(("", caveat))
+    return pd.DataFrame(rows, columns=list(COLUMNS)), summarise(warnings)
 
 
 def _blank(option: str, kind: str) -> dict[str, Any]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from types import MappingProxyType
 
-UPCYCLE, SCRATCH, DENSE, GROW = "upcycle", "scratch", "dense", "grow"
+UPCYCLE, SCRATCH, DENSE, GROW, EXPAND = "upcycle", "scratch", "dense", "grow", "expand"
 
 DEFAULT_FITS: Mapping[str, str] = MappingProxyType(
     {UPCYCLE: "upcycled", SCRATCH: "scratch_chinchilla", DENSE: "dense_chinchilla"}

@@ -44,6 +44,11 @@ class MoEConfig:
     capacity_factor: float = option(
         0.0, help="0: dropless; else drop the lowest-probability assignments over capacity", minimum=0
     )
+    router_bias: bool = option(
+        False,
+        help="a learned bias on the router logits (zeros at init; expert expansion puts its -ln(copies) offset "
+        "there); Hugging Face Qwen2-MoE and nanotron's MoE have none, so such a model cannot be exported",
+    )
 
     def __post_init__(self) -> None:
         if self.layers is None:  # checkpoints written before 'all' was spelled out

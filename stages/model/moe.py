@@ -30,10 +30,11 @@ def route(logits: torch.Tensor, top_k: int, norm_topk_prob: bool) -> tuple[torch
     return weights, experts, probs
 
 
-def router_logits(x: torch.Tensor, router: torch.Tensor) -> torch.Tensor:
-    """Router logits [T, E] of tokens ``x`` [T, d], always in fp32 (outside autocast)."""
+def router_logits(x: torch.Tensor, router: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """Router logits [T, E] of tokens ``x`` [T, d] (plus the optional router bias [E]), always in fp32 (outside
+    autocast)."""
     with torch.autocast(device_type=x.device.type, enabled=False):
-        return F.linear(at_least_fp32(x), at_least_fp32(router))
+        return F.linear(at_least_fp32(x), at_least_fp32(router), None if bias is None else at_least_fp32(bias))
 
 
 def _aligned(t: torch.Tensor) -> bool:
@@ -111,12 +112,13 @@ def mixture(
     norm_topk_prob: bool,
     capacity_factor: float,
     mm=grouped_mm,
+    router_bias: torch.Tensor | None = None,
 ) -> Mixture:
-    """Route the tokens ``x`` [T, d] with the fp32 router weight [E, d] and run the experts (weights as in
-    :func:`expert_ffn`). One definition of the routed layer for every backend: our MoE layer and the nanotron
-    backend's model class both call it."""
+    """Route the tokens ``x`` [T, d] with the fp32 router weight [E, d] (and bias [E], if the model has one) and
+    run the experts (weights as in :func:`expert_ffn`). One definition of the routed layer for every backend: our
+    MoE layer and the nanotron backend's model class both call it."""
     n, k, e = x.shape[0], top_k, router.shape[0]
-    logits = router_logits(x, router)
+    logits = router_logits(x, router, router_bias)
     weights, experts, probs = route(logits, k, norm_topk_prob)
 
     flat_expert = experts.reshape(-1)
@@ -163,7 +165,8 @@ class MoELayer(nn.Module):
         self.n_experts, self.top_k = moe.experts, moe.top_k
         self.norm_topk_prob = moe.norm_topk_prob
         self.capacity_factor = moe.capacity_factor
-        self.gate = nn.Linear(cfg.d_model, moe.experts, bias=False)  # the router; always run in fp32
+        # the router, always run in fp32; its bias (moe.router_bias) holds expert expansion's -ln(copies) offset
+        self.gate = nn.Linear(cfg.d_model, moe.experts, bias=moe.router_bias)
         self.experts = Experts(moe.experts, cfg.d_model, cfg.expert_d_ff)
         self.shared_expert: MLP | None = None
         self.shared_expert_gate: nn.Linear | None = None
@@ -176,7 +179,7 @@ class MoELayer(nn.Module):
         self.mm = grouped_mm
 
     def router_logits(self, x: torch.Tensor) -> torch.Tensor:
-        return router_logits(x, self.gate.weight)
+        return router_logits(x, self.gate.weight, self.gate.bias)
 
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
         shape = hidden.shape
@@ -190,6 +193,7 @@ class MoELayer(nn.Module):
             self.norm_topk_prob,
             self.capacity_factor,
             self.mm,
+            self.gate.bias,
         )
         out = mix.out
         if self.shared_expert is not None and self.shared_expert_gate is not None:

@@ -7,7 +7,9 @@ imported without it makes D1, D_total and flops_total of its descendants NaN (un
 A grown run (``grown``: a dense parent grown by ``stages.grow``, then trained) is a continuation like an
 upcycled one: N_dense is its parent's size N1, D1 the parent's tokens, D2 its own, flops_total counts the
 parent's sunk compute, the step-0 losses come from the growth's surgery.json and ``method`` is the growth
-method (the other recipe options are the ``growth_*`` columns).
+method (the other recipe options are the ``growth_*`` columns). An expanded run (``expanded``: an MoE from scratch
+expanded by ``stages.expand``, then trained) likewise: D1 is its parent MoE's tokens, flops_total counts the
+parent's compute, ``method`` is the expansion's selection (the other options are the ``expansion_*`` columns).
 Torch-free: it reads JSON files only.
 """
 
@@ -23,11 +25,12 @@ import pandas as pd
 
 from stages.core.artifacts import read_json
 from stages.core.cli import UserError
-from stages.core.kinds import DENSE, GROW, GROWN, IMPORT, KINDS, SCRATCH_MOE, UPCYCLE
+from stages.core.kinds import DENSE, EXPAND, GROW, GROWN, IMPORT, KINDS, SCRATCH_MOE, UPCYCLE
 from stages.core.options import option_fields
 from stages.core.record import RunRecord, read_record
 from stages.model.compute import param_counts
 from stages.model.config import ModelConfig, MoEConfig
+from stages.surgery.expansion_recipe import ExpansionRecipe
 from stages.surgery.growth_recipe import GrowthRecipe
 from stages.surgery.recipe import UpcycleRecipe
 
@@ -37,6 +40,7 @@ COLUMNS = [
     "model",
     "moe",
     "growth",  # the growth variant of a grown run (empty for the others)
+    "expansion",  # the expansion variant of an expanded run (empty for the others)
     "n_layer",
     "d_model",
     "vocab_size",
@@ -95,6 +99,8 @@ OPTION_COLUMNS = [
 ]
 # the growth recipe of a grown run, one column per option but its method (the ``method`` column)
 GROWTH_COLUMNS = [f"growth_{f.name}" for f in option_fields(GrowthRecipe) if f.name != "method"]
+# the expansion recipe of an expanded run, one column per option but its selection (the ``method`` column)
+EXPANSION_COLUMNS = [f"expansion_{f.name}" for f in option_fields(ExpansionRecipe) if f.name != "selection"]
 
 
 def row_for(eval_path: Path) -> dict[str, Any]:
@@ -112,11 +118,13 @@ def row_for(eval_path: Path) -> dict[str, Any]:
     own = rec.tokens
     # an imported parent's stated pre-training is its D1; an unstated one leaves D1 and the totals unknown (NaN)
     unknown = math.nan if not all(a.tokens_known for a in lineage) else 0
-    dense_ancestors = sum(a.tokens for a in lineage if a.kind in (DENSE, IMPORT)) + unknown
+    # the trained phase before this run (its D1): dense or imported ancestors, or the MoE an expanded run expands
+    dense_ancestors = sum(a.tokens for a in lineage if a.kind in (DENSE, IMPORT, SCRATCH_MOE)) + unknown
     d1 = own if spec and spec.table_budget == "D1" else dense_ancestors
     d2 = own if spec and spec.table_budget == "D2" else 0
     recipe = next((a.recipe for a in reversed(lineage) if a.recipe and a.kind == UPCYCLE), None) or {}
     growth = next((a.recipe for a in reversed(lineage) if a.recipe and a.kind == GROW), None) or {}
+    expansion = next((a.recipe for a in reversed(lineage) if a.recipe and a.kind == EXPAND), None) or {}
     # a grown run's dense parent (N1): the last dense or imported ancestor
     parent = next((a for a in reversed(lineage) if a.kind in (DENSE, IMPORT)), None)
     moe = cfg.moe
@@ -134,6 +142,8 @@ def row_for(eval_path: Path) -> dict[str, Any]:
         "moe": labels.get("moe", ""),
         "growth": labels.get("growth", ""),
         **{column: growth.get(column.removeprefix("growth_")) for column in GROWTH_COLUMNS},
+        "expansion": labels.get("expansion", ""),
+        **{column: expansion.get(column.removeprefix("expansion_")) for column in EXPANSION_COLUMNS},
         "n_layer": cfg.n_layer,
         "d_model": cfg.d_model,
         "vocab_size": cfg.vocab_size,
@@ -145,7 +155,9 @@ def row_for(eval_path: Path) -> dict[str, Any]:
         "top_k": moe.top_k if moe else 0,
         "granularity": moe.granularity if moe else 0,
         "norm_topk_prob": bool(moe.norm_topk_prob) if moe else False,
-        "method": recipe.get("method", growth.get("method", "scratch" if kind == SCRATCH_MOE else "")),
+        "method": recipe.get(
+            "method", growth.get("method", expansion.get("selection", "scratch" if kind == SCRATCH_MOE else ""))
+        ),
         "sparsity": counts.total() / counts.active(),
         "D1": d1,
         "D2": d2,
@@ -176,7 +188,9 @@ def row_for(eval_path: Path) -> dict[str, Any]:
         "noise_std": recipe.get("noise_std", float("nan")),
         "drop_ratio": recipe.get("drop_ratio", float("nan")),
         "drop_indices": ("per_matrix" if recipe["drop_per_matrix_indices"] else "shared") if recipe else "",
-        "step0_val_loss": surgery.get("moe_val_loss", surgery.get("grown_val_loss", float("nan"))),
+        "step0_val_loss": surgery.get(
+            "moe_val_loss", surgery.get("grown_val_loss", surgery.get("expanded_val_loss", float("nan")))
+        ),
         "parent_val_loss": surgery.get("dense_val_loss", surgery.get("parent_val_loss", float("nan"))),
         "router_health": rec.router_health or "",
         "branch_tokens": int((rec.schedule or {}).get("branch_step", 0)) * rec.tokens_per_step,
@@ -184,7 +198,7 @@ def row_for(eval_path: Path) -> dict[str, Any]:
 
 
 def _surgery(record: RunRecord) -> dict[str, Any]:
-    """The surgery report of an upcycled or grown run's initialisation (its parent directory)."""
+    """The surgery report of an upcycled, grown or expanded run's initialisation (its parent directory)."""
     path = Path(record.parent.path if record.parent else "") / "surgery.json"
     return read_json(path) if path.exists() else {}
 
@@ -199,7 +213,7 @@ def collect(eval_paths: Sequence[str | Path]) -> pd.DataFrame:
     if not rows:
         raise UserError("collect: no eval.json files given")
     table = (
-        pd.DataFrame(rows, columns=COLUMNS + OPTION_COLUMNS + GROWTH_COLUMNS)
+        pd.DataFrame(rows, columns=COLUMNS + OPTION_COLUMNS + GROWTH_COLUMNS + EXPANSION_COLUMNS)
         .sort_values("run_id", kind="stable")
         .reset_index(drop=True)
     )

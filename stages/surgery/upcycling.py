@@ -17,8 +17,9 @@ Options for every method: Gaussian noise relative to each matrix's std; weight s
 ``a = G`` with renormalised top-k, ``a = E*G/k`` without. ``scale_spread: down`` puts all of ``a`` on the
 down projection (exact for any activation); ``megatron`` puts ``a^(1/3)`` on gate, up and down as Megatron
 does (exact for squared-ReLU, only approximate for SwiGLU because silu is not homogeneous). Router init:
-normal(0, std), zero-mean uniform with that std, or zeros. A shared expert starts as the dense FFN (its
-first ``shared_expert_d_ff`` neurons) with a zero gate (sigmoid 0.5). Optimizer state starts fresh.
+normal(0, std), zero-mean uniform with that std, or zeros (a router bias, if any, starts at zero). A shared
+expert starts as the dense FFN (its first ``shared_expert_d_ff`` neurons) with a zero gate (sigmoid 0.5).
+Optimizer state starts fresh.
 """
 
 from __future__ import annotations
@@ -126,6 +127,8 @@ def upcycle(dense: Transformer, moe: MoEConfig, recipe: UpcycleRecipe, seed: int
         state[src + "experts.gate_up_proj"] = torch.stack(gate_up)
         state[src + "experts.down_proj"] = torch.stack(downs)
         state[src + "gate.weight"] = init_router(moe.experts, cfg.d_model, recipe, moe.granularity, gen)
+        if moe.router_bias:
+            state[src + "gate.bias"] = torch.zeros(moe.experts)
         if moe.shared_expert_d_ff:
             keep = slice(0, moe.shared_expert_d_ff)
             state[src + "shared_expert.gate_proj.weight"] = gate[keep].clone()

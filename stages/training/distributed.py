@@ -25,13 +25,26 @@ in exchange needs ``find_unused_parameters`` for experts a rank routed no token 
 step), ``no_sync`` around accumulation passes, and a wrapper that renames every parameter. Summing every gradient
 and the step's loss totals in one collective is one code path for all of this; a parameter that got no gradient on
 a rank counts as zeros there, and one with no gradient anywhere keeps none, exactly as in one process.
+
+No run waits forever for a lost process: the rendezvous and every collective give up after ``dist_timeout``
+seconds (``--dist-timeout``, the config's ``train.dist_timeout``; torch's own defaults are 30 minutes for gloo and
+10 for NCCL), and a rank that died (its connections close at once) or stalled (nothing arrives in that time) ends
+the others with one line that names it, exit status 2, instead of a backend traceback. The timeout must exceed the
+longest pause of rank 0 alone: a periodic validation or a progress checkpoint, while the others wait at the next
+all-reduce. Which rank: in a world of two, the other one; in a larger world each rank that gives up says so in the
+rendezvous store and waits a few seconds for the others: the ranks that never do are the lost ones (a rank stopped
+inside a collective can leave the survivors one all-reduce apart, so counting all-reduces cannot tell). A store
+whose host is lost (rank 0 under srun) names rank 0.
 """
 
 from __future__ import annotations
 
 import contextlib
+import datetime
 import os
 import re
+import threading
+import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
@@ -39,6 +52,7 @@ import torch
 import torch.distributed as dist
 
 from stages.core.cli import UserError
+from stages.training.options import DIST_TIMEOUT
 
 SLURM_PORT_BASE, SLURM_PORT_SPAN = 20000, 20000  # srun rendezvous ports: [20000, 40000)
 
@@ -117,18 +131,129 @@ def local_device(dev: torch.device, world: World) -> torch.device:
     return torch.device("cuda", index)
 
 
+@dataclass
+class _Group:
+    """The process group this process is in: its world, its timeout and the rendezvous store for the marks."""
+
+    world: World
+    timeout: int  # seconds
+    store: dist.Store
+    reductions: int = 0  # all-reduces this process entered
+
+
+_GROUP: _Group | None = None  # set while a process_group block runs (torch.distributed's state is global too)
+
+
 @contextlib.contextmanager
-def process_group(world: World, dev: torch.device) -> Iterator[None]:
-    """Join the run's process group for the duration of the block (gloo on CPU, NCCL on CUDA); no-op alone."""
+def process_group(world: World, dev: torch.device, timeout: int = DIST_TIMEOUT) -> Iterator[None]:
+    """Join the run's process group for the duration of the block (gloo on CPU, NCCL on CUDA); no-op alone.
+
+    The rendezvous and every collective give up after ``timeout`` seconds: a process that does not arrive ends
+    this one with a one-line :class:`UserError` instead of a wait of torch's default 30 minutes."""
+    global _GROUP
     if world.size == 1:
         yield
         return
     backend = "nccl" if dev.type == "cuda" else "gloo"
-    dist.init_process_group(backend, init_method=world.init_method, rank=world.rank, world_size=world.size)
+    if backend == "nccl":  # a timed-out NCCL collective raises in the waiting call, not in a watchdog's abort
+        os.environ.setdefault("TORCH_NCCL_BLOCKING_WAIT", "1")
+    limit = datetime.timedelta(seconds=timeout)
+    try:  # what init_process_group(init_method=...) does, keeping the store for the marks
+        store, _, _ = next(dist.rendezvous(world.init_method, world.rank, world.size, timeout=limit))
+        store.set_timeout(limit)
+        dist.init_process_group(
+            backend, store=dist.PrefixStore("default_pg", store), rank=world.rank, world_size=world.size, timeout=limit
+        )
+    except (RuntimeError, ValueError) as err:  # torch's DistError family: the store or the backend gave up
+        raise UserError(
+            f"rank {world.rank} of {world.size} ({world.launcher}): rendezvous at {world.init_method} failed: "
+            f"{_first_line(err)} (waiting at most {timeout} s: --dist-timeout, train.dist_timeout)"
+        ) from None
+    _GROUP = _Group(world, timeout, dist.PrefixStore("stages", store))
     try:
         yield
     finally:
+        _GROUP = None
         dist.destroy_process_group()
+
+
+def _first_line(err: BaseException) -> str:
+    """The first line of a backend's message, without gloo's source location."""
+    line = (str(err).strip().splitlines() or [type(err).__name__])[0]
+    return re.sub(r"^\[[^\]]*\]\s*", "", line)
+
+
+_DIED = ("connection reset", "connection closed", "broken pipe", "end of file", "connection refused")
+_STALLED = ("timed out", "timeout")
+
+
+def _lost_rank(group: _Group, err: RuntimeError) -> UserError:
+    """The one-line error for a collective a rank never completed (the error of a lost connection or a timeout),
+    naming the rank(s) that failed; a RuntimeError of another kind is a bug and raised as it is."""
+    text = str(err).lower()
+    died = any(word in text for word in _DIED)
+    if not died and not any(word in text for word in _STALLED):
+        raise err
+    world = group.world
+    others = [r for r in range(world.size) if r != world.rank]
+    lagging = others if len(others) == 1 else _lagging(group, others)
+    if lagging:
+        who = f"rank {lagging[0]}" if len(lagging) == 1 else "ranks " + ", ".join(map(str, lagging))
+    else:  # every other rank reached this all-reduce: one of them died or stalled inside it
+        who = "one of ranks " + ", ".join(map(str, others))
+    what = (
+        "died (its connection closed)"
+        if died
+        else f"stalled: nothing arrived within {group.timeout} s (--dist-timeout, train.dist_timeout)"
+    )
+    return UserError(
+        f"rank {world.rank} of {world.size} ({world.launcher}): {who} {what} at all-reduce {group.reductions} "
+        f"of this process; rank {world.rank} gives up"
+    )
+
+
+def _lagging(group: _Group, others: list[int]) -> list[int]:
+    """The ranks that failed, read from the rendezvous store within a few seconds: this rank says it gave up, then
+    waits for the others to say so too (a survivor of a lost rank's collective times out or loses its connection
+    as well); those that have not by the deadline are named. A store whose host is lost (rank 0 under srun)
+    blocks its reader for good: then rank 0 is the one. Empty when the store cannot tell."""
+    limit = min(group.timeout, 5)
+    found: list[list[int]] = []
+
+    def read() -> None:
+        store = group.store
+        try:
+            store.set(f"gave_up/{group.world.rank}", "1")
+            deadline = time.monotonic() + limit - 1
+            while True:
+                waiting = [r for r in others if not store.check([f"gave_up/{r}"])]
+                if len(waiting) <= 1 or time.monotonic() > deadline:
+                    break
+                time.sleep(0.05)
+            found.append(waiting)
+        except RuntimeError:  # the store's host is gone
+            pass
+
+    reader = threading.Thread(target=read, daemon=True)
+    with _quiet_stderr():  # the store's C++ client logs a lost host in many lines
+        reader.start()
+        reader.join(limit + 1)
+    if found:
+        return found[0]
+    return [0] if group.world.launcher == "srun" and group.world.rank != 0 else []
+
+
+@contextlib.contextmanager
+def _quiet_stderr() -> Iterator[None]:
+    """File descriptor 2 goes to /dev/null for the block (native libraries write there directly)."""
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
 
 
 @dataclass(frozen=True)
@@ -184,7 +309,7 @@ def all_reduce_step(params: list[torch.Tensor], totals: torch.Tensor) -> torch.T
         [(torch.zeros_like(p) if g is None else g).reshape(-1).float() for p, g in zip(params, grads, strict=True)]
         + [present, totals.float()]
     )
-    dist.all_reduce(flat)
+    _reduce(flat)
     position = 0
     for p in params:
         n = p.numel()
@@ -194,3 +319,16 @@ def all_reduce_step(params: list[torch.Tensor], totals: torch.Tensor) -> torch.T
         if not seen:
             p.grad = None
     return flat[position + len(params) :]
+
+
+def _reduce(flat: torch.Tensor) -> None:
+    """Sum ``flat`` over all processes in place, or a one-line error naming the rank that died or stalled."""
+    group = _GROUP
+    if group is None:  # a process group not started by process_group: torch's own errors
+        dist.all_reduce(flat)
+        return
+    group.reductions += 1
+    try:
+        dist.all_reduce(flat)
+    except RuntimeError as err:
+        raise _lost_rank(group, err) from None

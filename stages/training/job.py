@@ -18,7 +18,7 @@ from stages.corpus.shards import Corpus
 from stages.model.checkpoint import load_model
 from stages.model.config import ModelConfig
 from stages.model.transformer import Transformer, seed_generator
-from stages.training.options import TrainConfig
+from stages.training.options import DIST_TIMEOUT, TrainConfig
 
 KINDS = tuple(kinds.KINDS)  # the trained run kinds (stages.core.kinds)
 
@@ -40,6 +40,7 @@ class Job:
     labels: dict[str, str] = field(default_factory=dict)
     threads: int = 1
     save_every: int = 0  # progress checkpoint every N steps (0: never); not a result
+    dist_timeout: int = DIST_TIMEOUT  # seconds a process waits for the others of a multi-process run; not a result
     work_dir: Path | None = None
     start_state: Path | None = None  # a stable run's branch state to continue from (wsd)
     stop_step: int = 0  # a stable segment: stop after this step and write a branch state (0: run to the end)
@@ -52,6 +53,8 @@ class Job:
             raise UserError("give exactly one of --model (a fresh model) and --init (a parent checkpoint)")
         if self.save_every < 0:
             raise UserError(f"--save-every: must be >= 0, got {self.save_every}")
+        if self.dist_timeout < 1:
+            raise UserError(f"--dist-timeout: must be >= 1 second, got {self.dist_timeout}")
         if (self.stop_step > 0) != (self.state_out is not None):
             raise UserError("--stop-step and --state-out go together (a stable segment of a wsd run)")
         if (self.out is None) == (self.state_out is None):

@@ -57,7 +57,7 @@ from stages.training.optimizer import make_optimizer
 from stages.training.options import TrainConfig
 from stages.training.record import schedule_record, training_record
 from stages.training.runtime import configure, device, precision
-from stages.training.schedule import Schedule, decay_steps, warmup_steps
+from stages.training.schedule import Schedule, decay_steps, warmup_problem, warmup_steps
 from stages.training.state import StateFiles, TrainState
 
 
@@ -68,7 +68,7 @@ def train(job: Job) -> None:
     plan = plan_batch(world, job.train.batch_size, job.train.micro_batch_size)  # before any rendezvous
     configure(job.threads)
     dev = local_device(device(job.train.device), world)
-    with process_group(world, dev):
+    with process_group(world, dev, job.dist_timeout):
         _train(job, plan, dev)
 
 
@@ -97,6 +97,9 @@ def lr_schedule(t: TrainConfig, steps: int, prior_steps: int) -> Schedule:
     """The learning rate of every step of a ``steps``-step run; ``continue`` needs a trained parent."""
     if t.lr_policy == "continue" and not prior_steps:
         raise UserError("train.lr_policy continue: needs a trained parent (--init)")
+    problem = warmup_problem(t.lr_policy, steps, t.warmup_steps, "the run")
+    if problem:
+        raise UserError(f"train.warmup_steps: {problem}")
     warmup = warmup_steps(steps, t.warmup_frac, fixed=t.warmup_steps)
     return Schedule(
         policy=t.lr_policy,

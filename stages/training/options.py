@@ -12,6 +12,9 @@ from typing import Literal
 from stages.core.options import check_bounds, option
 
 LRPolicy = Literal["cosine", "wsd", "constant_min", "continue"]
+# seconds a process of a multi-process run waits for the others (rendezvous, each all-reduce) before it ends with
+# an error naming the one that is missing; placement like threads, not a result (stages.training.distributed)
+DIST_TIMEOUT = 300
 DecayShape = Literal["linear", "1-sqrt", "cosine"]
 
 

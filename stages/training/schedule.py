@@ -26,6 +26,7 @@ from stages.training.options import DecayShape, LRPolicy
 
 POLICIES = typing.get_args(LRPolicy)
 DECAY_SHAPES = typing.get_args(DecayShape)
+WARMING = ("cosine", "wsd")  # the policies that warm up (constant_min and continue start where they are)
 
 
 @dataclass(frozen=True)
@@ -90,6 +91,18 @@ def warmup_steps(total_steps: int, fraction: float, minimum: int = 1, fixed: int
         return 0
     wanted = fixed if fixed > 0 else int(round(fraction * total_steps))
     return max(minimum, min(total_steps - 1, wanted))
+
+
+def warmup_problem(policy: str, total_steps: int, fixed: int, run: str) -> str | None:
+    """What is wrong with a fixed warmup of ``fixed`` steps for the ``policy`` run ``run`` of ``total_steps``
+    steps, if anything: one that does not end before the run would be cut to it by :func:`warmup_steps`, silently
+    training another schedule than the one asked for (for the policies that warm up)."""
+    if policy in WARMING and 0 < total_steps <= fixed:
+        return (
+            f"{fixed} warmup steps do not end before the {total_steps} steps of {run} (lr policy {policy}); "
+            "set fewer, or 0 to use train.warmup_frac"
+        )
+    return None
 
 
 def decay_steps(total_steps: int, warmup: int, fraction: float) -> int:

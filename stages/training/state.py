@@ -125,7 +125,7 @@ def job_digest(job: Job, model: Transformer, corpus: Corpus) -> str:
     spec = {
         k: str(v)
         for k, v in dataclasses.asdict(job).items()
-        if k not in ("threads", "save_every", "work_dir", "out", "train")
+        if k not in ("threads", "save_every", "dist_timeout", "work_dir", "out", "train")
     }
     spec["train"] = as_dict(job.train)
     spec["config"] = model.cfg.to_dict()

@@ -6,7 +6,8 @@ their whole budget (whole optimizer steps); under a wsd schedule each family's s
 Training FLOPs per token follow ``train.flops_convention`` (``stages.model.compute``). Evaluation is counted
 roughly as forward passes (a third of the training FLOPs per token): ``evaluate.max_tokens`` per run, and
 ``upcycle_eval_tokens`` through the dense parent and the new MoE at every upcycling (and through the parent and
-the grown model at every growth: ``grow_eval``). Torch-free.
+the grown model at every growth: ``grow_eval``; through the parent MoE and the expanded one at every expansion, plus
+the utility batches' forward and backward passes through the parent: ``expand_eval``). Torch-free.
 """
 
 from __future__ import annotations
@@ -16,14 +17,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from stages.core.kinds import KINDS
+from stages.core.kinds import EXPANDED, KINDS
 from stages.model.compute import flops_per_token
-from stages.workflow.config import growth_target, load_yaml, model_config, validate_config
+from stages.workflow.config import expansion_recipe, growth_target, load_yaml, model_config, validate_config
 from stages.workflow.grid import Grid, Run, shape_name
 
 DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "config" / "config.yaml"
 H100_BF16_TFLOPS = 989.0  # dense bf16 tensor-core peak of an H100 SXM (datasheet, no sparsity); H200: the same
-CHECKS = ("upcycle_eval", "grow_eval", "evaluate")  # the jobs that only evaluate (forward passes)
+CHECKS = ("upcycle_eval", "grow_eval", "expand_eval", "evaluate")  # the jobs that only evaluate (forward passes)
 KIND_ORDER = (*KINDS, "stable", *CHECKS)  # the ledger's lines: every run kind, the wsd stable runs, the evaluations
 
 
@@ -86,6 +87,14 @@ def ledger_lines(cfg: dict[str, Any]) -> list[Line]:
         parent = flops_per_token(model_config(cfg, shape_name(model)), t["seq_len"], conv)
         grown = flops_per_token(model_config(cfg, growth_target(cfg, growth)), t["seq_len"], conv)
         lines.append(Line("grow_eval", init, 2 * check, (parent + grown) / 3.0 * check))
+    for init, run in sorted({grid.init_dir(r): r for r in grid.of_kind(EXPANDED)}.items()):
+        parent = flops_per_token(model_config(cfg, shape_name(run.model), run.moe), t["seq_len"], conv)
+        recipe = expansion_recipe(cfg, run.expansion)
+        utility = recipe.utility_batches * recipe.utility_batch_size * t["seq_len"]
+        utility = utility if recipe.selection == "utility" else 0  # forward and backward: the training FLOPs
+        lines.append(
+            Line("expand_eval", init, 2 * check + utility, (parent + fpt(run)) / 3.0 * check + parent * utility)
+        )
     return lines
 
 

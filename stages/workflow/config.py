@@ -16,15 +16,17 @@ import yaml
 
 from stages.core.artifacts import sha256_file
 from stages.core.cli import UserError, parse_tokens
-from stages.core.kinds import CONTINUED, KINDS, UPCYCLE
+from stages.core.kinds import CONTINUED, DENSE, EXPAND, KINDS, UPCYCLE
 from stages.core.options import from_mapping, pick, validate
 from stages.interop.hf_config import dense_config, hf_tokenizer, read_config, weight_files
 from stages.model.config import ModelConfig, MoEConfig
 from stages.report.figure_specs import EVERY_FIT, FIGURE_SPECS
+from stages.surgery.expansion_recipe import ExpansionRecipe, expanded_moe
 from stages.surgery.growth_recipe import GrowthRecipe, check_growth
 from stages.surgery.recipe import UpcycleRecipe, check_compatible
-from stages.workflow.cluster import job_gpus, training_job
-from stages.workflow.schema import config_schema
+from stages.training.schedule import warmup_problem
+from stages.workflow.cluster import job_gpus, site_settings, training_job
+from stages.workflow.schema import RESERVED_STUDIES, config_schema
 from stages.workflow.sections import TRAINING_RULES
 
 
@@ -56,6 +58,12 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
 def validate_config(config: dict[str, Any]) -> dict[str, Any]:
     """Return a validated copy of ``config`` with defaults filled in; raise UserError naming the key."""
     cfg = copy.deepcopy(dict(config))
+    if cfg.get("study") in RESERVED_STUDIES:  # the schema's pattern would only say "not valid"
+        raise UserError(
+            f"config key 'study': {cfg['study']!r} is the name of a top-level folder of results/ (results/"
+            f"{cfg['study']}/ of the unnamed study), which the study's own folder would collide with; choose "
+            f"another name (reserved: {', '.join(RESERVED_STUDIES)})"
+        )
     validate(cfg, config_schema())
     _check_semantics(cfg)
     return cfg
@@ -81,6 +89,16 @@ def upcycle_recipe(cfg: dict[str, Any], moe: str) -> UpcycleRecipe:
 def growth_recipe(cfg: dict[str, Any], growth: str) -> GrowthRecipe:
     """The growth recipe of growth variant ``growth`` (its other keys are the target and the lr policy)."""
     return from_mapping(GrowthRecipe, pick(GrowthRecipe, cfg["growth"][growth]), f"growth.{growth}")
+
+
+def expansion_recipe(cfg: dict[str, Any], expansion: str) -> ExpansionRecipe:
+    """The expansion recipe of expansion variant ``expansion`` (its other key is the lr policy)."""
+    return from_mapping(ExpansionRecipe, pick(ExpansionRecipe, cfg["expansion"][expansion]), f"expansion.{expansion}")
+
+
+def expanded_moe_config(cfg: dict[str, Any], moe: str, expansion: str) -> MoEConfig:
+    """The routing of MoE variant ``moe`` expanded by variant ``expansion`` (factor x its experts, top-k kept)."""
+    return expanded_moe(moe_config(cfg, moe), expansion_recipe(cfg, expansion))
 
 
 def growth_target(cfg: dict[str, Any], growth: str) -> str:
@@ -151,7 +169,8 @@ def _check_parents(cfg: dict[str, Any]) -> None:
             hf_tokenizer(Path(parents[tokenizer]["hf"]))
         except UserError as err:
             raise UserError(f"config key 'data.tokenizer': {err}") from None
-    used = sorted({m for kind in CONTINUED for b in grid_blocks(cfg, kind) for m in b["models"] if m in parents})
+    dense_continued = [kind for kind in CONTINUED if KINDS[kind].continues == DENSE]  # what a parent can start
+    used = sorted({m for kind in dense_continued for b in grid_blocks(cfg, kind) for m in b["models"] if m in parents})
     for name in used:
         if tokenizer is None:
             raise UserError(
@@ -197,6 +216,11 @@ def _check_semantics(cfg: dict[str, Any]) -> None:
             upcycle_recipe(cfg, name)
         except UserError as err:
             raise UserError(f"config key 'moe.{name}': {err}") from None
+    for name in cfg["expansion"]:
+        try:
+            expansion_recipe(cfg, name)
+        except UserError as err:
+            raise UserError(f"config key 'expansion.{name}': {err}") from None
     for name, variant in cfg["growth"].items():
         try:
             growth_recipe(cfg, name)
@@ -216,6 +240,7 @@ def _check_semantics(cfg: dict[str, Any]) -> None:
     for name, variant in [
         *(("moe." + k, v) for k, v in cfg["moe"].items()),
         *(("growth." + k, v) for k, v in cfg["growth"].items()),
+        *(("expansion." + k, v) for k, v in cfg["expansion"].items()),
     ]:
         if variant["lr_policy"] == "continue" and cfg["train"]["lr_policy"] == "wsd":
             raise UserError(
@@ -250,6 +275,8 @@ def _check_semantics(cfg: dict[str, Any]) -> None:
             raise UserError("config key 'planner': model and moe must name entries of 'models' and 'moe'")
         if planner["grown_fit"] is not None and planner["grown_fit"] not in enabled:
             raise UserError(f"config key 'planner.grown_fit': {planner['grown_fit']!r} is not an enabled fit")
+        if planner["expanded_fit"] is not None and planner["expanded_fit"] not in enabled:
+            raise UserError(f"config key 'planner.expanded_fit': {planner['expanded_fit']!r} is not an enabled fit")
         if planner["grown_fit"] is not None and planner["grown_model"] not in cfg["models"]:
             raise UserError(
                 f"config key 'planner.grown_model': {planner['grown_model']!r} must name the grown model (an entry "
@@ -278,8 +305,20 @@ def _check_nanotron(cfg: dict[str, Any]) -> None:
                     policy = lr_policy(cfg, kind.name, variant)
                     train = from_mapping(TrainConfig, {**pick(TrainConfig, t), "lr_policy": policy}, "train")
                     key = f"{kind.variant}.{variant}" if variant else f"models.{model}"
+                    if kind.surgery == EXPAND:  # the expanded shape of each MoE variant the block expands
+                        base = model_config(cfg, model)
+                        moes = [expanded_moe_config(cfg, moe, variant) for moe in block["moe"]]
+                        shapes = [dataclasses.replace(base, moe=moe) for moe in moes]
+                    else:
+                        shapes = [model_config(cfg, model, variant if kind.moe else None)]
                     try:
-                        check_trainable(model_config(cfg, model, variant if kind.moe else None), train)
+                        for shape in shapes:
+                            if shape.moe is not None and shape.moe.router_bias:
+                                raise UserError(
+                                    "moe.router_bias: nanotron's MoE has no router bias (utility-based expansion puts "
+                                    "its offsets there); train it with train.backend torch, or set router_offset false"
+                                )
+                            check_trainable(shape, train)
                     except UserError as err:
                         raise UserError(f"config key '{key}' (grid.{kind.name}, model {model!r}): {err}") from None
     for rule, placement in (cfg.get("cluster") or {}).items():
@@ -291,7 +330,9 @@ def _check_nanotron(cfg: dict[str, Any]) -> None:
 
 
 def _check_cluster(cfg: dict[str, Any]) -> None:
-    """Every training rule's tasks spread evenly over its nodes, and its processes and passes split the batch."""
+    """Every training rule's tasks spread evenly over its nodes, and its processes and passes split the batch; the
+    site's extra sbatch flags leave the ones the workflow sets alone."""
+    site_settings(cfg)
     batch, micro = cfg["train"]["batch_size"], cfg["train"]["micro_batch_size"]
     backend = cfg["train"].get("backend", "torch")
     for rule in TRAINING_RULES:
@@ -318,10 +359,11 @@ def _check_cluster(cfg: dict[str, Any]) -> None:
 def _check_block(cfg: dict[str, Any], kind: str, section: dict[str, Any], tokens_per_step: int) -> None:
     """One block of a grid section: its models, MoE variants and token budgets."""
     for model in section["models"]:
-        if model in cfg["parents"] and kind not in CONTINUED:
+        if model in cfg["parents"] and KINDS[kind].continues != DENSE:
             raise UserError(
                 f"config key 'grid.{kind}.models': {model!r} is an imported parent (parents.{model}); a parent is "
-                "upcycled, grown or continued (grid.upcycled, grid.grown, grid.dense_cont), never trained from scratch"
+                "upcycled, grown or continued (grid.upcycled, grid.grown, grid.dense_cont), never trained from scratch "
+                "or expanded (a parent is dense)"
             )
         if model not in cfg["models"] and model not in cfg["parents"]:
             raise UserError(f"config key 'grid.{kind}.models': {model!r} is not defined under 'models'")
@@ -336,6 +378,9 @@ def _check_block(cfg: dict[str, Any], kind: str, section: dict[str, Any], tokens
                     check_compatible(upcycle_recipe(cfg, moe), moe_config(cfg, moe), shape.d_ff)
             except UserError as err:
                 raise UserError(f"config key 'moe.{moe}' (with model {model!r}): {err}") from None
+        for expansion in section.get("expansion", []):
+            if expansion not in cfg["expansion"]:
+                raise UserError(f"config key 'grid.{kind}.expansion': {expansion!r} is not defined under 'expansion'")
         for growth in section.get("growth", []):
             if growth not in cfg["growth"]:
                 raise UserError(f"config key 'grid.{kind}.growth': {growth!r} is not defined under 'growth'")
@@ -360,3 +405,10 @@ def _check_block(cfg: dict[str, Any], kind: str, section: dict[str, Any], tokens
                     f"({tokens_per_step} tokens = train.batch_size x train.seq_len)"
                 )
             values[n] = str(label)
+            for variant in section.get(KINDS[kind].variant, [""]) if key == KINDS[kind].budget else ():
+                run = f"grid.{kind}.{key} {label!r}"
+                problem = warmup_problem(
+                    lr_policy(cfg, kind, variant), n // tokens_per_step, cfg["train"]["warmup_steps"], run
+                )
+                if problem:
+                    raise UserError(f"config key 'train.warmup_steps': {problem}")

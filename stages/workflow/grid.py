@@ -26,6 +26,8 @@ from stages.model.config import ModelConfig
 from stages.training.options import TrainConfig
 from stages.training.schedule import decay_steps, warmup_steps
 from stages.workflow.config import (
+    expanded_moe_config,
+    expansion_recipe,
     grid_blocks,
     growth_recipe,
     growth_target,
@@ -77,6 +79,7 @@ class Run:
     d: str = ""
     lr: str = ""  # lr_sweep: the peak learning rate as its path spells it (lr_label)
     growth: str = ""  # grown: the growth variant (an entry of config["growth"])
+    expansion: str = ""  # expanded: the expansion variant (an entry of config["expansion"])
     root: str = field(default=RESULTS, compare=False, repr=False)  # the study root (study_root)
 
     @property
@@ -85,7 +88,7 @@ class Run:
 
     def fields(self) -> dict[str, str]:
         """The fields its kind's path templates are written in."""
-        return {name: getattr(self, name) for name in ("model", "moe", "d1", "d2", "d", "lr", "growth")}
+        return {name: getattr(self, name) for name in ("model", "moe", "d1", "d2", "d", "lr", "growth", "expansion")}
 
     @property
     def run_id(self) -> str:
@@ -102,7 +105,7 @@ class Run:
     def labels(self) -> dict[str, str]:
         fields = {"kind": self.kind, "model": shape_name(self.model), "moe": self.moe}
         fields.update(D1=self.d1, D2=self.d2, D=self.d, lr=self.lr)
-        fields.update(growth=self.growth)
+        fields.update(growth=self.growth, expansion=self.expansion)
         if replica_index(self.model) > 1:
             fields["replica"] = str(replica_index(self.model))
         return {k: v for k, v in fields.items() if v}
@@ -119,8 +122,13 @@ class Run:
 
     @property
     def variant(self) -> str:
-        """The MoE or growth variant of the run ('' for none): part of its seed's identity."""
-        return self.moe or self.growth
+        """Its entry of its kind's variant section (MoE, growth, expansion; '' for none): where its lr policy is set."""
+        return str(getattr(self, self.spec.variant)) if self.spec.variant else ""
+
+    @property
+    def identity(self) -> str:
+        """Its variants (an expanded run's MoE and expansion), part of its seed's identity ('' for none)."""
+        return "/".join(v for v in (self.moe, self.growth, self.expansion) if v)
 
 
 @dataclass(frozen=True, order=True)
@@ -176,7 +184,7 @@ class Grid:
             run = self.run(kind.name, model, **dict(zip(kind.axes, cell, strict=True)))
             runs.append(run)
             if kind.continues:
-                runs.append(self.run(kind.continues, model, d1=run.d1))
+                runs.append(self.parent_run(run))
         return runs
 
     def _replicas(self, spec: dict[str, Any] | None, runs: set[Run]) -> set[Run]:
@@ -194,8 +202,8 @@ class Grid:
             for k in range(2, spec.get("seeds", 2) + 1):
                 replica = dataclasses.replace(by_id[run_id], model=f"{by_id[run_id].model}{REPLICA}{k}")
                 replicas.add(replica)
-                if replica.spec.continues:  # its whole lineage: the dense parent too
-                    replicas.add(self.run(replica.spec.continues, replica.model, d1=replica.d1))
+                if replica.spec.continues:  # its whole lineage: the parent too
+                    replicas.add(self.parent_run(replica))
         return replicas
 
     # ----- imported parents: existing dense models the grid upcycles or continues -----
@@ -232,19 +240,17 @@ class Grid:
         ]
         return " ".join(args)
 
-    def run(
-        self,
-        kind: str,
-        model: str,
-        moe: str = "",
-        d1: str = "",
-        d2: str = "",
-        d: str = "",
-        lr: str = "",
-        growth: str = "",
-    ) -> Run:
-        """A run of this study (its paths under the study root)."""
-        return Run(kind, model, moe, d1=d1, d2=d2, d=d, lr=lr, growth=growth, root=self.root)
+    def run(self, kind: str, model: str, moe: str = "", **fields: str) -> Run:
+        """A run of this study (its paths under the study root); ``fields``: d1, d2, d, lr, growth, expansion."""
+        return Run(kind, model, moe, root=self.root, **fields)
+
+    def parent_run(self, run: Run) -> Run:
+        """The trained run a continued run starts from: its kind's ``continues`` at this d1 (and this MoE variant)."""
+        parent = kinds.KINDS[run.spec.continues]
+        fields = {parent.budget: run.d1}
+        if parent.variant:
+            fields[parent.variant] = getattr(run, parent.variant)
+        return self.run(parent.name, run.model, **fields)
 
     def branch_state(self, family: str, step: str | int) -> str:
         return branch_state(family, int(step), self.root)
@@ -307,8 +313,8 @@ class Grid:
         return f"{self.root}/{init}" if init else ""
 
     def parent_dir(self, run: Run) -> str:
-        """The trained checkpoint a continued run's lineage starts from (its dense parent at D1), before surgery."""
-        return self.run(run.spec.continues, run.model, d1=run.d1).directory
+        """The trained checkpoint a continued run's lineage starts from (its parent at D1), before surgery."""
+        return self.parent_run(run).directory
 
     # ----- the arguments of a training job: one builder for every training rule -----
 
@@ -368,10 +374,17 @@ class Grid:
         """Directories of the grown dense initialisations (one per model, D1 and growth variant)."""
         return self.surgery_inits(kinds.GROW)
 
+    def expand_inits(self) -> list[str]:
+        """Directories of the expanded MoE initialisations (one per model, MoE, D1 and expansion variant)."""
+        return self.surgery_inits(kinds.EXPAND)
+
     def trained_model(self, run: Run) -> ModelConfig:
-        """The model ``run`` trains: its grid model (with its MoE variant), or a grown run's growth target."""
+        """The model ``run`` trains: its grid model and MoE variant, a growth target, or an expanded MoE."""
         if run.growth:
             return model_config(self.cfg, growth_target(self.cfg, run.growth))
+        if run.expansion:
+            moe = expanded_moe_config(self.cfg, run.moe, run.expansion)
+            return dataclasses.replace(model_config(self.cfg, shape_name(run.model)), moe=moe)
         return model_config(self.cfg, shape_name(run.model), run.moe or None)
 
     # ----- seeds and arguments the rules pass to the stages -----
@@ -391,7 +404,7 @@ class Grid:
 
     def run_seed(self, run: Run) -> int:
         """The initialisation seed of ``run``: from its identity without its budgets, or (an lr sweep) its shape."""
-        return self.sweep_seed(run.model) if run.spec.shape_seed else self.seed(run.kind, run.model, run.variant)
+        return self.sweep_seed(run.model) if run.spec.shape_seed else self.seed(run.kind, run.model, run.identity)
 
     def model_json(self, model: str, moe: str | None = None) -> str:
         """The JSON model shape for ``stages.train --model`` (vocab and context filled in by the stage)."""
@@ -441,6 +454,10 @@ class Grid:
         """The growth recipe of variant ``growth`` for ``stages.grow --recipe``."""
         return to_json(growth_recipe(self.cfg, growth))
 
+    def expansion_recipe_json(self, expansion: str) -> str:
+        """The expansion recipe of variant ``expansion`` for ``stages.expand --recipe``."""
+        return to_json(expansion_recipe(self.cfg, expansion))
+
     def labels_json(self, run: Run) -> str:
         return json.dumps(run.labels(), sort_keys=True, separators=(",", ":"))
 
@@ -471,4 +488,6 @@ class Grid:
         if p["grown_fit"]:
             n_grown = param_counts(model_config(self.cfg, p["grown_model"])).total()
             flags.append(f"--grown-fit {p['grown_fit']} --n-grown {n_grown}")
+        if p["expanded_fit"]:
+            flags.append(f"--expanded-fit {p['expanded_fit']}")
         return " ".join(flags)

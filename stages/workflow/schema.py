@@ -13,15 +13,17 @@ from typing import Any
 
 import yaml
 
-from stages.core.kinds import KINDS, SURGERY_PATHS
+from stages.core.kinds import DENSE as DENSE_KIND
+from stages.core.kinds import KINDS, SURGERY_PATHS, RunKind
 from stages.core.options import merge_schemas, schema_of
 from stages.laws.options import FitConfig
 from stages.laws.roles import DEFAULT_FITS, DENSE, SCRATCH, UPCYCLE
 from stages.model.config import ModelConfig, MoEConfig
+from stages.surgery.expansion_recipe import ExpansionRecipe
 from stages.surgery.growth_recipe import GrowthRecipe
 from stages.surgery.recipe import UpcycleRecipe
 from stages.training.options import EvalConfig, TrainConfig
-from stages.workflow.sections import TRAINING_RULES, Parent, StudyTraining, TrainingJob, VariantTraining
+from stages.workflow.sections import TRAINING_RULES, Parent, Site, StudyTraining, TrainingJob, VariantTraining
 
 SCHEMA_FILE = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
 
@@ -87,22 +89,29 @@ def _defs() -> dict[str, Any]:
             "of the grown run",
             **merge_schemas(GROWTH_TARGET, schema_of(GrowthRecipe), schema_of(VariantTraining)),
         },
+        "expansion": {
+            "description": "one expansion variant (a grid point): the expansion recipe of an MoE from scratch and the "
+            "lr policy of the expanded run",
+            **merge_schemas(schema_of(ExpansionRecipe), schema_of(VariantTraining)),
+        },
         "fit": {"type": ["object", "null"], **{k: v for k, v in schema_of(FitConfig).items() if k != "type"}},
         "parent": {"description": (Parent.__doc__ or "").split("\n\n")[0], **schema_of(Parent)},
     }
 
 
-def _grid_section(*keys: str, optional: bool = True) -> dict[str, Any]:
+def _grid_section(kind: RunKind, optional: bool = True) -> dict[str, Any]:
     """One cross product of models x (moe) x budgets, or a list of them (stages.workflow.config.grid_blocks).
     ``d1`` of a section that continues a dense parent may be left out when every model is an imported parent."""
     props: dict[str, Any] = {"models": {"$ref": "#/$defs/name_list"}}
-    for key in keys:
-        lists = {"moe": "name_list", "lr": "lr_list", "growth": "name_list"}
+    for key in kind.axes:
+        lists = {"moe": "name_list", "lr": "lr_list", "growth": "name_list", "expansion": "name_list"}
         props[key] = {"$ref": f"#/$defs/{lists.get(key, 'token_list')}"}
-    continued = "d2" in keys  # upcycled, dense_cont: their dense parent may be an imported one
-    required = ["models", *(k for k in keys if not (continued and k == "d1"))]
+    continued = kind.continues == DENSE_KIND  # upcycled, dense_cont, grown: their dense parent may be an imported one
+    required = ["models", *(k for k in kind.axes if not (continued and k == "d1"))]
     if continued:
         props["d1"]["description"] = PARENT_D1
+    elif kind.continues:
+        props["d1"]["description"] = f"budgets (d) of the grid.{kind.continues} runs it continues"
     block = {"type": "object", "additionalProperties": False, "required": required, "properties": props}
     choices: list[dict[str, Any]] = [block, {"type": "array", "minItems": 1, "items": block}]
     if optional:
@@ -155,6 +164,20 @@ def _data() -> dict[str, Any]:
                 "default": None,
             },
             "val_fraction": {"type": "number", "exclusiveMinimum": 0, "exclusiveMaximum": 1, "default": 0.05},
+            "shards": {
+                "description": "data_shard jobs that tokenize disjoint document ranges in parallel (the corpus is the "
+                "same bytes for any number)",
+                "type": "integer",
+                "minimum": 1,
+                "default": 4,
+            },
+            "max_document_chars": {
+                "description": "documents longer than this are cut into pieces (at line ends) before the split, so "
+                "one huge document cannot miss val_fraction",
+                "type": "integer",
+                "minimum": 1000,
+                "default": 1000000,
+            },
         },
     }
 
@@ -192,6 +215,12 @@ def _planner() -> dict[str, Any]:
                 "default": None,
                 "description": "the grown model of the grow option (an entry of 'models'; its N); needed with "
                 "grown_fit",
+            },
+            "expanded_fit": {
+                "type": ["string", "null"],
+                "default": None,
+                "description": "a fit of the upcycled D1 x D2 law on expanded runs: adds the option 'expand' (an MoE "
+                "of the same active size trained D1 tokens, expanded, then trained on the extra budget); null = none",
             },
         },
     }
@@ -246,6 +275,14 @@ def config_schema() -> dict[str, Any]:
                 "propertyNames": {"$ref": "#/$defs/name"},
                 "additionalProperties": {"$ref": "#/$defs/growth"},
             },
+            "expansion": {
+                "description": "expansion variants (python -m stages.expand): an MoE from scratch of grid.expanded "
+                "expanded to factor x its experts (top-k fixed), then trained D2 tokens; each is a grid point",
+                "type": "object",
+                "default": {},
+                "propertyNames": {"$ref": "#/$defs/name"},
+                "additionalProperties": {"$ref": "#/$defs/expansion"},
+            },
             "parents": {
                 "description": "existing dense models (local Hugging Face folders) to upcycle or continue instead "
                 "of pre-training: each name is a model of grid.upcycled and grid.dense_cont",
@@ -266,12 +303,18 @@ def config_schema() -> dict[str, Any]:
                     **schema_of(TrainingJob),
                 },
             },
+            "site": {
+                "description": (Site.__doc__ or "").split("\n\n")[0]
+                + " Added to every rule's own CPUs, memory and time limit (stages/workflow/cluster.py); no reruns",
+                **schema_of(Site),
+                "default": {},
+            },
             "grid": {
                 "type": "object",
                 "additionalProperties": False,
                 "properties": {
                     **{  # one section per run kind (stages.core.kinds), crossing its models with its axes
-                        kind.name: ({"description": kind.help} if kind.help else {}) | _grid_section(*kind.axes)
+                        kind.name: ({"description": kind.help} if kind.help else {}) | _grid_section(kind)
                         for kind in KINDS.values()
                     },
                     "replicas": {

@@ -11,7 +11,7 @@ from typing import Literal
 
 from stages.core.kinds import KINDS
 from stages.core.options import option
-from stages.training.options import LRPolicy
+from stages.training.options import DIST_TIMEOUT, LRPolicy
 
 
 @dataclass(frozen=True)
@@ -30,6 +30,14 @@ class StudyTraining:
         help="progress checkpoint every N steps (0: off); resumes a killed job, never a rerun trigger",
         unit="steps",
         minimum=0,
+    )
+    dist_timeout: int = option(
+        DIST_TIMEOUT,
+        help="a multi-process training job (cluster.<rule>.tasks > 1) waits this long for a rank at the "
+        "rendezvous and at every all-reduce, then ends naming the rank that died or stalled; longer than rank 0's "
+        "longest pause alone (a periodic validation, a progress checkpoint). Never a rerun trigger",
+        unit="seconds",
+        minimum=1,
     )
 
 
@@ -89,4 +97,51 @@ class TrainingJob:
     )
     gpus: int | None = option(
         None, help="GPUs of a job over all nodes, spread evenly (null: one per task; 0: a CPU job)", minimum=0
+    )
+    gpu_type: str | None = option(
+        None,
+        help="GPU model of this rule's jobs (e.g. h100, as the cluster's GRES names it); null: site.gpu_type",
+        schema={"type": ["string", "null"], "pattern": "^[A-Za-z0-9_.]+$"},
+    )
+
+
+@dataclass(frozen=True)
+class Site:
+    """Where the cluster runs the jobs (the ``site`` section): SLURM account, partitions, GPU model, QoS, limits.
+
+    Read by stages.workflow.cluster into every rule's resources, on top of each rule's own numbers (CPUs, memory,
+    time limit), so a site setting adds to them instead of replacing them. Placement, not a result: no reruns.
+    """
+
+    account: str | None = option(None, help="SLURM account of every job (sbatch -A); null: the executor guesses")
+    cpu_partition: str | None = option(
+        "cpu", help="partition of the jobs without GPUs (data, surgery, fits, figures); null: the cluster's default"
+    )
+    gpu_partition: str | None = option(
+        "gpu", help="partition of the jobs with GPUs (training, evaluation); null: the cluster's default"
+    )
+    gpu_type: str | None = option(
+        None,
+        help="GPU model of every GPU job, as the cluster's GRES names it (e.g. h100: --gpus=h100:1); null: any GPU",
+        schema={"type": ["string", "null"], "pattern": "^[A-Za-z0-9_.]+$"},
+    )
+    gpu_request: Literal["gpus", "gres"] = option(
+        "gpus", help="how GPU jobs ask for GPUs: gpus (--gpus=h100:1) or gres (--gres=gpu:h100:1, older clusters)"
+    )
+    gpu_constraint: str | None = option(
+        None, help="node features GPU jobs need (sbatch -C, e.g. 'h100&nvlink'); null: none"
+    )
+    cpu_constraint: str | None = option(None, help="node features CPU jobs need (sbatch -C); null: none")
+    qos: str | None = option(None, help="quality of service of every job (sbatch --qos); null: the account's default")
+    gpu_extra: str = option(
+        "",
+        help="more sbatch flags for GPU jobs, e.g. '--exclusive' or '--signal=USR1@120' (not the ones set by the "
+        "keys above, nor memory, CPUs, tasks or time)",
+    )
+    max_runtime: int | None = option(
+        None,
+        help="the longest time limit the site allows: every job's time limit is cut to it (a cut training job "
+        "resumes from its progress checkpoint when retried: raise the profile's retries); null: no cap",
+        unit="minutes",
+        minimum=1,
     )

@@ -6,7 +6,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from snakemake.settings.types import DeploymentMethod
+from snakemake.settings.types import DeploymentMethod, ExecMode
 
 # The stages package is imported from this checkout (the same code the rerun hashes below are taken from),
 # whether or not it is installed.
@@ -16,7 +16,7 @@ from stages.core.cli import UserError
 from stages.core.codehash import code_hash
 from stages.core.kinds import KINDS, folder_pattern
 from stages.report.figure_specs import FIGURE_SPECS, figure_fits
-from stages.workflow.cluster import job_resources
+from stages.workflow.cluster import local_device_problem, rule_resources
 from stages.workflow.config import corpus_vocab_size, parent_files, tokenizer_files, validate_config
 from stages.workflow.grid import Grid, shape_name
 from stages.workflow.sections import TRAINING_RULES
@@ -56,11 +56,40 @@ TABLE_FILES = [f"{RESULTS}/fits/fit_params.{ext}" for ext in ("csv", "md")] if E
 PLAN_FILES = [f"{RESULTS}/tables/plan.csv"] if config["planner"] else []
 FINDINGS_FILES = [f"{RESULTS}/tables/findings.{ext}" for ext in ("csv", "md")]
 # Runtime settings of training jobs, passed as arguments but deliberately not params (not rerun triggers):
-# progress checkpoints only resume a killed job.
-RUNTIME = {"save_every": config["train"]["save_every"]}
-# Placement of each training rule's jobs (config["cluster"], stages.workflow.cluster): SLURM nodes, tasks and GPUs,
-# and `launch`, the shell prefix that starts a job's processes. Resources, so no rerun trigger either.
-TRAINING = {rule: {**RUNTIME, **job_resources(config, rule)} for rule in TRAINING_RULES}
+# progress checkpoints only resume a killed job, and the timeout only ends a job whose processes are lost.
+RUNTIME = {"save_every": config["train"]["save_every"], "dist_timeout": config["train"]["dist_timeout"]}
+# Placement of each training rule's jobs (config["cluster"] and config["site"], stages.workflow.cluster): SLURM
+# partition, CPUs, memory, time limit, nodes, tasks and GPUs, and `launch`, the shell prefix that starts a job's
+# processes. Resources, so no rerun trigger either.
+TRAINING = {rule: {**RUNTIME, **rule_resources(config, rule)} for rule in TRAINING_RULES}
+
+
+def slurm(rule):
+    """The SLURM resources of the jobs of ``rule``, one that trains nothing (its CPUs, memory and time limit with
+    the config's `site` settings, stages.workflow.cluster.rule_resources). Every rule declares them, so a site
+    setting adds to them and no --default-resources can drop them."""
+    return rule_resources(config, rule)
+
+
+def refuse_local_training_without_its_device():
+    """Before the first job: training jobs that would run on this machine (not through a cluster executor, not a
+    dry run) with a train.device it lacks end the run in one line naming the key, instead of failing after the
+    data, import and surgery jobs ran."""
+    plugin = workflow.executor_plugin
+    if plugin is None or not plugin.common_settings.local_exec or workflow.dryrun or workflow.touch:
+        return
+    if workflow.exec_mode != ExecMode.DEFAULT:  # a job's own Snakemake, inside a cluster allocation
+        return
+    if not {job.rule.name for job in workflow.dag.needrun_jobs()} & set(TRAINING_RULES):
+        return
+    problem = local_device_problem(config)
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        sys.exit(2)
+
+
+onstart:
+    refuse_local_training_without_its_device()
 
 
 wildcard_constraints:
@@ -68,6 +97,7 @@ wildcard_constraints:
     model=r"[A-Za-z0-9][A-Za-z0-9_-]*(@[0-9]+)?",  # s@2: the second seed of model s (grid.replicas)
     moe=r"[A-Za-z0-9][A-Za-z0-9_-]*",
     growth=r"[A-Za-z0-9][A-Za-z0-9_-]*",
+    expansion=r"[A-Za-z0-9][A-Za-z0-9_-]*",
     fit=r"[A-Za-z0-9][A-Za-z0-9_-]*",
     d1=r"[0-9]+(\.[0-9]+)?[KMBT]?",
     d2=r"[0-9]+(\.[0-9]+)?[KMBT]?",

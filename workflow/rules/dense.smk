@@ -1,7 +1,7 @@
 # Dense pretraining over model sizes x D1, and the dense-continued baseline (D1 then D2 more tokens).
 # Every training rule has one param, `args` (common.smk train_args -> Grid.train_args): the run's identity, data,
 # starting model, option groups (one validated JSON each), labels and seeds, so any change to them reruns the job.
-# `save_every` and the job's placement (TRAINING: nodes, tasks, GPUs, the `launch` prefix) are resources, not
+# `save_every`, `dist_timeout` and the job's placement (TRAINING: nodes, tasks, GPUs, the `launch` prefix) are resources, not
 # params: they must not trigger reruns.
 
 
@@ -24,7 +24,7 @@ rule dense:
         "../envs/stages.yaml"
     shell:
         "{resources.launch} python -m stages.train {params.args} --threads {threads} "
-        "--save-every {resources.save_every} > {log} 2>&1"
+        "--save-every {resources.save_every} --dist-timeout {resources.dist_timeout} > {log} 2>&1"
 
 
 rule dense_cont:
@@ -46,4 +46,4 @@ rule dense_cont:
         "../envs/stages.yaml"
     shell:
         "{resources.launch} python -m stages.train {params.args} --threads {threads} "
-        "--save-every {resources.save_every} > {log} 2>&1"
+        "--save-every {resources.save_every} --dist-timeout {resources.dist_timeout} > {log} 2>&1"

@@ -13,6 +13,8 @@ rule evaluate:
         max_tokens=config["evaluate"]["max_tokens"],
         batch_size=config["evaluate"]["batch_size"],
         code=code_hash("evaluate"),
+    resources:
+        **slurm("evaluate"),
     log:
         f"{LOGS}/eval/{{run}}.log",
     threads: config["train"]["threads"]
@@ -29,11 +31,14 @@ rule collect:
         evals=[run.eval_json for run in GRID.runs],
         surgery=[f"{d}/surgery.json" for d in GRID.upcycle_inits()],
         grown=[f"{d}/surgery.json" for d in GRID.grow_inits()],
+        expanded=[f"{d}/surgery.json" for d in GRID.expand_inits()],
     output:
         csv=RUNS_TABLE[0],
         parquet=RUNS_TABLE[1],
     params:
         code=code_hash("collect"),
+    resources:
+        **slurm("collect"),
     log:
         f"{LOGS}/collect.log",
     conda:

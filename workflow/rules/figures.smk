@@ -20,6 +20,8 @@ rule figures:
         prefix=lambda w: f"{RESULTS}/figures/{w.figure}",
         metrics=lambda w, input: f"--metrics {RESULTS}" if input.metrics else "",
         code=code_hash("figures"),
+    resources:
+        **slurm("figures"),
     log:
         f"{LOGS}/figures/{{figure}}.log",
     wildcard_constraints:
@@ -40,6 +42,8 @@ rule fit_table:
     params:
         prefix=lambda w, output: output.csv.removesuffix(".csv"),
         code=code_hash("tables"),
+    resources:
+        **slurm("fit_table"),
     log:
         f"{LOGS}/tables/fit_params.log",
     conda:
@@ -57,6 +61,8 @@ rule plan:
         fits=lambda w, input: os.path.dirname(input[0]),
         flags=GRID.planner_args() if config["planner"] else "",
         code=code_hash("planner"),
+    resources:
+        **slurm("plan"),
     log:
         f"{LOGS}/tables/plan.log",
     conda:
@@ -77,6 +83,8 @@ rule findings:
         roles=GRID.findings_args(),
         prefix=lambda w, output: output.csv.removesuffix(".csv"),
         code=code_hash("findings"),
+    resources:
+        **slurm("findings"),
     log:
         f"{LOGS}/tables/findings.log",
     conda:

@@ -10,6 +10,8 @@ rule fit:
         spec=fit_spec,
         seed=config["seed"],
         code=code_hash("fit"),
+    resources:
+        **slurm("fit"),
     log:
         f"{LOGS}/fits/{{fit}}.log",
     wildcard_constraints:

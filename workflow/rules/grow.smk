@@ -20,6 +20,8 @@ rule grow:
         seed=lambda w: GRID.seed("grow", w.model, w.growth),
         eval_tokens=config["upcycle_eval_tokens"],
         code=code_hash("grow"),
+    resources:
+        **slurm("grow"),
     log:
         f"{LOGS}/grow/{{model}}/d1_{{d1}}/{{growth}}.log",
     threads: config["train"]["threads"]
@@ -50,4 +52,4 @@ rule grown:
         "../envs/stages.yaml"
     shell:
         "{resources.launch} python -m stages.train {params.args} --threads {threads} "
-        "--save-every {resources.save_every} > {log} 2>&1"
+        "--save-every {resources.save_every} --dist-timeout {resources.dist_timeout} > {log} 2>&1"

@@ -21,4 +21,4 @@ rule lr_sweep:
         "../envs/stages.yaml"
     shell:
         "{resources.launch} python -m stages.train {params.args} --threads {threads} "
-        "--save-every {resources.save_every} > {log} 2>&1"
+        "--save-every {resources.save_every} --dist-timeout {resources.dist_timeout} > {log} 2>&1"

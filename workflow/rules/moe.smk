@@ -21,7 +21,7 @@ rule moe:
         "../envs/stages.yaml"
     shell:
         "{resources.launch} python -m stages.train {params.args} --threads {threads} "
-        "--save-every {resources.save_every} > {log} 2>&1"
+        "--save-every {resources.save_every} --dist-timeout {resources.dist_timeout} > {log} 2>&1"
 
 
 rule scratch:
@@ -43,7 +43,7 @@ rule scratch:
         "../envs/stages.yaml"
     shell:
         "{resources.launch} python -m stages.train {params.args} --threads {threads} "
-        "--save-every {resources.save_every} > {log} 2>&1"
+        "--save-every {resources.save_every} --dist-timeout {resources.dist_timeout} > {log} 2>&1"
 
 
 rule stable:
@@ -67,4 +67,4 @@ rule stable:
         "../envs/stages.yaml"
     shell:
         "{resources.launch} python -m stages.train {params.args} --threads {threads} "
-        "--save-every {resources.save_every} --state-out {output} > {log} 2>&1"
+        "--save-every {resources.save_every} --dist-timeout {resources.dist_timeout} --state-out {output} > {log} 2>&1"

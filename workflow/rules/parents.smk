@@ -14,6 +14,8 @@ rule import_parent:
     params:
         args=lambda w: GRID.import_args(w.model),
         code=code_hash("export"),
+    resources:
+        **slurm("import_parent"),
     log:
         f"{LOGS}/dense/{{model}}/d1_{{d1}}.log",
     conda:

@@ -19,6 +19,8 @@ rule upcycle:
         seed=lambda w: GRID.seed("upcycle", w.model, w.moe),
         eval_tokens=config["upcycle_eval_tokens"],
         code=code_hash("upcycle"),
+    resources:
+        **slurm("upcycle"),
     log:
         f"{LOGS}/upcycled/{{model}}/d1_{{d1}}/{{moe}}.log",
     threads: config["train"]["threads"]

@@ -15,12 +15,12 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 
-from stages.core.artifacts import atomic_path
+from stages.core.artifacts import atomic_path, sha256_file
 from stages.core.cli import UserError
 from stages.laws.forms import get_law, predict
 from stages.laws.table import prepare, select
 from stages.report.figure_specs import FIGURE_SPECS
-from stages.report.lineage import FIGURE_KEY
+from stages.report.lineage import FIGURE_KEY, PDF_DIGEST
 
 Fits = dict[str, dict[str, Any]]
 
@@ -154,13 +154,16 @@ def band(fit: dict[str, Any], frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarr
 
 
 def save(fig: plt.Figure, prefix: str | Path, record: dict[str, Any]) -> None:
-    """PNG and PDF without timestamps or software tags, carrying ``record`` (what they were drawn from)."""
+    """PNG and PDF without timestamps or software tags, carrying ``record`` (what they were drawn from). The PDF
+    is written first, so that the PNG's record also holds the PDF's sha256 (report.lineage verifies both files)."""
     prefix = Path(prefix)
     text = json.dumps(record, sort_keys=True)
-    with atomic_path(prefix.with_suffix(".png")) as tmp:
-        fig.savefig(tmp, format="png", metadata={"Software": None, FIGURE_KEY: text})
     with atomic_path(prefix.with_suffix(".pdf")) as tmp:
         fig.savefig(
             tmp, format="pdf", metadata={"CreationDate": None, "Producer": None, "Creator": None, "Keywords": text}
         )
+        pdf_sha256 = sha256_file(tmp)
+    with atomic_path(prefix.with_suffix(".png")) as tmp:
+        png_record = json.dumps({**record, PDF_DIGEST: pdf_sha256}, sort_keys=True)
+        fig.savefig(tmp, format="png", metadata={"Software": None, FIGURE_KEY: png_record})
     plt.close(fig)

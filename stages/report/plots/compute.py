@@ -10,7 +10,7 @@ import seaborn as sns
 from matplotlib.lines import Line2D
 
 from stages.core.cli import UserError
-from stages.core.kinds import CONTINUED, DENSE, GROWN, KINDS, SCRATCH_MOE, UPCYCLED
+from stages.core.kinds import CONTINUED, DENSE, EXPANDED, GROWN, KINDS, SCRATCH_MOE, UPCYCLED
 from stages.report.plots.common import Fits, log_axis, plain_log_y, sequential
 from stages.report.plots.labels import budget_labels, sci_label
 
@@ -27,7 +27,8 @@ def loss_vs_compute(runs: pd.DataFrame, fits: Fits) -> plt.Figure:
     larger); runs that continue a dense checkpoint (upcycled, dense continued, grown: each with its parent's
     sunk compute) are one line per D1, in one viridis shade per D1 shared by all three kinds, told apart by
     marker and line style (a grown line is named by its growth variant; its baseline, the grown-size dense model
-    from scratch, is one of the dense lines). Every line has one legend entry; further seeds of a replicated
+    from scratch, is one of the dense lines; an expanded line by its MoE and expansion variant, its D1 being the
+    parent MoE's tokens). Every line has one legend entry; further seeds of a replicated
     cell are hollow markers in their line's colour.
     """
     del fits
@@ -37,6 +38,11 @@ def loss_vs_compute(runs: pd.DataFrame, fits: Fits) -> plt.Figure:
     if "growth" in data.columns:  # a grown run's line is named by its growth variant, an upcycled one by its MoE
         grown = data["kind"] == GROWN
         data.loc[grown, "moe"] = data.loc[grown, "growth"].fillna("").astype(str)
+    if "expansion" in data.columns:  # an expanded run's line by its MoE and expansion: "e4k2 x2u"
+        expanded = data["kind"] == EXPANDED
+        data.loc[expanded, "moe"] = (
+            data.loc[expanded, "moe"] + " " + data.loc[expanded, "expansion"].fillna("").astype(str)
+        )
     if "replica" not in data.columns:
         data["replica"] = 1
     first, again = data[data["replica"].fillna(1) <= 1], data[data["replica"].fillna(1) > 1]

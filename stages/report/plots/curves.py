@@ -47,7 +47,8 @@ def _curve(ax: plt.Axes, frame: pd.DataFrame, offset: float, color: Any, dashed:
 def training_curves(runs: pd.DataFrame, fits: Fits, curves: Curves | None = None) -> plt.Figure:
     """Train (thin) and validation loss (dots) against tokens seen, per run family: dense runs by model size,
     MoE from scratch by variant, and each continued family (upcycled per model and variant, dense continued per
-    model) by D1, the dense parent's curve (dashed) continued by its children at D1 + tokens."""
+    model, expanded per model, MoE and expansion) by D1, the parent's curve (dashed: the dense run, or the MoE from
+    scratch an expanded run continues) continued by its children at D1 + tokens."""
     del fits
     if curves is None:
         raise UserError("figure training_curves: needs the runs' metrics.csv (python -m stages.figures --metrics)")
@@ -61,7 +62,8 @@ def training_curves(runs: pd.DataFrame, fits: Fits, curves: Curves | None = None
         rows = runs[runs["kind"] == kind]
         if rows.empty:
             continue
-        groups = ["model", KINDS[kind].variant] if KINDS[kind].variant else ["model"]
+        spec = KINDS[kind]
+        groups = ["model", *dict.fromkeys(c for c in ("moe" if spec.moe else "", spec.variant) if c)]
         for name, group in rows.groupby(groups, sort=True):
             title = " ".join(str(v) for v in (name if isinstance(name, tuple) else (name,)))
             panels.append((f"{KINDS[kind].label}: {title}", group, "D1"))
@@ -70,7 +72,6 @@ def training_curves(runs: pd.DataFrame, fits: Fits, curves: Curves | None = None
     ncols = min(3, len(panels))
     nrows = math.ceil(len(panels) / ncols)
     fig, axes = plt.subplots(nrows, ncols, figsize=(4.2 * ncols, 3.4 * nrows), squeeze=False)
-    dense = runs[runs["kind"] == DENSE]
     continued = runs[runs["kind"].isin(CONTINUED)]
     d1_palette = sequential(sorted(continued["D1"].unique()))  # one colour per D1 in every panel
     for ax, (title, rows, key) in zip(axes.flat, panels, strict=False):
@@ -84,9 +85,14 @@ def training_curves(runs: pd.DataFrame, fits: Fits, curves: Curves | None = None
             ax.plot([], [], color=palette[value], lw=1.4, marker="o", ms=3, label=label)
             for run in rows[rows[key] == value].itertuples():
                 offset = 0.0
-                if key == "D1":  # a continuation: its dense parent's curve, then the run at D1 + tokens
-                    parent = dense[(dense["model"] == run.model) & (dense["D1"] == run.D1)]
-                    if "replica" in dense.columns:  # a further seed continues its own dense parent
+                if key == "D1":  # a continuation: its parent's curve, then the run at D1 + tokens
+                    spec = KINDS[KINDS[run.kind].continues]
+                    parents = runs[runs["kind"] == spec.name]
+                    budget = spec.table_budget or "D"  # the parent's own tokens: a dense run's D1, a scratch MoE's D
+                    parent = parents[(parents["model"] == run.model) & (parents[budget] == run.D1)]
+                    if spec.moe:  # an expanded run continues its own MoE variant
+                        parent = parent[parent["moe"] == run.moe]
+                    if "replica" in parents.columns:  # a further seed continues its own parent
                         parent = parent[parent["replica"] == getattr(run, "replica", 1)]
                     if not parent.empty and parent["run_id"].iloc[0] in curves:
                         _curve(ax, curves[parent["run_id"].iloc[0]], 0.0, palette[value], dashed=True)
