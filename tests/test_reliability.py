@@ -100,13 +100,13 @@ def test_editing_a_module_reruns_exactly_the_stages_that_import_it(repo_copy, ti
         assert planned(repo_copy, tiny_run) == {"figures": 7}
     with edited(stages / "tables.py"):
         assert planned(repo_copy, tiny_run) == {"fit_table": 1}
-    with edited(stages / "report" / "figures.py"):  # a library module only the figures command imports
+    with edited(stages / "report" / "plots" / "common.py"):  # a library module only the figures command imports
         assert planned(repo_copy, tiny_run) == {"figures": 7}
     with edited(stages / "laws" / "bootstrap.py"):  # only the fitter: the fits rerun, then what reads them
         assert planned(repo_copy, tiny_run) == {"fit": 6, "figures": 5, "fit_table": 1, "plan": 1, "findings": 1}
     with edited(stages / "laws" / "forms.py"):  # imported by fit, figures, tables and the planner
         assert planned(repo_copy, tiny_run) == {"fit": 6, "figures": 7, "fit_table": 1, "plan": 1, "findings": 1}
-    with edited(stages / "report" / "findings.py"):  # the findings table alone
+    with edited(stages / "report" / "claims.py"):  # the findings table alone
         assert planned(repo_copy, tiny_run) == {"findings": 1}
     with edited(stages / "training" / "evaluation.py"):  # evaluate, surgery's step-0 loss, periodic validation
         counts = planned(repo_copy, tiny_run)
