@@ -18,18 +18,14 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-import torch
-
-from stages.core.artifacts import write_json
 from stages.core.cli import ArgumentParser, UserError, parse_json_object, run
-from stages.core.codehash import code_hash
-from stages.core.options import as_dict, from_json
+from stages.core.options import from_json
 from stages.corpus.shards import eval_windows, open_corpus
-from stages.model.checkpoint import load_model, save_checkpoint
-from stages.model.compute import param_counts
+from stages.model.checkpoint import load_model
 from stages.model.config import ModelConfig
 from stages.surgery.growth import grow, surgery_report
 from stages.surgery.growth_recipe import GrowthRecipe, check_growth
+from stages.surgery.product import save_surgery
 from stages.training.runtime import configure
 
 
@@ -71,23 +67,20 @@ def main(argv: Sequence[str] | None = None) -> None:
     model = grow(parent_model, target, recipe, args.seed)
     windows = eval_windows(corpus.tokens("val"), parent_model.cfg.max_seq_len, args.eval_tokens)
     report = surgery_report(parent_model, model, recipe, windows, str(args.parent))
-    counts = param_counts(model.cfg)
-    record = parent.surgery_child(
-        str(args.parent),
-        run_id=args.run_id or str(args.out),
-        kind="grow",
-        code_hash=code_hash("grow"),
-        torch_version=torch.__version__,
-        labels=labels,
-        seed=args.seed,
-        N_total=counts.total(),
-        N_active=counts.active(),
-        recipe=as_dict(recipe),
-        threads=args.threads,
-    )
     out = Path(args.out)
-    save_checkpoint(out, model, record)
-    write_json(out / "surgery.json", report)
+    save_surgery(
+        out,
+        model,
+        report,
+        parent,
+        str(args.parent),
+        "grow",
+        recipe,
+        args.run_id or str(args.out),
+        labels,
+        args.seed,
+        args.threads,
+    )
     print(
         f"{out}: step-0 val loss parent {report['parent_val_loss']:.4f} -> grown {report['grown_val_loss']:.4f} "
         f"({recipe.method}, {parent_model.cfg.n_layer}x{parent_model.cfg.d_model} -> "

@@ -16,16 +16,12 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-import torch
-
-from stages.core.artifacts import write_json
 from stages.core.cli import ArgumentParser, parse_json_object, run
-from stages.core.codehash import code_hash
-from stages.core.options import as_dict, from_json
+from stages.core.options import from_json
 from stages.corpus.shards import eval_windows, open_corpus
-from stages.model.checkpoint import load_model, save_checkpoint
-from stages.model.compute import param_counts
+from stages.model.checkpoint import load_model
 from stages.model.config import MoEConfig
+from stages.surgery.product import save_surgery
 from stages.surgery.recipe import UpcycleRecipe
 from stages.surgery.upcycling import surgery_report, upcycle
 from stages.training.runtime import configure
@@ -58,22 +54,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     model = upcycle(dense, moe, recipe, args.seed)
     windows = eval_windows(corpus.tokens("val"), dense.cfg.max_seq_len, args.eval_tokens)
     report = surgery_report(dense, model, recipe, windows, str(args.dense))
-    counts = param_counts(model.cfg)
-    record = parent.surgery_child(
-        str(args.dense),
-        run_id=args.run_id or str(args.out),
-        kind="upcycle",
-        code_hash=code_hash("upcycle"),
-        torch_version=torch.__version__,
-        labels=labels,
-        seed=args.seed,
-        N_total=counts.total(),
-        N_active=counts.active(),
-        recipe=as_dict(recipe),
-    )
     out = Path(args.out)
-    save_checkpoint(out, model, record)
-    write_json(out / "surgery.json", report)
+    save_surgery(
+        out, model, report, parent, str(args.dense), "upcycle", recipe, args.run_id or str(args.out), labels, args.seed
+    )
     print(
         f"{out}: step-0 val loss dense {report['dense_val_loss']:.4f} -> MoE {report['moe_val_loss']:.4f} "
         f"({recipe.method})",
