@@ -49,9 +49,19 @@ def build_parser() -> ArgumentParser:
         "ends with one line naming the rank that died or stalled",
     )
     p.add_argument("--work-dir", default=None, help="scratch folder for progress (default results/.work/<run-id>)")
-    p.add_argument("--start-state", help="wsd: a stable run's branch state to continue from (a cooldown)")
-    p.add_argument("--stop-step", type=int, default=0, help="wsd: stop after this step (a stable segment)")
-    p.add_argument("--state-out", help="wsd: where a stable segment writes its branch state")
+    p.add_argument(
+        "--start-state",
+        help="the state to continue from: a wsd stable run's branch state (a cooldown or the next stable segment), "
+        "or a part state of this same job (the previous walltime part)",
+    )
+    p.add_argument("--stop-step", type=int, default=0, help="stop after this step (a stable segment, or a part)")
+    p.add_argument("--state-out", help="where the state at --stop-step goes")
+    p.add_argument(
+        "--part",
+        action="store_true",
+        help="the job is one walltime part of a longer one: its state at --stop-step is continued only by the rest "
+        "of this job (any lr policy, any step before the last)",
+    )
     return p
 
 
@@ -76,6 +86,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         start_state=Path(args.start_state) if args.start_state else None,
         stop_step=args.stop_step,
         state_out=Path(args.state_out) if args.state_out else None,
+        part=args.part,
     )
     if job.train.backend == "nanotron":
         from stages.training.nanotron_backend import train_nanotron

@@ -17,7 +17,8 @@ from stages.model.config import ModelConfig, MoEConfig
 from stages.surgery.recipe import UpcycleRecipe
 from stages.training.options import EvalConfig, TrainConfig
 from stages.workflow.config import load_yaml, validate_config
-from stages.workflow.grid import Grid, derive_seed
+from stages.workflow.grid import Grid
+from stages.workflow.runs import derive_seed
 from stages.workflow.schema import SCHEMA_FILE, config_schema, schema_text
 from stages.workflow.sections import StudyTraining, VariantTraining
 

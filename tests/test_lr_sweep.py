@@ -16,7 +16,8 @@ from conftest import REPO, write_corpus
 from stages.core.cli import UserError
 from stages.workflow.accounting import merge, summarize
 from stages.workflow.config import load_yaml, validate_config
-from stages.workflow.grid import Grid, lr_label
+from stages.workflow.grid import Grid
+from stages.workflow.runs import lr_label
 
 MUP = merge(load_yaml(REPO / "config" / "config.yaml"), load_yaml(REPO / "config" / "mup.yaml"))
 

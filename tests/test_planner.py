@@ -408,7 +408,7 @@ def test_every_crossing_is_reported():
 
 
 def test_threshold_figure_draws_the_tie_per_dense_size(fits, tmp_path):
-    """Paper Fig. 1 right from the joint law: one tie contour per N1 and framing, bytes identical when redrawn."""
+    """Paper Fig. 1 right from the joint law: one D2* line per N1 and framing, bytes identical when redrawn."""
     from stages.figures import main
     from stages.report.plots.threshold import threshold
 
@@ -423,8 +423,8 @@ def test_threshold_figure_draws_the_tie_per_dense_size(fits, tmp_path):
     fig_fits = {name: json.loads((fits / f"{name}.json").read_text()) for name in ("upcycled", "scratch_chinchilla")}
     fig = threshold(runs, fig_fits)
     for ax in fig.axes:
-        ties = [c for c in ax.collections if list(getattr(c, "levels", [])) == [0.0]]
-        assert len(ties) == 2  # one per N1
+        sizes = {str(line.get_gid()).split(":")[1] for line in ax.get_lines() if str(line.get_gid()).startswith("tie:")}
+        assert sizes == {"1e+08", "1e+09"}  # a D2* line per N1
     runs.to_csv(tmp_path / "runs.csv", index=False)
     fit_args = [a for name in ("upcycled", "scratch_chinchilla") for a in ("--fit", str(fits / f"{name}.json"))]
     blobs = []

@@ -119,3 +119,30 @@ def test_site_settings_reach_sbatch_on_top_of_each_jobs_own_numbers(cluster, tmp
     assert memory_mb(dense) == 64000 and "OverSubscribe=NO" in dense, dense  # --exclusive
     data = job("data")
     assert "Partition=cpu" in data and "TimeLimit=02:00:00" in data and memory_mb(data) == 32000, data
+
+
+def test_a_run_longer_than_the_walltime_runs_as_chained_sbatch_jobs_with_the_bytes_of_one_job(cluster, tmp_path):
+    """site.max_runtime 5 minutes at a measured 30 tokens/s: a job holds floor(0.85 * 300 * 30 / 512) = 14 steps,
+    so the 31-step dense run trains as two part jobs and its own job, each submitted with the 5-minute limit; the
+    run directory equals the run trained in one local job, byte for byte."""
+    overlay = tmp_path / "walltime.yaml"
+    overlay.write_text("site: {max_runtime: 5, tokens_per_second: 30}\n")
+    target = "results/dense/xs/d1_16K/metrics.csv"
+    res = snakemake_on_slurm(tmp_path / "split", target, overlay)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    logs = tmp_path / "split" / "logs" / "slurm"
+    part_jobs = sorted(p.stem for p in (logs / "rule_dense_part").rglob("*.log"))
+    assert len(part_jobs) == 2 and len(list((logs / "rule_dense").rglob("*.log"))) == 1
+    for job_id in part_jobs:
+        job = subprocess.run(["scontrol", "show", "job", job_id], capture_output=True, text=True).stdout
+        assert "TimeLimit=00:05:00" in job and "Partition=gpu" in job, job
+    whole = tmp_path / "whole"
+    local = subprocess.run(
+        [sys.executable, "-m", "snakemake", target, "--snakefile", str(REPO / "Snakefile"), "--directory", str(whole),
+         "--cores", "2", "--configfile", str(REPO / "config" / "tiny.yaml")],
+        capture_output=True, text=True, timeout=900,
+    )  # fmt: skip
+    assert local.returncode == 0, local.stdout[-3000:] + local.stderr[-3000:]
+    run = Path("results/dense/xs/d1_16K")
+    for name in ("config.json", "metrics.csv", "model.safetensors", "provenance.json"):
+        assert (whole / run / name).read_bytes() == (tmp_path / "split" / run / name).read_bytes(), name

@@ -59,7 +59,9 @@ SHIPPED_GRIDS = {
         "data_shard": 4,  # data.shards
         "data": 1,
         "stable": 76,
+        "stable_part": 4,  # the longest runs in walltime parts (24-hour limit at MFU 0.35 on one H100)
         "dense": 16,
+        "dense_part": 1,
         "scratch": 12,
         "evaluate": 76,
         "upcycle": 12,
@@ -72,7 +74,7 @@ SHIPPED_GRIDS = {
         "fit_table": 1,
         "plan": 1,
         "all": 1,
-        "total": 265,
+        "total": 270,
     },
     "cosine": {  # the default grid as independent cosine runs (the wsd baseline)
         "data_tokenizer": 1,

@@ -151,6 +151,15 @@ def _with_defaults(validator_class: Any) -> Any:
 DefaultingValidator = _with_defaults(Draft202012Validator)
 
 
+# what the schema's patterns ask for, in words (the pattern itself for any other)
+PATTERN_MEANING = {
+    "^[0-9]+(\\.[0-9]+)?[KMBT]?$": "a token count such as 250K, 1.6M, 2B or 4096",
+    "^[A-Za-z0-9][A-Za-z0-9_-]*$": "a simple name: letters, digits, _ and -, starting with a letter or digit",
+    "^[A-Za-z0-9_.]+$": "a GRES name: letters, digits, _ and .",
+    "^default$": "'default' or a whole number",
+}
+
+
 def describe(error: ValidationError, prefix: str = "") -> str:
     """One line for a schema error, naming the key (``prefix`` is the section, e.g. ``train``)."""
     path = [prefix] if prefix else []
@@ -172,7 +181,8 @@ def describe(error: ValidationError, prefix: str = "") -> str:
     if v == "uniqueItems":
         return f"config key '{key}': has duplicate entries {value!r}"
     if v == "pattern":
-        return f"config key '{key}': {value!r} is not valid (expected e.g. 250K, 1M, 4096 or a simple name)"
+        wanted = PATTERN_MEANING.get(error.validator_value, f"a value matching {error.validator_value}")
+        return f"config key '{key}': {value!r} is not valid (expected {wanted})"
     if v == "enum":
         return f"config key '{key}': {value!r} is not one of {error.validator_value}"
     return f"config key '{key}': {error.message}"

@@ -106,7 +106,9 @@ EXPANSION_COLUMNS = [f"expansion_{f.name}" for f in option_fields(ExpansionRecip
 def row_for(eval_path: Path) -> dict[str, Any]:
     """The runs-table row of one eval.json and the checkpoint it names."""
     ev = read_json(eval_path)
-    ckpt = Path(ev.get("checkpoint", ""))
+    if not ev.get("checkpoint"):
+        raise UserError(f"{eval_path}: names no checkpoint (an eval.json written by stages.evaluate has one)")
+    ckpt = Path(ev["checkpoint"])
     rec = read_record(ckpt)
     cfg = ModelConfig.read(ckpt)
     counts = param_counts(cfg)

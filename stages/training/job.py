@@ -42,9 +42,10 @@ class Job:
     save_every: int = 0  # progress checkpoint every N steps (0: never); not a result
     dist_timeout: int = DIST_TIMEOUT  # seconds a process waits for the others of a multi-process run; not a result
     work_dir: Path | None = None
-    start_state: Path | None = None  # a stable run's branch state to continue from (wsd)
-    stop_step: int = 0  # a stable segment: stop after this step and write a branch state (0: run to the end)
-    state_out: Path | None = None  # where a stable segment writes its branch state
+    start_state: Path | None = None  # a wsd branch state, or a part state of this job, to continue from
+    stop_step: int = 0  # stop after this step and write a state (0: run to the end)
+    state_out: Path | None = None  # where the state at stop_step goes (a stable segment's branch state, or a part)
+    part: bool = False  # the state at stop_step is a walltime part: only the rest of this same job continues it
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -56,11 +57,13 @@ class Job:
         if self.dist_timeout < 1:
             raise UserError(f"--dist-timeout: must be >= 1 second, got {self.dist_timeout}")
         if (self.stop_step > 0) != (self.state_out is not None):
-            raise UserError("--stop-step and --state-out go together (a stable segment of a wsd run)")
+            raise UserError("--stop-step and --state-out go together (a stable segment of a wsd run, or a part)")
         if (self.out is None) == (self.state_out is None):
-            raise UserError("give --out (a run directory) or, for a stable segment, --state-out")
-        if (self.stop_step or self.start_state) and self.train.lr_policy != "wsd":
-            raise UserError("--stop-step / --start-state: only a wsd schedule has a stable phase to branch from")
+            raise UserError("give --out (a run directory) or, for a stable segment or a part, --state-out")
+        if self.part and not self.stop_step:
+            raise UserError("--part: needs --stop-step and --state-out (where the part ends and what it writes)")
+        if self.stop_step and not self.part and self.train.lr_policy != "wsd":
+            raise UserError("--stop-step without --part: only a wsd schedule has a stable phase to branch from")
 
     @property
     def scratch(self) -> Path:

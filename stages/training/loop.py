@@ -194,7 +194,7 @@ def finish(
     folder goes."""
     model = state.model
     if job.state_out is not None:
-        files.save_branch(state, job.state_out)
+        files.save_state(state, job)
     else:
         health = None
         moe = model.cfg.moe

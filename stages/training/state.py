@@ -1,6 +1,6 @@
 """Training state: the model, the optimizer, the next step and the metrics rows so far; saved and restored.
 
-One format serves two files, told apart by whose state they hold:
+One format serves three files, told apart by whose state they hold:
 
 * a progress checkpoint (``<scratch>/progress.pt``, key ``digest``: one job's identity), written every
   ``save_every`` steps to an undeclared scratch folder. A rerun of a killed job continues from it and ends with
@@ -9,7 +9,9 @@ One format serves two files, told apart by whose state they hold:
   product of a stable segment and what a cooldown or the next segment continues from (``--start-state``). A
   family is all of a job but its token budget and outputs: up to its decay a wsd schedule does not depend on the
   budget, so the stable prefix a branch state carries is the prefix the continuing job would have trained itself.
-"""
+* a part state (``--state-out`` with ``--part``, key ``part_digest``: the family and the token budget), a
+  walltime part's product: the job cut at a step, continued by the next part of the same job. It also keeps the
+  branch step the job started from, so the run record of a job in parts is the record of the job in one piece."""
 
 from __future__ import annotations
 
@@ -46,74 +48,99 @@ class TrainState:
     rows: list[dict[str, Any]] = field(default_factory=list)
     branch_step: int = 0
 
-    def save(self, path: Path, owner: Owner) -> None:
+    def save(self, path: Path, owner: Owner, keep_branch_step: bool = False) -> None:
         key, digest = owner
+        # Pickle writes a string once per object and then refers back to it, so the bytes depend on which keys are
+        # one object. Rows read back from a state are not the rows a job built itself; interned keys make a state
+        # written after a resume or a part the bytes of the state written in one go.
         state = {
             key: digest,
             "step": self.step,
-            "rows": self.rows,
+            "rows": [{sys.intern(k): v for k, v in row.items()} for row in self.rows],
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
         }
+        if keep_branch_step:
+            state["branch_step"] = self.branch_step
         with atomic_path(path) as tmp, tmp.open("wb") as fh:
             torch.save(state, fh)  # through a file object: the archive's folder is "archive", not the random temp name
 
-    def load(self, path: Path, owner: Owner, dev: torch.device) -> bool:
-        """Take over the state saved at ``path`` if ``owner`` wrote it (True), else change nothing (False)."""
-        key, digest = owner
+    def load(self, path: Path, owners: tuple[Owner, ...], dev: torch.device) -> Owner | None:
+        """Take over the state saved at ``path`` if one of ``owners`` wrote it (that owner), else change nothing
+        (None)."""
         state = torch.load(path, map_location=dev, weights_only=True)
-        if state.get(key) != digest:
-            return False
+        owner = next((o for o in owners if state.get(o[0]) == o[1]), None)
+        if owner is None:
+            return None
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.step, self.rows = int(state["step"]), list(state["rows"])
-        return True
+        if "branch_step" in state:  # a part state; a branch or progress state leaves it as the job set it
+            self.branch_step = int(state["branch_step"])
+        return owner
 
 
 @dataclass(frozen=True)
 class StateFiles:
-    """A job's saved states: its own progress checkpoint, and the branch states of its wsd family."""
+    """A job's saved states: its own progress checkpoint, the branch states of its wsd family and the part states
+    of its walltime parts."""
 
     progress: Path
     job: Owner
     family: Owner
+    parts: Owner
 
     @classmethod
     def of(cls, job: Job, model: Transformer, corpus: Corpus) -> StateFiles:
         job_owner = ("digest", job_digest(job, model, corpus))
-        return cls(job.scratch / PROGRESS, job_owner, ("branch_digest", family_digest(job, model, corpus)))
+        family = family_digest(job, model, corpus)
+        parts = sha256_bytes(dumps_json({"family": family, "tokens": job.tokens}).encode())
+        return cls(job.scratch / PROGRESS, job_owner, ("branch_digest", family), ("part_digest", parts))
 
     def save_progress(self, state: TrainState) -> None:
         state.save(self.progress, self.job)
 
-    def save_branch(self, state: TrainState, path: Path) -> None:
-        state.save(path, self.family)
+    def save_state(self, state: TrainState, job: Job) -> None:
+        """The state at the job's stop step: a walltime part's part state, else a stable segment's branch state."""
+        assert job.state_out is not None
+        if job.part:
+            state.save(job.state_out, self.parts, keep_branch_step=True)
+        else:
+            state.save(job.state_out, self.family)
 
     def restore(self, state: TrainState, job: Job, schedule: Schedule, dev: torch.device, announce: bool) -> None:
-        """Continue ``job`` where it stands: its family's branch state (``--start-state``), then this job's own
-        progress checkpoint if one was saved; neither: from step 0. ``announce``: say which on stderr."""
+        """Continue ``job`` where it stands: the state it starts from (``--start-state``: its family's branch
+        state, or its own previous part), then this job's own progress checkpoint if one was saved; neither: from
+        step 0. ``announce``: say which on stderr."""
         if job.start_state is not None:
             if not job.start_state.exists():
                 raise UserError(f"--start-state {job.start_state}: file not found")
-            if not state.load(job.start_state, self.family, dev):
+            owner = state.load(job.start_state, (self.family, self.parts), dev)
+            if owner is None:
                 raise UserError(
-                    f"--start-state {job.start_state}: written by another run family (model, seed, data or options "
-                    "differ)"
+                    f"--start-state {job.start_state}: written by another run family or budget (model, seed, data, "
+                    "tokens or options differ)"
                 )
-            if state.step > schedule.decay_start:
-                raise UserError(
-                    f"--start-state {job.start_state}: step {state.step} is past this run's decay start "
-                    f"{schedule.decay_start}"
-                )
-            state.branch_step = state.step
-        if job.stop_step and not state.step < job.stop_step <= schedule.decay_start:
+            if owner == self.family:  # a branch state: this job branches off its family's stable run here
+                if job.train.lr_policy != "wsd" or state.step > schedule.decay_start:
+                    raise UserError(
+                        f"--start-state {job.start_state}: a branch state at step {state.step}, past this run's "
+                        f"decay start {schedule.decay_start}"
+                    )
+                state.branch_step = state.step
+        if job.part and not state.step < job.stop_step < schedule.total_steps:
+            raise UserError(
+                f"--stop-step {job.stop_step}: a part must end after step {state.step} and before the run's last "
+                f"step {schedule.total_steps}"
+            )
+        if job.stop_step and not job.part and not state.step < job.stop_step <= schedule.decay_start:
             raise UserError(
                 f"--stop-step {job.stop_step}: must lie after step {state.step} and not past the decay "
                 f"start {schedule.decay_start} of a {job.tokens}-token wsd run"
             )
         if not self.progress.exists():
             return
-        if state.load(self.progress, self.job, dev):
+        if state.load(self.progress, (self.job,), dev):
             if announce:
                 print(f"resuming from step {state.step} ({self.progress})", file=sys.stderr)
         elif announce:

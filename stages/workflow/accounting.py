@@ -19,11 +19,12 @@ from typing import Any
 
 from stages.core.kinds import EXPANDED, KINDS
 from stages.model.compute import flops_per_token
+from stages.workflow.cluster import rule_resources, site_settings
 from stages.workflow.config import expansion_recipe, growth_target, load_yaml, model_config, validate_config
 from stages.workflow.grid import Grid, Run, shape_name
+from stages.workflow.walltime import job_tokens_per_second
 
 DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "config" / "config.yaml"
-H100_BF16_TFLOPS = 989.0  # dense bf16 tensor-core peak of an H100 SXM (datasheet, no sparsity); H200: the same
 CHECKS = ("upcycle_eval", "grow_eval", "expand_eval", "evaluate")  # the jobs that only evaluate (forward passes)
 KIND_ORDER = (*KINDS, "stable", *CHECKS)  # the ledger's lines: every run kind, the wsd stable runs, the evaluations
 
@@ -128,8 +129,50 @@ def gpu_hours(flops: float, mfu: float, gpu_tflops: float) -> float:
     return flops / (mfu * gpu_tflops * 1e12) / 3600.0
 
 
-def format_ledger(cfg: dict[str, Any], mfu: float = 0.35, gpu_tflops: float = H100_BF16_TFLOPS) -> str:
-    """The ledger as a table: jobs, tokens, FLOPs and GPU-hours per kind, the total and the largest job."""
+def walltime_lines(cfg: dict[str, Any]) -> list[str]:
+    """What the walltime parts do to the DAG (stages.workflow.walltime): how many training jobs are cut, into how
+    many, and the longest job's estimated hours against its rule's time limit."""
+    grid = Grid(cfg)
+    chains = list(grid.chains.values())
+    cut = [c for c in chains if c.cuts]
+    site = site_settings(cfg)
+    basis = (
+        f"{site.tokens_per_second:g} tokens/s per job (site.tokens_per_second)"
+        if site.tokens_per_second
+        else f"MFU {site.mfu:g} of {site.gpu_tflops:g} TFLOP/s per GPU (site.mfu, site.gpu_tflops)"
+    )
+    out = [
+        f"walltime: {len(cut)} of {len(chains)} training jobs exceed their rule's time limit at {basis} and "
+        f"train as {sum(len(c.cuts) + 1 for c in cut)} chained parts"
+    ]
+    longest: tuple[float, str, int] | None = None
+    for chain in chains:
+        rate = job_tokens_per_second(cfg, chain.rule, grid.trained_model(chain.run))
+        if rate is None:
+            continue
+        steps = max(end - first for first, end in chain.pieces)
+        hours = steps * grid.tokens_per_step / rate / 3600.0
+        if longest is None or hours > longest[0]:
+            longest = (hours, chain.job, rule_resources(cfg, chain.rule)["runtime"])
+    if longest is not None:
+        hours, job, limit = longest
+        out.append(f"longest job: {job}, {hours:,.1f} hours estimated, time limit {limit / 60:,.1f} hours")
+    if grid.uncut:
+        out.append(
+            f"over the limit and not cut (the nanotron backend trains a run in one job): {', '.join(grid.uncut)}"
+        )
+    for chain in cut:
+        out.append(f"  {chain.job}: steps {chain.start}..{chain.end} in {len(chain.cuts) + 1} jobs, cut at "
+                   f"{', '.join(map(str, chain.cuts))}")  # fmt: skip
+    return out
+
+
+def format_ledger(cfg: dict[str, Any], mfu: float | None = None, gpu_tflops: float | None = None) -> str:
+    """The ledger as a table: jobs, tokens, FLOPs and GPU-hours per kind, the total and the largest job, then the
+    walltime parts. ``mfu`` and ``gpu_tflops`` default to the config's site.mfu and site.gpu_tflops."""
+    site = site_settings(cfg)
+    mfu = site.mfu if mfu is None else mfu
+    gpu_tflops = site.gpu_tflops if gpu_tflops is None else gpu_tflops
     s = summarize(cfg)
     conv = cfg["train"]["flops_convention"]
     head = f"{'kind':<14}{'jobs':>6}{'tokens':>12}{'FLOPs':>12}{'GPU-hours':>12}{'share':>8}"
@@ -162,4 +205,5 @@ def format_ledger(cfg: dict[str, Any], mfu: float = 0.35, gpu_tflops: float = H1
             f"training with shared wsd stable runs: {trained:.3e} FLOPs vs {s.independent_flops:.3e} for "
             f"independent runs ({trained / s.independent_flops:.3f})"
         )
+    out += walltime_lines(cfg)
     return "\n".join(out)

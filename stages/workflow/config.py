@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import re
 from pathlib import Path
 from typing import Any
 
@@ -26,8 +27,13 @@ from stages.surgery.growth_recipe import GrowthRecipe, check_growth
 from stages.surgery.recipe import UpcycleRecipe, check_compatible
 from stages.training.schedule import warmup_problem
 from stages.workflow.cluster import job_gpus, site_settings, training_job
+from stages.workflow.collisions import check_budget_labels, check_name_case
+from stages.workflow.fit_checks import check_fits
 from stages.workflow.schema import RESERVED_STUDIES, config_schema
 from stages.workflow.sections import TRAINING_RULES
+
+# the devices a training job accepts (stages.training.runtime.device)
+DEVICE = re.compile(r"^(cpu|auto|cuda(:[0-9]+)?)$")
 
 
 def grid_blocks(cfg: dict[str, Any], kind: str) -> list[dict[str, Any]]:
@@ -191,6 +197,12 @@ def _tokenizer_identity(cfg: dict[str, Any], name: str) -> tuple[str, int]:
 
 def _check_semantics(cfg: dict[str, Any]) -> None:
     _check_cluster(cfg)
+    check_name_case(cfg)
+    if not DEVICE.match(str(cfg["train"]["device"])):
+        raise UserError(
+            f"config key 'train.device': {cfg['train']['device']!r} is not a device of the training jobs (cpu, cuda, "
+            "cuda:<index> or auto)"
+        )
     data = cfg["data"]
     if not data["sources"] and not data["files"]:
         raise UserError("config key 'data.sources': no text source (set data.sources or data.files)")
@@ -253,8 +265,8 @@ def _check_semantics(cfg: dict[str, Any]) -> None:
     for kind in KINDS:
         for block in grid_blocks(cfg, kind):
             _check_block(cfg, kind, block, tokens_per_step)
-    from stages.laws.forms import LAWS
-
+    check_budget_labels([(kind, b) for kind in KINDS.values() for b in grid_blocks(cfg, kind.name)], tokens_per_step)
+    _check_evaluation(cfg)
     enabled = [name for name, fit in cfg["fits"].items() if fit]
     for figure in cfg["figures"]:
         if figure not in FIGURE_SPECS:
@@ -268,27 +280,36 @@ def _check_semantics(cfg: dict[str, Any]) -> None:
                 raise UserError(f"config key 'figures': {figure!r} needs {what} under 'fits'")
     planner = cfg.get("planner")
     if planner:
-        for key in ("upcycled_fit", "scratch_fit", "dense_fit"):
-            if planner[key] not in enabled and key == "upcycled_fit":
-                raise UserError(f"config key 'planner.{key}': {planner[key]!r} is not an enabled fit")
         if planner["model"] not in cfg["models"] or planner["moe"] not in cfg["moe"]:
             raise UserError("config key 'planner': model and moe must name entries of 'models' and 'moe'")
-        if planner["grown_fit"] is not None and planner["grown_fit"] not in enabled:
-            raise UserError(f"config key 'planner.grown_fit': {planner['grown_fit']!r} is not an enabled fit")
-        if planner["expanded_fit"] is not None and planner["expanded_fit"] not in enabled:
-            raise UserError(f"config key 'planner.expanded_fit': {planner['expanded_fit']!r} is not an enabled fit")
         if planner["grown_fit"] is not None and planner["grown_model"] not in cfg["models"]:
             raise UserError(
                 f"config key 'planner.grown_model': {planner['grown_model']!r} must name the grown model (an entry "
                 "of 'models') when planner.grown_fit is set"
             )
+        try:  # the planner's N1 and N_active (stages.workflow.grid.Grid.planner_args)
+            model_config(cfg, planner["model"], planner["moe"])
+        except UserError as err:
+            raise UserError(f"config key 'planner.moe' (with model {planner['model']!r}): {err}") from None
         parse_tokens(planner["d1"], "config key 'planner.d1'")
         parse_tokens(planner["extra_tokens"], "config key 'planner.extra_tokens'")
-    for name, fit in cfg["fits"].items():
-        if fit is None:
-            continue
-        if fit["law"] not in LAWS:
-            raise UserError(f"config key 'fits.{name}.law': unknown law {fit['law']!r} (known: {', '.join(LAWS)})")
+    check_fits(cfg)
+
+
+def _check_evaluation(cfg: dict[str, Any]) -> None:
+    """Every evaluation slice holds at least one window of train.seq_len tokens (else the evaluation, the surgery's
+    step-0 check or the periodic validation would stop with nothing to measure, after the training before it)."""
+    seq_len = cfg["train"]["seq_len"]
+    slices = [("evaluate.max_tokens", cfg["evaluate"]["max_tokens"])]
+    if cfg["train"]["eval_every"]:
+        slices.append(("train.eval_tokens", cfg["train"]["eval_tokens"]))
+    if any(KINDS[kind].surgery and grid_blocks(cfg, kind) for kind in KINDS):
+        slices.append(("upcycle_eval_tokens", cfg["upcycle_eval_tokens"]))
+    for key, tokens in slices:
+        if tokens < seq_len:
+            raise UserError(
+                f"config key '{key}': {tokens} tokens are fewer than one window of train.seq_len {seq_len} tokens"
+            )
 
 
 def _check_nanotron(cfg: dict[str, Any]) -> None:

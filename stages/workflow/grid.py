@@ -9,12 +9,10 @@ identity without its token budgets, so runs that differ only in D share initiali
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import itertools
 import json
 import re
 import shlex
-from dataclasses import dataclass, field
 from typing import Any
 
 from stages.core import kinds
@@ -36,117 +34,18 @@ from stages.workflow.config import (
     moe_config,
     upcycle_recipe,
 )
-
-RESULTS = "results"
-REPLICA = "@"  # s@2: model s trained again with its second seed (grid.replicas)
-
-
-def shape_name(model: str) -> str:
-    """The grid model a model label trains: 's@2' -> 's'."""
-    return model.split(REPLICA, 1)[0]
-
-
-def replica_index(model: str) -> int:
-    """Which seed of its cell a model label is: 's' -> 1, 's@2' -> 2."""
-    return int(model.split(REPLICA, 1)[1]) if REPLICA in model else 1
-
-
-def study_root(study: str) -> str:
-    """Where every output of a study lives: results/<study>, or results/ itself for the unnamed study ("")."""
-    return f"{RESULTS}/{study}" if study else RESULTS
-
-
-def lr_label(lr: float | str) -> str:
-    """A learning rate as run paths spell it (lr_0.003): Python's shortest repr, so it reads back exactly."""
-    return repr(float(lr))
-
-
-def derive_seed(*parts: object) -> int:
-    """A 63-bit seed from a run's identity (base seed, kind, model, moe, ...)."""
-    text = "\x1f".join(str(p) for p in parts)
-    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "little") >> 1
-
-
-@dataclass(frozen=True, order=True)
-class Run:
-    """One trained model of the grid; ``run_id`` is its path under results/ (its kind's template, core.kinds)."""
-
-    kind: str  # an entry of stages.core.kinds.KINDS
-    model: str
-    moe: str = ""
-    d1: str = ""
-    d2: str = ""
-    d: str = ""
-    lr: str = ""  # lr_sweep: the peak learning rate as its path spells it (lr_label)
-    growth: str = ""  # grown: the growth variant (an entry of config["growth"])
-    expansion: str = ""  # expanded: the expansion variant (an entry of config["expansion"])
-    root: str = field(default=RESULTS, compare=False, repr=False)  # the study root (study_root)
-
-    @property
-    def spec(self) -> kinds.RunKind:
-        return kinds.KINDS[self.kind]
-
-    def fields(self) -> dict[str, str]:
-        """The fields its kind's path templates are written in."""
-        return {name: getattr(self, name) for name in ("model", "moe", "d1", "d2", "d", "lr", "growth", "expansion")}
-
-    @property
-    def run_id(self) -> str:
-        return self.spec.run_id(**self.fields())
-
-    @property
-    def directory(self) -> str:
-        return f"{self.root}/{self.run_id}"
-
-    @property
-    def eval_json(self) -> str:
-        return f"{self.root}/eval/{self.run_id}/eval.json"
-
-    def labels(self) -> dict[str, str]:
-        fields = {"kind": self.kind, "model": shape_name(self.model), "moe": self.moe}
-        fields.update(D1=self.d1, D2=self.d2, D=self.d, lr=self.lr)
-        fields.update(growth=self.growth, expansion=self.expansion)
-        if replica_index(self.model) > 1:
-            fields["replica"] = str(replica_index(self.model))
-        return {k: v for k, v in fields.items() if v}
-
-    @property
-    def budget(self) -> str:
-        """The token budget this run trains for (D1 of a dense run, D2 of a continuation, D from scratch)."""
-        return str(getattr(self, self.spec.budget))
-
-    @property
-    def family(self) -> str:
-        """The runs that differ only in their budget: under wsd they share one stable run."""
-        return self.run_id.rsplit("/", 1)[0]
-
-    @property
-    def variant(self) -> str:
-        """Its entry of its kind's variant section (MoE, growth, expansion; '' for none): where its lr policy is set."""
-        return str(getattr(self, self.spec.variant)) if self.spec.variant else ""
-
-    @property
-    def identity(self) -> str:
-        """Its variants (an expanded run's MoE and expansion), part of its seed's identity ('' for none)."""
-        return "/".join(v for v in (self.moe, self.growth, self.expansion) if v)
-
-
-@dataclass(frozen=True, order=True)
-class Segment:
-    """A stable-phase job of a wsd family: trains from ``previous`` to ``step`` and saves a branch state there."""
-
-    family: str
-    step: int  # the decay start of ``run``: where its cooldown branches off
-    previous: int  # the step it starts from (0: from the initial model)
-    run: Run  # the budget whose cooldown starts at ``step``; the segment trains with its options
-
-    @property
-    def state(self) -> str:
-        return branch_state(self.family, self.step, self.run.root)
-
-
-def branch_state(family: str, step: int, root: str = RESULTS) -> str:
-    return f"{root}/stable/{family}/b_{step}.pt"
+from stages.workflow.runs import (
+    REPLICA,
+    Run,
+    Segment,
+    branch_state,
+    derive_seed,
+    lr_label,
+    replica_index,
+    shape_name,
+    study_root,
+)
+from stages.workflow.walltime import Chain, cut_points, segment_job, steps_per_job
 
 
 class Grid:
@@ -167,6 +66,8 @@ class Grid:
         # an imported parent's dense checkpoint is imported (rule import_parent), not trained nor evaluated
         self.runs = sorted(r for r in runs if not (r.kind == kinds.DENSE and self.is_parent(r.model)))
         self.segments = self._segments()
+        self.uncut: list[str] = []  # jobs over their time limit that the backend cannot cut
+        self.chains = self._chains()  # every training job, in walltime parts where it must be
 
     def _cells(self, kind: kinds.RunKind, model: str, block: dict[str, Any]) -> list[Run]:
         """The runs of ``model`` in one block of grid section ``kind`` (its axes crossed), and the dense runs at
@@ -294,10 +195,33 @@ class Grid:
                 previous = step
         return segments
 
+    def _chains(self) -> dict[str, Chain]:
+        """Every training job by id, cut into parts where its estimated time exceeds its rule's limit
+        (stages.workflow.walltime). The nanotron backend resumes only its own checkpoints, so its jobs stay whole;
+        those over the limit are listed in ``uncut`` (they go on from their checkpoints when SLURM retries them)."""
+        jobs = [
+            Chain(segment_job(s.family, s.step), "stable", s.run, s.previous, s.step,
+                  self.branch_state(s.family, s.previous) if s.previous else "")
+            for s in self.segments.values()
+        ]  # fmt: skip
+        for r in self.runs:
+            step = self.branch_step(r)
+            start = self.branch_state(r.family, step) if step else ""
+            jobs.append(Chain(r.run_id, r.spec.folder, r, step, self.steps(r), start))
+        chains = {}
+        for chain in jobs:
+            cuts = tuple(
+                cut_points(chain.start, chain.end, steps_per_job(self.cfg, chain.rule, self.trained_model(chain.run)))
+            )
+            if cuts and self.cfg["train"]["backend"] == "nanotron":
+                self.uncut.append(chain.job)
+                cuts = ()
+            chains[chain.job] = dataclasses.replace(chain, cuts=cuts)
+        return chains
+
     def start_state(self, run: Run) -> list[str]:
-        """The branch state ``run`` cools down from, as a rule input ([] for an independent run)."""
-        step = self.branch_step(run)
-        return [self.branch_state(run.family, step)] if step > 0 else []
+        """The branch state ``run`` cools down from, or its last walltime part: a rule input ([]: none)."""
+        return self.chains[run.run_id].final_inputs
 
     def segment(self, family: str, step: str | int) -> Segment:
         return self.segments[(family, int(step))]
@@ -346,18 +270,23 @@ class Grid:
     def segment_args(self, family: str, step: str | int) -> str:
         """Arguments of ``stages.train`` for one stable segment (everything but threads and output)."""
         seg = self.segment(family, step)
-        args = self._job_args(seg.run, f"stable/{family}/b_{seg.step}")
+        args = self._job_args(seg.run, segment_job(family, seg.step))
         args.append(f"--stop-step {seg.step}")
-        if seg.previous:
-            args.append(f"--start-state {self.branch_state(family, seg.previous)}")
+        args += [f"--start-state {state}" for state in self.chains[segment_job(family, seg.step)].final_inputs]
+        return " ".join(args)
+
+    def part_args(self, job: str, step: str | int) -> str:
+        """Arguments of ``stages.train`` for the walltime part of ``job`` that ends at ``step`` (all but threads
+        and its output): the job's own, stopped there, continuing the part before it."""
+        chain = self.chains[job]
+        args = self._job_args(chain.run, f"parts/{job}/p_{step}")
+        args += [f"--start-state {state}" for state in chain.part_inputs(int(step))]
+        args.append(f"--stop-step {step} --part")
         return " ".join(args)
 
     def trained_steps(self) -> tuple[int, int]:
         """Optimizer steps of every training job of the grid, and what independent runs would take."""
-        independent = sum(self.steps(r) for r in self.runs)
-        branched = sum(s.step - s.previous for s in self.segments.values())
-        branched += sum(self.steps(r) - self.branch_step(r) for r in self.runs)
-        return branched, independent
+        return sum(c.end - c.start for c in self.chains.values()), sum(self.steps(r) for r in self.runs)
 
     def of_kind(self, kind: str) -> list[Run]:
         return [r for r in self.runs if r.kind == kind]

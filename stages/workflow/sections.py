@@ -145,3 +145,21 @@ class Site:
         unit="minutes",
         minimum=1,
     )
+    mfu: float = option(
+        0.35,
+        help="model FLOPs utilisation a GPU training job is expected to reach: with gpu_tflops, the time estimate "
+        "that cuts a job longer than its time limit into parts (and the ledger's GPU-hours)",
+        exclusive_minimum=0.0,
+        maximum=1.0,
+    )
+    gpu_tflops: float = option(
+        989.0,
+        help="peak TFLOP/s of one GPU at the training precision (989: an H100 or H200 SXM, dense bf16)",
+        exclusive_minimum=0.0,
+    )
+    tokens_per_second: float | None = option(
+        None,
+        help="training tokens per second one job reaches on this site, measured (the throughput line of a "
+        "training log): replaces the MFU estimate, and cuts CPU jobs too; null: estimate from mfu and gpu_tflops",
+        exclusive_minimum=0.0,
+    )

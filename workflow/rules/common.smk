@@ -19,6 +19,7 @@ from stages.report.figure_specs import FIGURE_SPECS, figure_fits
 from stages.workflow.cluster import local_device_problem, rule_resources
 from stages.workflow.config import corpus_vocab_size, parent_files, tokenizer_files, validate_config
 from stages.workflow.grid import Grid, shape_name
+from stages.workflow.walltime import segment_job
 from stages.workflow.sections import TRAINING_RULES
 
 
@@ -35,11 +36,17 @@ shell.prefix(_job_environment())
 
 try:
     config.update(validate_config(config))
+    GRID = Grid(config)  # grid.replicas names runs of the grid: checked as the grid is built
 except UserError as err:
     print(f"error: {err}", file=sys.stderr)
     sys.exit(2)
-
-GRID = Grid(config)
+if GRID.uncut:
+    print(
+        f"warning: {len(GRID.uncut)} training jobs (e.g. {GRID.uncut[0]}) are estimated to outlast their time "
+        "limit and the nanotron backend trains each in one job: they go on from their own checkpoints only when "
+        "SLURM retries them (raise the profile's retries, or the limit; python -m stages.ledger lists them)",
+        file=sys.stderr,
+    )
 # The study root (stages.workflow.grid.study_root): results/<study>/, or results/ for the unnamed study. Every
 # path of the rules starts here (logs and benchmarks too), so two studies never touch each other's files.
 RESULTS = GRID.root
@@ -106,6 +113,7 @@ wildcard_constraints:
     run=folder_pattern(),  # a run_id: the folder of a run kind (stages.core.kinds), then its path
     family=folder_pattern(branching_only=True),  # a wsd family: a run_id without its budget
     step=r"[0-9]+",
+    part=r"[0-9]+",
 
 
 def checkpoint_files(directory, *extra):
@@ -166,15 +174,34 @@ def train_args(kind, w):
 
 
 def stable_previous(w):
-    """The branch state a stable segment continues from ([] for the first segment of a family)."""
-    seg = GRID.segment(w.family, w.step)
-    return [GRID.branch_state(w.family, seg.previous)] if seg.previous else []
+    """The state a stable segment continues from: the branch state before it, or its last walltime part ([] for
+    the first segment of a family in one piece)."""
+    return GRID.chains[segment_job(w.family, w.step)].final_inputs
 
 
 def stable_parent(w):
     """The checkpoint a continued family (upcycled, dense continued) starts from, as declared files."""
     init = GRID.init_dir(GRID.segment(w.family, w.step).run)
     return checkpoint_files(init) if init else []
+
+
+def part_job(rule_name, w):
+    """The id of the job a part belongs to: a run's id from the wildcards of its kind, or a stable segment's."""
+    if rule_name == "stable":
+        return segment_job(w.family, w.step)
+    kind = next(k for k in KINDS.values() if k.folder == rule_name)
+    return GRID.run(kind.name, **{k: v for k, v in w.items() if k != "part"}).run_id
+
+
+def part_inputs(rule_name, w):
+    """A part's inputs: the corpus, the checkpoint its job continues, and the state it starts from."""
+    chain = GRID.chains[part_job(rule_name, w)]
+    init = GRID.init_dir(chain.run)
+    return {
+        "corpus": DATA,
+        "parent": checkpoint_files(init) if init else [],
+        "start": chain.part_inputs(int(w.part)),
+    }
 
 
 def data_files():

@@ -15,7 +15,8 @@ spelled as the run directories spell them (``d1_16K`` -> "D1 = 16K", ``budget_la
 (collapsed)", ``format_params``); a law drawn beyond the data it was fitted on is dashed and says "extrapolated".
 
 Modules: ``labels`` (how numbers and fits are written), ``common`` (style, axes, fit rows and bands, saving),
-one module per figure or small group of figures, and ``registry`` (name -> figure).
+``series`` (a logged loss series: gaps, smoothing, outlier batches), one module per figure or small group of
+figures, and ``registry`` (name -> figure).
 """
 
 import matplotlib

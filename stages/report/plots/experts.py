@@ -75,7 +75,8 @@ def sparsity(runs: pd.DataFrame, fits: Fits) -> plt.Figure:
     log_axis(ax.xaxis, count_label)
     plain_log_y(ax)
     if fit is not None:
-        ax.set_title(wrap(f"law {fit['law']}: " + format_params(fit) + flagged(fit, "\n"), 80), fontsize=7)
+        title = f"law {fit['law']}: " + format_params(fit) + flagged(fit, "\n", list(fit["params"]))
+        ax.set_title(wrap(title, 80), fontsize=7)
     ax.legend(fontsize=6)
     fig.tight_layout()
     return fig

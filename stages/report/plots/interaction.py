@@ -18,7 +18,6 @@ from stages.report.plots.common import (
     Fits,
     band,
     fit_rows,
-    fitted_range,
     log_axis,
     log_grid,
     log_ticks,
@@ -32,34 +31,40 @@ from stages.report.plots.labels import budget_labels, count_label, flagged, form
 
 
 def loss_vs_d2(runs: pd.DataFrame, fits: Fits) -> plt.Figure:
-    """Upcycled loss vs D2, one colour per D1 (log-log), with the fitted D1 x D2 law and its 95% band; the law is
-    solid over the D2 range it was fitted on and dashed beyond."""
+    """Upcycled loss vs D2, one colour per D1 (log-log), with the fitted D1 x D2 law and its 95% band. Each D1's
+    law is solid over the D2 its own runs span (the fitted ones) and dashed beyond, from its last measured D2 on
+    (and up to its first): runs of one D1 that stop at 800K say nothing about the law at 1.6M, even when another
+    D1 was run there."""
     fit = optional_fit(fits, "loss_vs_d2")
     if fit is not None:
-        up, _ = fit_rows(runs, fit)
-        up = up.assign(val_loss=up[LOSS])
+        up, held = fit_rows(runs, fit)
+        up = up.assign(val_loss=up[LOSS], fitted=~held)
     else:
-        up = require_runs(runs, UPCYCLED, "loss_vs_d2")
+        up = require_runs(runs, UPCYCLED, "loss_vs_d2").assign(fitted=True)
     up = up.sort_values(["D1", "D2"])
     fig, ax = plt.subplots(figsize=(5.8, 4.2))
     d1_values = sorted(up["D1"].unique())
     palette = sequential(d1_values)
     names = budget_labels(up, "D1")
     sns.scatterplot(data=up, x="D2", y="val_loss", hue="D1", palette=palette, s=50, ax=ax, legend=False, zorder=3)
-    lo, hi = fitted_range(fit, "D2", up)
-    grid = log_grid(up["D2"].min() / 1.5, up["D2"].max() * 1.5, 100, (lo, hi))
-    inside = (grid >= lo * (1 - 1e-9)) & (grid <= hi * (1 + 1e-9))
+    grid = log_grid(up["D2"].min() / 1.5, up["D2"].max() * 1.5, 100, sorted(up["D2"].unique()))
     for d1 in d1_values:
         label = f"D1 = {names[float(d1)]}"
         if fit is None:
             ax.plot([], [], color=palette[d1], marker="o", ls="", label=label)
             continue
+        rows = up[(up["D1"] == d1) & up["fitted"]]
+        rows = rows if not rows.empty else up[up["D1"] == d1]
+        first, last = float(rows["D2"].min()), float(rows["D2"].max())
         frame = pd.DataFrame({"D1": d1, "D2": grid})
         if "N1" in get_law(fit["law"]).columns:
             frame["N1"] = float(up.loc[up["D1"] == d1, "N1"].iloc[0])
         curve = predict(fit["law"], fit["params"], frame)
-        ax.plot(grid, curve, color=palette[d1], lw=1.0, ls="--")  # beyond the fitted D2 range; solid on top
-        ax.plot(grid[inside], curve[inside], color=palette[d1], lw=1.6, label=label)
+        for part in (grid <= first * (1 + 1e-9), grid >= last * (1 - 1e-9)):  # up to the first, from the last D2
+            if part.sum() > 1:
+                ax.plot(grid[part], curve[part], color=palette[d1], lw=1.0, ls="--", gid=f"extrapolated:{d1:g}")
+        measured = (grid >= first * (1 - 1e-9)) & (grid <= last * (1 + 1e-9))
+        ax.plot(grid[measured], curve[measured], color=palette[d1], lw=1.6, label=label, gid=f"fitted:{d1:g}")
         interval = band(fit, frame)
         if interval is not None:
             ax.fill_between(grid, *interval, color=palette[d1], alpha=0.15, lw=0)
@@ -69,9 +74,9 @@ def loss_vs_d2(runs: pd.DataFrame, fits: Fits) -> plt.Figure:
     handles, labels = ax.get_legend_handles_labels()
     if fit is not None:
         handles.append(Line2D([], [], color="0.35", lw=1.0, ls="--"))
-        labels.append("law, extrapolated")
+        labels.append("law beyond the D1's runs (extrapolated)")
         shown = [name for name, role in get_law(fit["law"]).roles.items() if role != COEFFICIENT]
-        ax.set_title("fit: " + format_params(fit, shown) + wrap(flagged(fit, "\n"), 80), fontsize=9)
+        ax.set_title("fit: " + format_params(fit, shown) + wrap(flagged(fit, "\n", shown), 80), fontsize=9)
     ax.legend(handles, labels, title=None, fontsize=8)
     fig.tight_layout()
     return fig

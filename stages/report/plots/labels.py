@@ -24,12 +24,28 @@ UNITS = {"N": "parameters", "N1": "parameters", "N_active": "parameters", "D": "
 _GREEK = ("alpha", "beta", "gamma", "delta")
 
 
-def flagged(fit: dict[str, Any], sep: str = " ") -> str:
+# The diagnostics' flags that format_params already writes next to each value it prints.
+SPELLED_BY_VALUE = ("collapsed", "at bound")
+
+
+def flagged(fit: dict[str, Any], sep: str = " ", shown: Sequence[str] = ()) -> str:
     """ " (collapsed: E; not identified: A)" for a fit whose diagnostics flag it; "" if ok or not diagnosed.
 
-    ``sep`` goes before the parenthesis ("\n" puts it on its own line under a long title)."""
+    ``sep`` goes before the parenthesis ("\n" puts it on its own line under a long title). ``shown``: the
+    parameters the title already prints with :func:`format_params`, whose collapse or bound it spells next to the
+    value; those flags are left out here, so that no title says "collapsed" twice."""
     short = (fit.get("diagnostics") or {}).get("short")
-    return f"{sep}({short})" if short and short != "ok" else ""
+    if not short or short == "ok":
+        return ""
+    groups = []
+    for group in short.split("; "):
+        what, colon, names = group.partition(": ")
+        if colon and what in SPELLED_BY_VALUE:
+            kept = [n for n in names.split(", ") if n not in shown]
+            group = f"{what}: {', '.join(kept)}" if kept else ""
+        if group:
+            groups.append(group)
+    return f"{sep}({'; '.join(groups)})" if groups else ""
 
 
 def flagged_fits(fits: dict[str, dict[str, Any]], names: Sequence[str]) -> str:
