@@ -2,8 +2,9 @@
 
 ``python -m stages.all_findings --results results --out results/all_findings``
 
-Stacks each study's ``tables/findings.csv`` under ``--results`` with its study name (the library:
-stages.report.verdicts.py); ``make docs`` runs it before regenerating the docs pages.
+Stacks each study's ``tables/findings.csv`` under ``--results`` with its study name, and the commit and machine
+its run records hold (the library: stages.report.verdicts.py); ``make docs`` runs it before regenerating the docs
+pages.
 """
 
 from __future__ import annotations

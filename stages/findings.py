@@ -3,7 +3,8 @@
 ``python -m stages.findings --runs results/tables/runs.csv --fits results/fits --out results/tables/findings``
 
 Writes ``<out>.csv`` and ``<out>.md`` and prints the Markdown. Verdicts (reproduced / not at this scale /
-contradicted / not measured) and how seed noise enters them are explained in stages/report/claims.py.
+contradicted / not measured) and how seed noise enters them are explained in stages/report/claims.py; rows that
+compare two arms are judged by paired noise where their pairs have >= 3 seeds (stages/report/paired.py).
 Fits are found by role in ``--fits`` (``--dense-fit`` etc. name the files); a missing fit gives a
 "not measured" row, never an error.
 """
@@ -41,6 +42,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     fits = {f.stem: read_json(f) for f in sorted(fits_dir.glob("*.json"))}
     noise = F.seed_noise(runs)
     cells = F.cell_means(runs)
+    seeds = F.seed_cells(runs)  # each seed's cells: the paired comparisons (stages/report/paired.py)
     crossings = None
     if args.upcycled_fit in fits and args.scratch_fit in fits:
         laws = Laws(fits={UPCYCLE: fits[args.upcycled_fit], SCRATCH: fits[args.scratch_fit]})
@@ -54,16 +56,16 @@ def main(argv: Sequence[str] | None = None) -> None:
         F.monotone_row(cells, noise),
         F.dense_law_row(fits.get(args.dense_fit)),
         F.interaction_row(fits.get(args.upcycled_fit), args.upcycled_fit),
-        F.threshold_row(cells, noise, crossings),
-        F.dense_cont_row(cells, noise),
-        F.grown_row(cells, noise),
-        F.shrink_perturb_row(cells, noise),
-        F.expansion_row(cells, noise),
-        F.expansion_selection_row(cells, noise),
-        F.lr_policy_row(cells, noise),
-        F.experts_row(cells, noise),
-        F.granularity_row(cells, noise),
-        F.function_preserving_row(cells, noise),
+        F.threshold_row(cells, noise, crossings, seeds),
+        F.dense_cont_row(cells, noise, seeds),
+        F.grown_row(cells, noise, seeds),
+        F.shrink_perturb_row(cells, noise, seeds),
+        F.expansion_row(cells, noise, seeds),
+        F.expansion_selection_row(cells, noise, seeds),
+        F.lr_policy_row(cells, noise, seeds),
+        F.experts_row(cells, noise, seeds),
+        F.granularity_row(cells, noise, seeds),
+        F.function_preserving_row(cells, noise, seeds),
         F.wsd_cost_row(runs),
         *F.heldout_rows(fits),
     ]

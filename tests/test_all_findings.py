@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pandas as pd
 import pytest
 
@@ -36,3 +38,30 @@ def test_no_study_and_a_foreign_table_are_one_line(tmp_path):
     (tmp_path / "x" / "tables" / "findings.csv").write_text("a,b\n1,2\n")
     with pytest.raises(UserError, match=r"x/tables/findings.csv: missing columns \['finding'"):
         collect(tmp_path)
+
+
+def test_effect_seeds_commit_and_machine_come_from_the_study(tmp_path):
+    """The paired columns pass through; commit and machine are what the study's run records hold."""
+    results = tmp_path / "results"
+    (results / "tables").mkdir(parents=True)
+    paired = "finding,claim,source,measured,effect,interval,seeds,verdict,evidence\n"
+    paired += 'upcycle_vs_dense_cont,c,s,m,+0.1000,"paired 95% t [+0.05, +0.15]",3,contradicted,e\n'
+    (results / "tables" / "findings.csv").write_text(paired)
+    run = results / "dense" / "s" / "d1_400K"
+    run.mkdir(parents=True)
+    record = {"code_hash": "abc123", "steps": 10, "torch_version": "2.13.0+cpu", "threads": 1}
+    (run / "provenance.json").write_text(json.dumps(record))
+    stale = results / "dense" / "s@2" / "d1_400K"  # a run of an earlier grid, not in runs.csv: not counted
+    stale.mkdir(parents=True)
+    (stale / "provenance.json").write_text(json.dumps({**record, "torch_version": "1.0"}))
+    (results / "tables" / "runs.csv").write_text("run_id,kind\ndense/s/d1_400K,dense\n")
+    (results / "old" / "tables").mkdir(parents=True)
+    (results / "old" / "tables" / "findings.csv").write_text(FINDINGS)  # written before effect and seeds
+    table = collect(results).set_index("study")
+    assert {"effect", "interval", "seeds", "verdict", "commit", "machine"} <= set(table.columns)
+    default = table.loc["default"]
+    assert (default["effect"], default["seeds"], default["verdict"]) == ("+0.1000", "3", "contradicted")
+    assert default["commit"] == "not recorded; train code abc123"
+    assert default["machine"] == "torch 2.13.0+cpu; 1 thread(s) per job; host and CPU not recorded"
+    old = table.loc["old"]
+    assert (old["effect"] == "").all() and (old["machine"] == "not recorded").all()  # its runs are elsewhere

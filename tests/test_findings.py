@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 
 from stages.report import claims as F
+from stages.report import paired as P
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -184,3 +185,78 @@ def test_monotone_row_never_pairs_two_moe_variants() -> None:
     table = pd.DataFrame(rows).assign(replica=1)
     row = F.monotone_row(F.cell_means(table), F.seed_noise(table))
     assert row.verdict == F.REPRODUCED and row.measured == "2 of 2 neighbouring pairs fall", row
+
+
+def _paired_runs(diffs: list[float], shared: list[float]) -> pd.DataFrame:
+    """Upcycled vs dense continued of one parent at seeds 1..n: seed k moves both arms by ``shared[k]`` (the
+    lineage's noise) and the upcycled run by ``diffs[k]`` more, at the compute of the continued run at 200K."""
+    rows = []
+    for k, (diff, offset) in enumerate(zip(diffs, shared, strict=True), start=1):
+        model = "s" if k == 1 else f"s@{k}"
+        for d2, flops, loss in ((1e5, 1e12, 4.0), (2e5, 2e12, 3.8), (4e5, 4e12, 3.6)):
+            rows.append(dict(run_id=f"dense_cont/{model}/d1_100K/d2_{d2:g}", kind="dense_cont", D2=d2, val_loss=loss))
+            rows[-1].update(flops_total=flops)
+        rows.append(dict(run_id=f"moe/{model}/d1_100K/e8k2/d2_1e+05", kind="upcycled", D2=1e5, val_loss=3.8 + diff))
+        rows[-1].update(flops_total=2e12, moe="e8k2")
+        for row in rows[-4:]:
+            row.update(model="s", D1=1e5, replica=k)
+            row["val_loss"] += offset
+    return pd.DataFrame(rows)
+
+
+def _judge(runs: pd.DataFrame) -> F.Finding:
+    return F.dense_cont_row(F.cell_means(runs), F.seed_noise(runs), F.seed_cells(runs))
+
+
+def test_paired_interval_is_a_t_interval_over_seeds_of_the_difference() -> None:
+    """Differences -0.10, -0.12, -0.08 under shared seed noise of 0.06: the t interval (2 dof) excludes zero where the
+    marginal band (built from the shared noise) would call every pair a tie."""
+    runs = _paired_runs([-0.10, -0.12, -0.08], [0.0, 0.06, -0.06])
+    estimate = P.paired(F.seed_cells(runs), F._cont_gaps)
+    half = 4.302652729911275 * 0.02 / math.sqrt(3)  # t(0.975, 2) x sd 0.02 / sqrt(3 seeds)
+    assert estimate.seeds == 3 and estimate.pairs == ("s e8k2 D1 100K D2 100K",)
+    assert estimate.effect == pytest.approx(-0.10) and estimate.sd == pytest.approx(0.02)
+    assert (estimate.low, estimate.high) == (pytest.approx(-0.10 - half), pytest.approx(-0.10 + half))
+    row = _judge(runs)
+    assert F.seed_noise(runs).band() > 0.12  # the marginal band holds every difference
+    assert row.verdict == F.REPRODUCED and row.seeds == "3" and row.effect == "-0.1000"
+    assert row.interval == f"paired 95% t [{-0.10 - half:+.4f}, {-0.10 + half:+.4f}]"
+    assert "the dense parent at D1 and the data order" in row.evidence
+
+
+def test_paired_verdict_is_decisive_both_ways_and_undecided_only_across_zero() -> None:
+    shared = [0.0, 0.06, -0.06]
+    assert _judge(_paired_runs([0.10, 0.12, 0.08], shared)).verdict == F.CONTRADICTED
+    assert _judge(_paired_runs([-0.02, 0.03, 0.0], shared)).verdict == F.NOT_AT_SCALE
+    assert P.judge(P.Paired(0.1, 0.05, 0.15, 3, ("a",)), better=1) == 1  # a claim of a higher value
+    assert P.judge(P.Paired(0.1, 0.05, 0.15, 3, ("a",))) == -1
+
+
+def test_fewer_than_three_seed_pairs_keep_the_marginal_band_and_say_so() -> None:
+    runs = _paired_runs([-0.10, -0.12], [0.0, 0.10])
+    row = _judge(runs)
+    assert row.seeds == "2" and "2 seed pairs (< 3): no paired interval" in row.interval
+    assert row.interval.startswith(f"+/-{F.seed_noise(runs).band():.4f}") and "marginal band" in row.interval
+    assert row.verdict == F.NOT_AT_SCALE  # -0.11 on average, inside the marginal band of the shared noise
+    single = _judge(_paired_runs([-0.10], [0.0]))
+    assert single.seeds == "1" and "1 seed pair (< 3)" in single.interval
+    unpaired = F.dense_cont_row(F.cell_means(runs), F.seed_noise(runs))  # no seed tables: never silently paired
+    assert "no replicated pair: marginal band" in unpaired.interval and unpaired.seeds == "1"
+
+
+def test_replicated_pairs_are_those_of_the_most_seeds() -> None:
+    """A second pair trained at two seeds only is left out of the paired mean rather than shrinking its seeds."""
+    runs = _paired_runs([-0.10, -0.12, -0.08], [0.0, 0.06, -0.06])
+    extra = runs[(runs["kind"] == "upcycled") & (runs["replica"] <= 2)].copy()
+    extra["run_id"] = extra["run_id"].str.replace("e8k2", "e4k1")
+    extra["moe"] = "e4k1"
+    extra["val_loss"] += 1.0
+    estimate = P.paired(F.seed_cells(pd.concat([runs, extra])), F._cont_gaps)
+    assert estimate.seeds == 3 and estimate.pairs == ("s e8k2 D1 100K D2 100K",)
+    assert estimate.effect == pytest.approx(-0.10)
+
+
+def test_findings_rows_carry_effect_and_seeds_columns(tmp_path: Path) -> None:
+    table = F.findings_table([_judge(_paired_runs([-0.10, -0.12, -0.08], [0.0, 0.06, -0.06]))])
+    assert list(table.columns) == F.COLUMNS and table.loc[0, "seeds"] == "3"
+    assert "| effect |" in F.markdown(table) and "| 3 |" in F.markdown(table)

@@ -3,8 +3,11 @@
 Each row states a published claim, the number this study measured for it, an interval and a verdict:
 ``reproduced``, ``not at this scale`` (the data neither confirm nor contradict it, or the effect lies
 outside the trained range), ``contradicted`` (the interval excludes the claim), or ``not measured`` (the grid
-has no runs that test it; the row says which runs would). Comparisons between two runs use the seed noise
-measured on the grid's replicated cells (``grid.replicas``): a difference counts only beyond
+has no runs that test it; the row says which runs would). A row that compares two arms (upcycled vs dense
+continued, upcycled vs scratch, grown vs scratch, ...) is judged by paired noise where its pairs were trained at
+>= 3 seeds with their whole lineage (``grid.replicas``, stages/report/paired.py): the t interval over seeds of the
+mean difference, reproduced or contradicted when it excludes zero on one side, not at this scale when it holds
+zero. Pairs with fewer seeds keep the marginal band, and the row says so: a difference counts only beyond
 1.96 x sqrt(2) x sigma_seed, the 95% band of the difference of two runs that differ only in their seeds.
 """
 
@@ -19,9 +22,11 @@ import numpy as np
 import pandas as pd
 
 from stages.core.kinds import DENSE, DENSE_CONT, EXPANDED, GROWN, KINDS, SCRATCH_MOE, UPCYCLED
+from stages.report import paired as P
+from stages.report.paired import Paired
 
 REPRODUCED, NOT_AT_SCALE, CONTRADICTED, NOT_MEASURED = "reproduced", "not at this scale", "contradicted", "not measured"
-COLUMNS = ["finding", "claim", "source", "measured", "interval", "verdict", "evidence"]
+COLUMNS = ["finding", "claim", "source", "measured", "effect", "interval", "seeds", "verdict", "evidence"]
 HELDOUT_TOLERANCE = 0.02  # the held-out check: predictions within 2% of the measured loss
 Z95 = 1.96
 
@@ -35,6 +40,8 @@ class Finding:
     interval: str
     verdict: str
     evidence: str
+    effect: str = ""  # the difference the verdict rests on (arm A - arm B, nats), where the row compares two arms
+    seeds: str = ""  # seed pairs behind the interval ("1": one seed, judged against the marginal band)
 
 
 def _g(x: float) -> str:
@@ -115,6 +122,54 @@ def cell_means(runs: pd.DataFrame) -> pd.DataFrame:
     first["val_loss"] = runs.groupby("cell")["val_loss"].mean()
     first["n_seeds"] = runs.groupby("cell").size()
     return first.reset_index()
+
+
+Seeds = Mapping[int, pd.DataFrame] | None  # seed index -> that seed's cells (paired.seed_tables), None: no pairing
+
+
+def seed_cells(runs: pd.DataFrame) -> dict[int, pd.DataFrame]:
+    """Each seed's cells alone (1: the grid's runs, k: replica k), for the paired comparisons."""
+    return P.seed_tables(runs, cell_means)
+
+
+def _paired(seeds: Seeds, gaps: Callable[[pd.DataFrame], Mapping[str, float]]) -> Paired | None:
+    return P.paired(seeds, gaps) if seeds else None
+
+
+def _status(estimate: Paired | None, marginal: int, better: int = -1) -> int:
+    """One part of a claim: the paired judgement where its pairs have >= 3 seeds, else the marginal band's."""
+    status = P.judge(estimate, better)
+    return marginal if status is None else status
+
+
+def _verdict(statuses: list[int]) -> str:
+    """Contradicted when a part goes the other way, reproduced when every part goes the claimed way."""
+    if -1 in statuses:
+        return CONTRADICTED
+    return REPRODUCED if statuses and all(s == 1 for s in statuses) else NOT_AT_SCALE
+
+
+def _effect(estimate: Paired | None, gaps: list[float]) -> str:
+    """The paired mean difference where there is one, else the mean over the single-seed (seed-mean) pairs."""
+    if estimate is not None and estimate.enough:
+        return f"{estimate.effect:+.4f}"
+    return f"{np.mean(gaps):+.4f}" if gaps else ""
+
+
+def _seeds(estimate: Paired | None) -> str:
+    return str(estimate.seeds) if estimate is not None else "1"
+
+
+def _interval(estimate: Paired | None, marginal: str) -> str:
+    """The paired interval, or the marginal band with the reason it is used."""
+    if estimate is not None and estimate.enough:
+        return estimate.interval()
+    return f"{marginal}; {estimate.interval() if estimate else 'no replicated pair'}: marginal band"
+
+
+def _lineage(estimate: Paired | None, shared: str) -> str:
+    """Evidence prefix: what the two arms of a pair share, and what the paired estimate rests on."""
+    return f"pairs share {shared}; " + (estimate.summary() if estimate else "no replicated pair")
 
 
 def noise_row(noise: SeedNoise) -> Finding:
@@ -227,12 +282,31 @@ def interaction_row(fit: Mapping[str, Any] | None, name: str) -> Finding:
     )
 
 
+def _scratch_gaps(cells: pd.DataFrame, side: Callable[[float, float], bool]) -> dict[str, float]:
+    """{pair: L_upcycled - L_scratch} of upcycled(D1, D2) and scratch(D = D2), same model and MoE, on ``side``."""
+    up = cells[cells["kind"] == UPCYCLED]
+    scratch = cells[cells["kind"] == SCRATCH_MOE]
+    gaps = {}
+    for _, row in up.iterrows():
+        same = scratch[
+            (scratch["model"] == row["model"]) & (scratch["moe"] == row["moe"]) & (scratch["D"] == row["D2"])
+        ]
+        if not same.empty and side(float(row["D1"]), float(row["D2"])):
+            key = f"{row['model']} {row['moe']} D1 {_tokens(row['D1'])} D2 {_tokens(row['D2'])}"
+            gaps[key] = float(row["val_loss"] - same["val_loss"].iloc[0])
+    return gaps
+
+
 def threshold_row(
     cells: pd.DataFrame,
     noise: SeedNoise,
     crossings: Callable[[float], tuple[list[float], bool]] | None,
+    seeds: Seeds = None,
 ) -> Finding:
-    """Predicted D2*(D1) (same additional tokens) against the trained pairs upcycled(D1, D2) vs scratch(D = D2)."""
+    """Predicted D2*(D1) (same additional tokens) against the trained pairs upcycled(D1, D2) vs scratch(D = D2):
+    upcycling should win below D2* and lose past it. Each side is judged by its paired interval where its pairs
+    have >= 3 seeds (an upcycled run and the scratch MoE of the same seed share the data order), else by
+    counting pairs beyond the marginal band."""
     claim = "upcycling beats an MoE from scratch below a token budget D2* and loses above it"
     source = "Liew et al. 2025 Eq. 13 / Fig. 1 right"
     up = cells[cells["kind"] == UPCYCLED]
@@ -246,56 +320,82 @@ def threshold_row(
     for d1 in sorted(up["D1"].unique()):
         roots, upcycle_first = crossings(float(d1))
         thresholds[float(d1)] = roots[0] if roots and upcycle_first else math.inf  # inf: upcycling always wins
-    below = {"wins": 0, "losses": 0, "ties": 0}  # trained pairs on the side where the law says upcycling wins
-    above = dict(below)  # and past the predicted D2*, where scratch should win
-    for _, row in up.iterrows():
-        same = scratch[
-            (scratch["model"] == row["model"]) & (scratch["moe"] == row["moe"]) & (scratch["D"] == row["D2"])
-        ]
-        if same.empty:
-            continue
-        gap = float(row["val_loss"] - same["val_loss"].iloc[0])
-        side = above if float(row["D2"]) > thresholds[float(row["D1"])] else below
-        side["wins" if gap < -slack else "losses" if gap > slack else "ties"] += 1
-    if not sum(below.values()) + sum(above.values()):
+
+    def past(d1: float, d2: float) -> bool:
+        return d2 > thresholds.get(d1, math.inf)
+
+    sides = {"below": lambda d1, d2: not past(d1, d2), "past": past}
+    gaps = {name: _scratch_gaps(cells, side) for name, side in sides.items()}
+    if not gaps["below"] and not gaps["past"]:
         return Finding("upcycle_vs_scratch", claim, source, "no scratch run at an upcycled D2", "", NOT_MEASURED, "")
+    count = {
+        name: {
+            "wins": sum(g < -slack for g in found.values()),
+            "losses": sum(g > slack for g in found.values()),
+            "ties": sum(abs(g) <= slack for g in found.values()),
+        }
+        for name, found in gaps.items()
+    }
+    below, above = count["below"], count["past"]
+    estimates = {name: _paired(seeds, lambda t, side=side: _scratch_gaps(t, side)) for name, side in sides.items()}
+    statuses = [
+        _status(estimates["below"], -1 if below["losses"] > below["wins"] else (1 if below["wins"] else 0), -1),
+        _status(estimates["past"], -1 if above["wins"] > above["losses"] else (1 if above["losses"] else 0), 1),
+    ]
     measured = (
         f"below D2*: upcycling wins {below['wins']}, loses {below['losses']}, ties {below['ties']}; "
-        f"past D2*: scratch wins {above['losses']}, loses {above['wins']}, ties {above['ties']}"
+        f"past D2*: scratch wins {above['losses']}, loses {above['wins']}, ties {above['ties']} "
+        f"(single-seed pairs, band +/-{slack:.4f})"
     )
-    if below["losses"] > below["wins"] or above["wins"] > above["losses"]:
-        verdict = CONTRADICTED  # the data take the other side of the predicted threshold
-    elif below["wins"] and above["losses"]:
-        verdict = REPRODUCED  # upcycling wins below and a trained run past D2* confirms scratch winning there
-    else:
-        verdict = NOT_AT_SCALE  # no trained run past D2*, or only ties there
+    intervals, effects, seed_pairs = [], [], []
+    for name, estimate in estimates.items():
+        if not gaps[name]:
+            continue
+        label = "below D2*" if name == "below" else "past D2*"
+        intervals.append(f"{label}: {_interval(estimate, f'ties within +/-{slack:.4f}')}")
+        effects.append(f"{label} {_effect(estimate, list(gaps[name].values()))}")
+        seed_pairs.append(f"{label} {_seeds(estimate)}")
     largest = float(up["D2"].max())
-    evidence = "; ".join(
+    evidence = _lineage(estimates["below"], "the data order (seed k of both arms)") + "; "
+    evidence += "; ".join(
         f"D1 {_tokens(d1)}: D2* {_tokens(t) if math.isfinite(t) else 'none'}" for d1, t in thresholds.items()
     )
     evidence += f"; largest trained D2 {_tokens(largest)}"
-    return Finding("upcycle_vs_scratch", claim, source, measured, f"ties within +/-{slack:.4f}", verdict, evidence)
+    return Finding(
+        "upcycle_vs_scratch",
+        claim,
+        source,
+        measured,
+        "; ".join(intervals),
+        _verdict(statuses),
+        evidence,
+        effect="; ".join(effects),
+        seeds="; ".join(seed_pairs),
+    )
 
 
-def dense_cont_row(cells: pd.DataFrame, noise: SeedNoise) -> Finding:
-    """Upcycled vs dense continued from the same dense checkpoint at equal total FLOPs (log-log interpolation)."""
-    claim = "at equal total compute, upcycling beats continuing the dense model"
-    source = "He et al. 2024; Komatsuzaki et al. 2022"
+def _cont_gaps(cells: pd.DataFrame) -> dict[str, float]:
+    """{pair: L_upcycled - L_dense_cont} at the upcycled run's total FLOPs, the dense continuations of the same
+    model and D1 interpolated log-log (never extrapolated)."""
     up = cells[cells["kind"] == UPCYCLED]
     cont = cells[cells["kind"] == DENSE_CONT]
-    gaps, where = [], []
+    gaps = {}
     for _, row in up.iterrows():
         curve = cont[(cont["model"] == row["model"]) & (cont["D1"] == row["D1"])].sort_values("flops_total")
-        if len(curve) < 2:
-            continue
-        x = np.log(curve["flops_total"].to_numpy(float))
-        target = math.log(float(row["flops_total"]))
-        if not x[0] <= target <= x[-1]:
-            continue  # no extrapolation: the comparison stays inside the continued runs' compute range
-        loss = math.exp(float(np.interp(target, x, np.log(curve["val_loss"].to_numpy(float)))))
-        gaps.append(float(row["val_loss"]) - loss)
-        where.append(f"D1 {_tokens(row['D1'])} D2 {_tokens(row['D2'])}: {gaps[-1]:+.4f}")
-    if not gaps:
+        loss = _at_compute(curve, float(row["flops_total"]))
+        if loss is not None:
+            key = f"{row['model']} {row.get('moe', '')} D1 {_tokens(row['D1'])} D2 {_tokens(row['D2'])}"
+            gaps[key] = float(row["val_loss"]) - loss
+    return gaps
+
+
+def dense_cont_row(cells: pd.DataFrame, noise: SeedNoise, seeds: Seeds = None) -> Finding:
+    """Upcycled vs dense continued from the same dense checkpoint at equal total FLOPs (log-log interpolation);
+    judged by the paired interval where the pairs (same parent, same data order) have >= 3 seeds."""
+    claim = "at equal total compute, upcycling beats continuing the dense model"
+    source = "He et al. 2024; Komatsuzaki et al. 2022"
+    found = _cont_gaps(cells)
+    if not found:
         return Finding(
             "upcycle_vs_dense_cont",
             claim,
@@ -305,50 +405,58 @@ def dense_cont_row(cells: pd.DataFrame, noise: SeedNoise) -> Finding:
             NOT_MEASURED,
             "",
         )
+    gaps = list(found.values())
     slack = noise.band()
     wins = sum(g < -slack for g in gaps)
     loses = sum(g > slack for g in gaps)
-    verdict = (
-        REPRODUCED if wins > len(gaps) / 2 and not loses else (CONTRADICTED if loses > len(gaps) / 2 else NOT_AT_SCALE)
-    )
+    marginal = 1 if wins > len(gaps) / 2 and not loses else (-1 if loses > len(gaps) / 2 else 0)
+    estimate = _paired(seeds, _cont_gaps)
     measured = f"L_upcycled - L_dense_cont: mean {np.mean(gaps):+.4f}, {wins} of {len(gaps)} below -{slack:.4f}"
+    measured += f" (min {min(gaps):+.4f}, max {max(gaps):+.4f})"
+    evidence = _lineage(estimate, "the dense parent at D1 and the data order (seed k of both arms)")
     return Finding(
         "upcycle_vs_dense_cont",
         claim,
         source,
         measured,
-        f"min {min(gaps):+.4f}, max {max(gaps):+.4f}",
-        verdict,
-        "; ".join(where[:6]),
+        _interval(estimate, f"+/-{slack:.4f}"),
+        _verdict([_status(estimate, marginal)]),
+        evidence + "; " + "; ".join(f"{k}: {g:+.4f}" for k, g in list(found.items())[:6]),
+        effect=_effect(estimate, gaps),
+        seeds=_seeds(estimate),
     )
 
 
-def grown_row(cells: pd.DataFrame, noise: SeedNoise) -> Finding:
+def _grown_pairs(cells: pd.DataFrame) -> dict[str, tuple[float, float, str]]:
+    """{pair: (L_grown - L_dense_scratch, D2 / N_total, growth variant)}: the dense runs of the grown size
+    interpolated log-log at the grown run's total FLOPs, never extrapolated."""
+    dense = cells[cells["kind"] == DENSE]
+    pairs = {}
+    for _, row in cells[cells["kind"] == GROWN].iterrows():
+        loss = _at_compute(dense[dense["N_total"] == row["N_total"]].sort_values("flops_total"), row["flops_total"])
+        if loss is None:
+            continue
+        label = row["growth"] if isinstance(row["growth"], str) and row["growth"] else GROWN
+        key = f"{label} {row['model']} D1 {_tokens(row['D1'])} D2 {_tokens(row['D2'])}"
+        pairs[key] = (float(row["val_loss"]) - loss, float(row["D2"]) / float(row["N_total"]), str(label))
+    return pairs
+
+
+def grown_row(cells: pd.DataFrame, noise: SeedNoise, seeds: Seeds = None) -> Finding:
     """Grown runs vs the dense model of the grown size trained from scratch, at equal total FLOPs (the parent's sunk
     compute counted; log-log interpolation along the dense runs of the same size, never extrapolated), and whether
-    the gain is larger at the lower half of the grown runs' tokens per parameter (D2 / N_total) than at the upper."""
+    the gain is larger at the lower half of the grown runs' tokens per parameter (D2 / N_total) than at the upper.
+    The gain is judged by the paired interval where the pairs (same data order) have >= 3 seeds."""
     claim = (
         "warmstarted (grown) runs beat the larger dense model from scratch at equal total compute, gains largest at "
         "low tokens/parameter"
     )
     source = "Mallik et al. 2024 (arXiv 2411.07340)"
-    grown = cells[cells["kind"] == GROWN]
-    dense = cells[cells["kind"] == DENSE]
-    gaps, ratios, where, labels = [], [], [], []
-    for _, row in grown.iterrows():
-        curve = dense[dense["N_total"] == row["N_total"]].sort_values("flops_total")
-        if len(curve) < 2:
-            continue
-        x = np.log(curve["flops_total"].to_numpy(float))
-        target = math.log(float(row["flops_total"]))
-        if not x[0] <= target <= x[-1]:
-            continue  # no extrapolation: the comparison stays inside the dense runs' compute range
-        loss = math.exp(float(np.interp(target, x, np.log(curve["val_loss"].to_numpy(float)))))
-        gaps.append(float(row["val_loss"]) - loss)
-        ratios.append(float(row["D2"]) / float(row["N_total"]))
-        label = row["growth"] if isinstance(row["growth"], str) and row["growth"] else GROWN
-        labels.append(label)
-        where.append(f"{label} D1 {_tokens(row['D1'])} D2 {_tokens(row['D2'])}: {gaps[-1]:+.4f}")
+    found = _grown_pairs(cells)
+    gaps = [v[0] for v in found.values()]
+    ratios = [v[1] for v in found.values()]
+    labels = [v[2] for v in found.values()]
+    where = [f"{key}: {v[0]:+.4f}" for key, v in found.items()]
     if not gaps:
         return Finding(
             "grown_vs_dense_scratch",
@@ -379,23 +487,25 @@ def grown_row(cells: pd.DataFrame, noise: SeedNoise) -> Finding:
             f"; gain {-low.mean():+.4f} at D2/N <= {ratios[order[half - 1]]:.3g}, "
             f"{-high.mean():+.4f} at D2/N >= {ratios[order[len(order) - half]]:.3g}"
         )
-    if wins > len(gaps) / 2 and not loses and falls:
-        verdict = REPRODUCED
-    elif loses > len(gaps) / 2:
-        verdict = CONTRADICTED
-    else:
+    estimate = _paired(seeds, lambda t: {k: v[0] for k, v in _grown_pairs(t).items() if v[2] == best})
+    marginal = 1 if wins > len(gaps) / 2 and not loses else (-1 if loses > len(gaps) / 2 else 0)
+    verdict = _verdict([_status(estimate, marginal)])
+    if verdict == REPRODUCED and not falls:
         verdict = NOT_AT_SCALE
     measured = (
-        f"{best}: L_grown - L_dense_scratch mean {np.mean(gaps):+.4f}, {wins} of {len(gaps)} below -{slack:.4f}" + trend
+        f"{best}: L_grown - L_dense_scratch mean {np.mean(gaps):+.4f}, {wins} of {len(gaps)} below -{slack:.4f}"
+        f" (min {min(gaps):+.4f}, max {max(gaps):+.4f})" + trend
     )
     return Finding(
         "grown_vs_dense_scratch",
         claim,
         source,
         measured,
-        f"min {min(gaps):+.4f}, max {max(gaps):+.4f}",
+        _interval(estimate, f"+/-{slack:.4f}"),
         verdict,
-        variants + "; " + "; ".join(where[:4]),
+        _lineage(estimate, "the data order") + "; " + variants + "; " + "; ".join(where[:4]),
+        effect=_effect(estimate, gaps),
+        seeds=_seeds(estimate),
     )
 
 
@@ -408,11 +518,8 @@ def _variant_summary(labels: list[str], gaps: list[float], slack: float) -> str:
     return ", ".join(out)
 
 
-def shrink_perturb_row(cells: pd.DataFrame, noise: SeedNoise) -> Finding:
-    """Shrink-and-perturb (shrink < 1, perturb > 0) vs its two ablations at the same parent, target and D2:
-    plain zero-pad (perturb 0: the new units start at exactly zero) and plain copy (shrink 1)."""
-    claim = "shrink + zero-pad + perturb beats plain zero-padding and plain copying of the small model"
-    source = "Mallik et al. 2024 (arXiv 2411.07340)"
+def _shrink_pairs(cells: pd.DataFrame) -> dict[str, dict[str, float]]:
+    """Ablation role -> {pair: L_shrink_perturb - L_ablation} at the same parent, target and D2 (best of each)."""
     grown = cells[(cells["kind"] == GROWN) & (cells["method"] == "shrink_perturb")]
     grown = grown.assign(
         role=np.select(
@@ -421,13 +528,24 @@ def shrink_perturb_row(cells: pd.DataFrame, noise: SeedNoise) -> Finding:
             "",
         )
     )
-    pairs: dict[str, list[float]] = {"zero_pad": [], "copy": []}
-    for _, g in grown.groupby(["model", "N_total", "D1", "D2"], dropna=False):
+    pairs: dict[str, dict[str, float]] = {"zero_pad": {}, "copy": {}}
+    for key, g in grown.groupby(["model", "N_total", "D1", "D2"], dropna=False):
         ours = g[g["role"] == "shrink_perturb"]["val_loss"]
         for role in pairs:
             other = g[g["role"] == role]["val_loss"]
             if len(ours) and len(other):
-                pairs[role].append(float(ours.min() - other.min()))
+                name = f"{key[0]} N {_g(key[1])} D1 {_tokens(key[2])} D2 {_tokens(key[3])}"
+                pairs[role][name] = float(ours.min() - other.min())
+    return pairs
+
+
+def shrink_perturb_row(cells: pd.DataFrame, noise: SeedNoise, seeds: Seeds = None) -> Finding:
+    """Shrink-and-perturb (shrink < 1, perturb > 0) vs its two ablations at the same parent, target and D2:
+    plain zero-pad (perturb 0: the new units start at exactly zero) and plain copy (shrink 1); each ablation
+    judged by its paired interval where its pairs (same parent, same data order) have >= 3 seeds."""
+    claim = "shrink + zero-pad + perturb beats plain zero-padding and plain copying of the small model"
+    source = "Mallik et al. 2024 (arXiv 2411.07340)"
+    pairs = {role: list(found.values()) for role, found in _shrink_pairs(cells).items()}
     if not any(pairs.values()):
         return Finding(
             "shrink_perturb",
@@ -440,13 +558,28 @@ def shrink_perturb_row(cells: pd.DataFrame, noise: SeedNoise) -> Finding:
         )
     slack = noise.band()
     beaten = {role: sum(x < -slack for x in xs) for role, xs in pairs.items()}
-    total = sum(len(xs) for xs in pairs.values())
-    wins = sum(beaten.values())
-    verdict = REPRODUCED if wins == total else (CONTRADICTED if wins == 0 else NOT_AT_SCALE)
+    roles = [role for role, xs in pairs.items() if xs]
+    estimates = {role: _paired(seeds, lambda t, role=role: _shrink_pairs(t)[role]) for role in roles}
+    marginal = {role: 1 if beaten[role] == len(pairs[role]) else (-1 if beaten[role] == 0 else 0) for role in roles}
+    if all(P.judge(estimates[role]) is None for role in roles):  # no paired part: the row's own count decides
+        total, wins = sum(len(pairs[r]) for r in roles), sum(beaten.values())
+        verdict = REPRODUCED if wins == total else (CONTRADICTED if wins == 0 else NOT_AT_SCALE)
+    else:
+        verdict = _verdict([_status(estimates[role], marginal[role]) for role in roles])
     measured = ", ".join(
-        f"vs {role}: lower in {beaten[role]} of {len(xs)} (mean {np.mean(xs):+.4f})" for role, xs in pairs.items() if xs
+        f"vs {role}: lower in {beaten[role]} of {len(pairs[role])} (mean {np.mean(pairs[role]):+.4f})" for role in roles
     )
-    return Finding("shrink_perturb", claim, source, measured, f"+/-{slack:.4f}", verdict, "L_shrink_perturb - L_other")
+    return Finding(
+        "shrink_perturb",
+        claim,
+        source,
+        measured,
+        "; ".join(f"vs {role}: {_interval(estimates[role], f'+/-{slack:.4f}')}" for role in roles),
+        verdict,
+        _lineage(estimates[roles[0]], "the parent and the data order") + "; L_shrink_perturb - L_other",
+        effect="; ".join(f"vs {role} {_effect(estimates[role], pairs[role])}" for role in roles),
+        seeds="; ".join(f"vs {role} {_seeds(estimates[role])}" for role in roles),
+    )
 
 
 # ----- expert expansion (expert upcycling): an E-expert MoE grown into an m x E-expert MoE, top-k fixed -----
@@ -483,7 +616,19 @@ def _same_shape(runs: pd.DataFrame, row: pd.Series, kind: str, experts: float) -
     return runs[same].sort_values("flops_total")
 
 
-def expansion_row(cells: pd.DataFrame, noise: SeedNoise) -> Finding:
+def _expansion_gaps(cells: pd.DataFrame, method: str) -> dict[str, float]:
+    """{pair: L_expanded - L_scratch(same shape, same total FLOPs)} of the expanded runs of selection ``method``."""
+    gaps = {}
+    for _, row in cells[cells["kind"] == EXPANDED].iterrows():
+        label = str(row["method"]) if isinstance(row["method"], str) and row["method"] else EXPANDED
+        loss = _at_compute(_same_shape(cells, row, SCRATCH_MOE, row["experts"]), float(row["flops_total"]))
+        if label == method and loss is not None:
+            key = f"{row['moe']} {row['expansion']} D1 {_tokens(row['D1'])} D2 {_tokens(row['D2'])}"
+            gaps[key] = float(row["val_loss"]) - loss
+    return gaps
+
+
+def expansion_row(cells: pd.DataFrame, noise: SeedNoise, seeds: Seeds = None) -> Finding:
     """Expanded runs vs the MoE of the expanded shape (same model, experts, top-k, granularity) from scratch at equal
     total FLOPs (the parent MoE's compute counted; log-log interpolation, never extrapolated), with the compute at
     which the scratch curve reaches the expanded run's loss, and the upcycled-from-dense curves of that shape (the
@@ -534,6 +679,9 @@ def expansion_row(cells: pd.DataFrame, noise: SeedNoise) -> Finding:
     # a match: no pair worse beyond the seed band, and either a pair better or a band narrow enough to mean it
     informative = wins > 0 or (math.isfinite(noise.sigma) and noise.sigma < 0.02)
     verdict = REPRODUCED if not loses and informative else (CONTRADICTED if loses > len(kept) / 2 else NOT_AT_SCALE)
+    estimate = _paired(seeds, lambda t: _expansion_gaps(t, best))
+    if P.judge(estimate) is not None:  # paired: lower beyond the interval reproduces, higher contradicts
+        verdict = _verdict([_status(estimate, 0)])
     measured = (
         f"{best}: L_expanded - L_scratch(same shape, same total FLOPs) mean {np.mean(kept):+.4f}; "
         f"{wins} lower, {loses} higher, {len(kept) - wins - loses} within +/-{slack:.4f} of {len(kept)}"
@@ -548,7 +696,15 @@ def expansion_row(cells: pd.DataFrame, noise: SeedNoise) -> Finding:
         "paper's saving is GPU-hours (memory, communication) of the smaller E-expert phase; " + "; ".join(where[:4])
     )
     return Finding(
-        "expand_vs_fixed_moe", claim, source, measured, f"min {min(gaps):+.4f}, max {max(gaps):+.4f}", verdict, evidence
+        "expand_vs_fixed_moe",
+        claim,
+        source,
+        measured + f" (min {min(gaps):+.4f}, max {max(gaps):+.4f})",
+        _interval(estimate, f"+/-{slack:.4f}"),
+        verdict,
+        _lineage(estimate, "the data order") + "; " + evidence,
+        effect=_effect(estimate, kept),
+        seeds=_seeds(estimate),
     )
 
 
@@ -566,7 +722,19 @@ def _closure(cells: pd.DataFrame, row: pd.Series) -> float | None:
     return (parent - float(row["val_loss"])) / (parent - target)
 
 
-def expansion_selection_row(cells: pd.DataFrame, noise: SeedNoise) -> Finding:
+def _selection_gaps(cells: pd.DataFrame, cut: float) -> dict[str, float]:
+    """{pair: L_utility - L_uniform} at the same parent, factor and D2 <= ``cut`` (the best run of each)."""
+    expanded = cells[(cells["kind"] == EXPANDED) & cells["method"].isin(["uniform", "utility"])]
+    gaps = {}
+    for key, g in expanded.groupby(["model", "moe", "D1", "D2", "expansion_factor"], dropna=False):
+        utility, uniform = g[g["method"] == "utility"]["val_loss"], g[g["method"] == "uniform"]["val_loss"]
+        if len(utility) and len(uniform) and float(key[3]) <= cut:
+            name = f"{key[0]} {key[1]} x{_g(key[4])} D1 {_tokens(key[2])} D2 {_tokens(key[3])}"
+            gaps[name] = float(utility.min() - uniform.min())
+    return gaps
+
+
+def expansion_selection_row(cells: pd.DataFrame, noise: SeedNoise, seeds: Seeds = None) -> Finding:
     """Utility-based vs uniform duplication at the same parent, factor and D2: the loss difference at the shorter
     half of the D2 budgets (and at the longer half for context), and the gap closures of both where the parent MoE
     and the expanded shape from scratch are trained at that compute."""
@@ -599,11 +767,9 @@ def expansion_selection_row(cells: pd.DataFrame, noise: SeedNoise) -> Finding:
     short = [p for p in pairs if p[0] <= cut]
     wins = sum(p[1] < -slack for p in short)
     loses = sum(p[1] > slack for p in short)
-    verdict = (
-        REPRODUCED
-        if wins > len(short) / 2 and not loses
-        else (CONTRADICTED if loses > len(short) / 2 else NOT_AT_SCALE)
-    )
+    marginal = 1 if wins > len(short) / 2 and not loses else (-1 if loses > len(short) / 2 else 0)
+    estimate = _paired(seeds, lambda t: _selection_gaps(t, cut))
+    verdict = _verdict([_status(estimate, marginal)])
     measured = (
         f"D2 <= {_tokens(cut)}: L_utility - L_uniform mean {np.mean([p[1] for p in short]):+.4f}, utility lower in "
         f"{wins}, higher in {loses} of {len(short)}"
@@ -615,7 +781,17 @@ def expansion_selection_row(cells: pd.DataFrame, noise: SeedNoise) -> Finding:
     long = [p[1] for p in pairs if p[0] > cut]
     evidence = f"D2 > {_tokens(cut)}: mean {np.mean(long):+.4f} over {len(long)}" if long else "one D2 budget"
     evidence += "; " + "; ".join(f"D2 {_tokens(p[0])}: {p[1]:+.4f}" for p in pairs[:6])
-    return Finding("expand_utility_vs_uniform", claim, source, measured, f"+/-{slack:.4f}", verdict, evidence)
+    return Finding(
+        "expand_utility_vs_uniform",
+        claim,
+        source,
+        measured,
+        _interval(estimate, f"+/-{slack:.4f}"),
+        verdict,
+        _lineage(estimate, "the parent MoE and the data order") + "; " + evidence,
+        effect=_effect(estimate, [p[1] for p in short]),
+        seeds=_seeds(estimate),
+    )
 
 
 def _compare_groups(cells: pd.DataFrame, kind: str, vary: str, fixed: list[str]) -> list[pd.DataFrame]:
@@ -625,54 +801,84 @@ def _compare_groups(cells: pd.DataFrame, kind: str, vary: str, fixed: list[str])
     return [g for _, g in rows.groupby(keep, dropna=False) if g[vary].nunique() >= 2] if len(rows) else []
 
 
-def lr_policy_row(cells: pd.DataFrame, noise: SeedNoise) -> Finding:
+def _lr_gaps(cells: pd.DataFrame) -> dict[str, float]:
+    """{pair: L_reset - L_other}: the best re-warmed (cosine, wsd) upcycled run of a cell against each other
+    schedule of that cell."""
+    fixed = ["model", "D1", "D2", "experts", "top_k", "granularity", "method"]
+    gaps = {}
+    for g in _compare_groups(cells, UPCYCLED, "schedule", fixed):
+        reset = g[g["schedule"].isin(["cosine", "wsd"])]["val_loss"]
+        for _, o in g[~g["schedule"].isin(["cosine", "wsd"])].iterrows():
+            if len(reset):
+                key = f"{o['model']} {o['moe']} D1 {_tokens(o['D1'])} D2 {_tokens(o['D2'])} reset - {o['schedule']}"
+                gaps[key] = float(reset.min() - o["val_loss"])
+    return gaps
+
+
+def lr_policy_row(cells: pd.DataFrame, noise: SeedNoise, seeds: Seeds = None) -> Finding:
+    """Re-warmed vs other lr schedules of the same upcycled cell (same parent, surgery and data order): judged by
+    the paired interval where the pairs have >= 3 seeds."""
     claim = (
         "after upcycling, re-warming the learning rate (reset) beats a constant minimum or continuing the "
         "parent's schedule"
     )
     source = "He et al. 2024"
-    groups = _compare_groups(
+    if not _compare_groups(
         cells, UPCYCLED, "schedule", ["model", "D1", "D2", "experts", "top_k", "granularity", "method"]
-    )
-    if not groups:
+    ):
         return Finding(
             "lr_reset", claim, source, "one schedule per upcycled cell", "", NOT_MEASURED, "run config/methods.yaml"
         )
-    slack = noise.band()
-    wins = total = 0
-    details = []
-    for g in groups:
-        reset = g[g["schedule"].isin(["cosine", "wsd"])]["val_loss"]
-        other = g[~g["schedule"].isin(["cosine", "wsd"])]
-        if reset.empty or other.empty:
-            continue
-        for _, o in other.iterrows():
-            total += 1
-            gap = float(reset.min() - o["val_loss"])
-            wins += gap < -slack
-            details.append(f"D2 {_tokens(o['D2'])} reset - {o['schedule']}: {gap:+.4f}")
-    if not total:
+    found = _lr_gaps(cells)
+    if not found:
         return Finding("lr_reset", claim, source, "no reset-vs-other pair", "", NOT_MEASURED, "")
-    verdict = REPRODUCED if wins == total else (NOT_AT_SCALE if wins else CONTRADICTED)
+    slack = noise.band()
+    gaps = list(found.values())
+    wins, total = sum(g < -slack for g in gaps), len(gaps)
+    estimate = _paired(seeds, _lr_gaps)
+    verdict = _verdict([_status(estimate, 1 if wins == total else (0 if wins else -1))])
     return Finding(
         "lr_reset",
         claim,
         source,
         f"reset lower in {wins} of {total} pairs",
-        f"+/-{slack:.4f}",
+        _interval(estimate, f"+/-{slack:.4f}"),
         verdict,
-        "; ".join(details[:6]),
+        _lineage(estimate, "the parent, the surgery and the data order")
+        + "; "
+        + "; ".join(f"{k}: {g:+.4f}" for k, g in list(found.items())[:6]),
+        effect=_effect(estimate, gaps),
+        seeds=_seeds(estimate),
     )
 
 
-def experts_row(cells: pd.DataFrame, noise: SeedNoise) -> Finding:
-    """More experts at equal active parameters (same top-k, granularity and shape): lower loss, smaller steps."""
+EXPERT_FIXED = ["model", "D", "D1", "D2", "top_k", "granularity", "method", "norm_topk_prob", "shared_expert_d_ff"]
+
+
+def _expert_groups(cells: pd.DataFrame) -> list[pd.DataFrame]:
+    """Runs of one kind and shape at >= 3 expert counts, the rest of the MoE fixed, by expert count."""
+    groups = [g for kind in (SCRATCH_MOE, UPCYCLED) for g in _compare_groups(cells, kind, "experts", EXPERT_FIXED)]
+    return [g.sort_values("experts") for g in groups if g["experts"].nunique() >= 3]
+
+
+def _expert_gaps(cells: pd.DataFrame) -> dict[str, float]:
+    """{group: L(most experts) - L(fewest experts)} of every expert sweep."""
+    gaps = {}
+    for g in _expert_groups(cells):
+        first = g.iloc[0]
+        key = f"{first['kind']} {first['model']} D {_tokens(first['D'])} D1 {_tokens(first['D1'])} k{first['top_k']}"
+        gaps[key] = float(g["val_loss"].iloc[-1] - g["val_loss"].iloc[0])
+    return gaps
+
+
+def experts_row(cells: pd.DataFrame, noise: SeedNoise, seeds: Seeds = None) -> Finding:
+    """More experts at equal active parameters (same top-k, granularity and shape): lower loss, smaller steps.
+    Whether the loss falls is judged by the paired interval of L(most) - L(fewest) where the sweeps have >= 3
+    seeds (same data order); diminishing returns by the marginal band."""
     claim = "more experts at equal active parameters lower the loss, with diminishing returns"
     source = "Liew et al. 2025 (sparsity law); He et al. 2024"
     slack = noise.band()
-    fixed = ["model", "D", "D1", "D2", "top_k", "granularity", "method", "norm_topk_prob", "shared_expert_d_ff"]
-    groups = [g for kind in (SCRATCH_MOE, UPCYCLED) for g in _compare_groups(cells, kind, "experts", fixed)]
-    groups = [g for g in groups if g["experts"].nunique() >= 3]
+    groups = _expert_groups(cells)
     if not groups:
         return Finding(
             "more_experts",
@@ -686,7 +892,6 @@ def experts_row(cells: pd.DataFrame, noise: SeedNoise) -> Finding:
     helps = diminishing = 0
     details = []
     for g in groups:
-        g = g.sort_values("experts")
         steps = np.diff(g["val_loss"].to_numpy(float))
         helps += bool(np.all(steps < slack)) and bool(steps.sum() < -slack)
         diminishing += bool(np.all(np.diff(steps) > -slack))
@@ -695,27 +900,46 @@ def experts_row(cells: pd.DataFrame, noise: SeedNoise) -> Finding:
             + ", ".join(f"{s:+.4f}" for s in steps)
         )
     n = len(groups)
-    verdict = REPRODUCED if helps == n and diminishing == n else (CONTRADICTED if helps == 0 else NOT_AT_SCALE)
+    estimate = _paired(seeds, _expert_gaps)
+    falls = _status(estimate, 1 if helps == n else (-1 if helps == 0 else 0))
+    verdict = _verdict([falls, 1 if diminishing == n else 0])
     return Finding(
         "more_experts",
         claim,
         source,
         f"falls in {helps} of {n} groups, diminishing in {diminishing}",
-        f"+/-{slack:.4f}",
+        _interval(estimate, f"+/-{slack:.4f}"),
         verdict,
-        "; ".join(details[:4]),
+        _lineage(estimate, "the data order") + "; " + "; ".join(details[:4]),
+        effect=_effect(estimate, list(_expert_gaps(cells).values())),
+        seeds=_seeds(estimate),
     )
 
 
-def granularity_row(cells: pd.DataFrame, noise: SeedNoise) -> Finding:
-    claim = "fine-grained experts beat coarse ones at equal active parameters"
-    source = "He et al. 2024; Krajewski et al. 2024"
-    # equal active AND total parameters: k/G and E/G dense-FFN widths (e4k1 = e8k2 at G 2 = e16k4 at G 4)
+def _granularity_gaps(cells: pd.DataFrame) -> dict[str, float]:
+    """{group: L(finest) - L(coarsest)} at equal active and total parameters: k/G and E/G dense-FFN widths
+    (e4k1 = e8k2 at G 2 = e16k4 at G 4)."""
     g = cells["granularity"].replace(0, np.nan)
     cells = cells.assign(active_width=cells["top_k"] / g, total_width=cells["experts"] / g)
     fixed = ["model", "D", "D1", "D2", "active_width", "total_width", "method"]
-    groups = [g for kind in (SCRATCH_MOE, UPCYCLED) for g in _compare_groups(cells, kind, "granularity", fixed)]
-    if not groups:
+    gaps = {}
+    for group in [g for kind in (SCRATCH_MOE, UPCYCLED) for g in _compare_groups(cells, kind, "granularity", fixed)]:
+        group = group.sort_values("granularity")
+        first, last = group.iloc[0], group.iloc[-1]
+        key = (
+            f"{first['kind']} {first['model']} D {_tokens(first['D'])} D1 {_tokens(first['D1'])} "
+            f"G {int(first['granularity'])}->{int(last['granularity'])}"
+        )
+        gaps[key] = float(last["val_loss"] - first["val_loss"])
+    return gaps
+
+
+def granularity_row(cells: pd.DataFrame, noise: SeedNoise, seeds: Seeds = None) -> Finding:
+    """Finest vs coarsest experts at equal active and total parameters, same data order: paired where >= 3 seeds."""
+    claim = "fine-grained experts beat coarse ones at equal active parameters"
+    source = "He et al. 2024; Krajewski et al. 2024"
+    found = _granularity_gaps(cells)
+    if not found:
         return Finding(
             "fine_grained",
             claim,
@@ -726,27 +950,39 @@ def granularity_row(cells: pd.DataFrame, noise: SeedNoise) -> Finding:
             "run config/sparsity.yaml",
         )
     slack = noise.band()
-    wins = 0
-    details = []
-    for g in groups:
-        g = g.sort_values("granularity")
-        gap = float(g["val_loss"].iloc[-1] - g["val_loss"].iloc[0])
-        wins += gap < -slack
-        details.append(f"G {int(g['granularity'].iloc[0])}->{int(g['granularity'].iloc[-1])}: {gap:+.4f}")
-    verdict = REPRODUCED if wins == len(groups) else (NOT_AT_SCALE if wins else CONTRADICTED)
+    gaps = list(found.values())
+    wins = sum(g < -slack for g in gaps)
+    estimate = _paired(seeds, _granularity_gaps)
+    verdict = _verdict([_status(estimate, 1 if wins == len(gaps) else (0 if wins else -1))])
     return Finding(
         "fine_grained",
         claim,
         source,
-        f"finer lower in {wins} of {len(groups)}",
-        f"+/-{slack:.4f}",
+        f"finer lower in {wins} of {len(gaps)}",
+        _interval(estimate, f"+/-{slack:.4f}"),
         verdict,
-        "; ".join(details[:4]),
+        _lineage(estimate, "the data order") + "; " + "; ".join(f"{k}: {g:+.4f}" for k, g in list(found.items())[:4]),
+        effect=_effect(estimate, gaps),
+        seeds=_seeds(estimate),
     )
 
 
-def function_preserving_row(cells: pd.DataFrame, noise: SeedNoise) -> Finding:
-    """Step-0 loss equals the parent's for function-preserving surgery; after D2, compare with the other inits."""
+def _preserving_gaps(cells: pd.DataFrame) -> dict[str, float]:
+    """{(D1, D2): L(best perturbed init) - L(best function-preserving init)} of the upcycled runs."""
+    up = cells[(cells["kind"] == UPCYCLED) & cells["step0_val_loss"].notna()]
+    gaps = {}
+    for (d1, d2), g in up.groupby(["D1", "D2"]):
+        jump = (g["step0_val_loss"] - g["parent_val_loss"]).abs()
+        p, o = g[jump < 1e-3]["val_loss"], g[jump >= 1e-3]["val_loss"]
+        if len(p) and len(o):
+            gaps[f"D1 {_tokens(d1)} D2 {_tokens(d2)}"] = float(o.min() - p.min())
+    return gaps
+
+
+def function_preserving_row(cells: pd.DataFrame, noise: SeedNoise, seeds: Seeds = None) -> Finding:
+    """Step-0 loss equals the parent's for function-preserving surgery; after D2, compare with the other inits
+    (same parent and data order: paired where >= 3 seeds; lower beyond the interval reproduces, higher
+    contradicts)."""
     claim = (
         "function-preserving upcycling starts at the dense loss; a perturbed init (Drop-Upcycling) starts higher "
         "and catches up after D2"
@@ -766,19 +1002,26 @@ def function_preserving_row(cells: pd.DataFrame, noise: SeedNoise) -> Finding:
             "function_preserving", claim, source, measured, "", verdict if other.empty else NOT_MEASURED, note
         )
     slack = noise.band()
-    details = []
-    caught_up = total = 0
-    for (d1, d2), g in up.groupby(["D1", "D2"]):
-        p = g[(g["step0_val_loss"] - g["parent_val_loss"]).abs() < 1e-3]["val_loss"]
-        o = g[(g["step0_val_loss"] - g["parent_val_loss"]).abs() >= 1e-3]["val_loss"]
-        if p.empty or o.empty:
-            continue
-        total += 1
-        gap = float(o.min() - p.min())
-        caught_up += gap <= slack
-        details.append(f"D1 {_tokens(d1)} D2 {_tokens(d2)}: perturbed - preserving {gap:+.4f}")
-    verdict = NOT_MEASURED if not total else (REPRODUCED if caught_up == total else NOT_AT_SCALE)
-    return Finding("function_preserving", claim, source, measured, f"+/-{slack:.4f}", verdict, "; ".join(details[:4]))
+    found = _preserving_gaps(cells)
+    if not found:
+        return Finding("function_preserving", claim, source, measured, f"+/-{slack:.4f}", NOT_MEASURED, "")
+    gaps = list(found.values())
+    caught_up = sum(g <= slack for g in gaps)
+    estimate = _paired(seeds, _preserving_gaps)
+    verdict = _verdict([_status(estimate, 1 if caught_up == len(gaps) else 0)])
+    return Finding(
+        "function_preserving",
+        claim,
+        source,
+        measured,
+        _interval(estimate, f"+/-{slack:.4f}"),
+        verdict,
+        _lineage(estimate, "the parent and the data order")
+        + "; "
+        + "; ".join(f"{k}: perturbed - preserving {g:+.4f}" for k, g in list(found.items())[:4]),
+        effect=_effect(estimate, gaps),
+        seeds=_seeds(estimate),
+    )
 
 
 def wsd_cost_row(runs: pd.DataFrame) -> Finding:
@@ -840,8 +1083,9 @@ def findings_table(rows: list[Finding]) -> pd.DataFrame:
 
 
 def markdown(table: pd.DataFrame) -> str:
-    lines = ["| finding | claim | measured | interval | verdict |", "|---|---|---|---|---|"]
+    lines = ["| finding | claim | measured | effect | interval | seeds | verdict |", "|---|---|---|---|---|---|---|"]
     for _, r in table.iterrows():
-        cells = (r["finding"], f"{r['claim']} ({r['source']})", r["measured"], r["interval"], f"**{r['verdict']}**")
-        lines.append("| " + " | ".join(str(c) for c in cells) + " |")
+        cells = (r["finding"], f"{r['claim']} ({r['source']})", r["measured"], r["effect"], r["interval"])
+        cells += (r["seeds"], f"**{r['verdict']}**")
+        lines.append("| " + " | ".join(str(c).replace("|", "\\|") for c in cells) + " |")
     return "\n".join(lines) + "\n"
