@@ -36,7 +36,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     rows = "".join("| " + " | ".join(_cell(v) for v in row) + " |\n" for row in table.values)
     write_text(Path(f"{args.out}.md"), header + rows)
     fragile = int(table["note"].str.startswith("fragile").sum())
-    print(header + rows + f"\n{len(table)} headlines, {fragile} fragile verdicts")
+    print(
+        header
+        + rows
+        + f"\n{len(table)} headlines, {fragile} fragile (a verdict changes, or D2* exists on one side only)"
+    )
 
 
 if __name__ == "__main__":

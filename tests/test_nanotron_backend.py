@@ -405,5 +405,5 @@ def test_stable_segments_are_refused_by_the_backend(tmp_path, monkeypatch):
     args = ["--kind", "dense", "--run-id", "dense/t/d1_2560", "--data", str(corpus), "--tokens", "2560"]
     args += ["--model", json.dumps({"n_layer": 1, "d_model": 32, "n_head": 4, "d_ff": 64})]
     args += ["--train", json.dumps(dataclasses.asdict(TRAIN)), "--seed", "1", "--data-seed", "2"]
-    with pytest.raises(UserError, match="--stop-step / --start-state: the nanotron backend"):
+    with pytest.raises(UserError, match="--stop-step: the nanotron backend trains every wsd budget as one run"):
         main([*args, "--stop-step", "5", "--state-out", str(tmp_path / "b.pt")])

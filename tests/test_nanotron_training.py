@@ -191,3 +191,35 @@ def test_killed_run_resumes_to_the_uninterrupted_one(study, env):
     diff = max_differences(uninterrupted, out)
     print("resumed vs uninterrupted: " + ", ".join(f"{k} {v:.2e}" for k, v in sorted(diff.items())))
     assert diff["lr"] == 0.0 and all(v <= 1e-6 for v in diff.values()), diff
+
+
+def test_a_run_in_walltime_parts_ends_where_the_run_in_one_job_ends(study, env):
+    """The commands of the DAG's part rules: the job stopped at steps 10 and 20 (``--part``), each piece resuming
+    nanotron's checkpoint in the job's scratch folder and checking the part state before it, then the job itself.
+    It ends where the run in one job ends (nanotron's resume, as above); a part state of another job is refused."""
+    kind, model, changes, _ = JOBS["dense"]
+    train = dataclasses.replace(TRAIN, backend="nanotron", **changes)
+    root = study["root"] / "in_parts"
+    out, work = root / "run", root / "run.work"
+    whole = stage_command(study["corpus"], out, kind, model, train, work, STEPS * 128, 11)
+    job_env = {**env, "NANOTRON_NPROC_PER_NODE": "1"}
+    previous = None
+    for stop in (10, 20):
+        part = [a for a in whole]
+        part[part.index("--run-id") + 1] = f"parts/dense/run/p_{stop}"
+        at = part.index("--out")
+        state = root / f"p_{stop}.pt"
+        part[at : at + 2] = ["--state-out", str(state), "--stop-step", str(stop), "--part"]
+        run(part + (["--start-state", str(previous)] if previous else []), job_env)
+        assert json.loads(state.read_text())["step"] == stop
+        previous = state
+    other = dict(json.loads(previous.read_text()), nanotron_part_digest="0" * 64)
+    (root / "other.pt").write_text(json.dumps(other))
+    refused = subprocess.run(whole + ["--start-state", str(root / "other.pt")], cwd=REPO, env=job_env,
+                             capture_output=True, text=True)  # fmt: skip
+    assert refused.returncode == 2 and "not a part of this job" in refused.stderr, refused.stderr[-2000:]
+    run(whole + ["--start-state", str(previous)], job_env)
+    diff = max_differences(job_run(study, env, "dense", "nanotron"), out)
+    print("in 3 parts vs one job: " + ", ".join(f"{k} {v:.2e}" for k, v in sorted(diff.items())))
+    assert diff["lr"] == 0.0 and all(v <= 1e-6 for v in diff.values()), diff
+    assert not work.exists()  # the job's scratch (the parts' checkpoints) goes with its success

@@ -19,7 +19,7 @@ def study(root: Path, losses: dict[str, float], alpha3: float, rel_errs: list[fl
     (root / "tables").mkdir(parents=True)
     (root / "fits").mkdir()
     pd.DataFrame({"run_id": list(losses), "val_loss": list(losses.values())}).to_csv(root / "tables/runs.csv")
-    evidence = f"D1 99.84K: D2* {d2}; D1 199.7K: D2* 1.3M; largest trained D2 1.6M"
+    evidence = f"D1 99.84K: D2* {d2}; D1 199.7K: D2* 1.3M; D1 399.9K: D2* none; largest trained D2 1.6M"
     findings = pd.DataFrame(
         {"finding": ["upcycle_vs_scratch", "wsd_cost"], "verdict": [verdict, "reproduced"], "evidence": [evidence, ""]}
     )
@@ -38,6 +38,7 @@ def test_the_spread_lines_up_every_headline_and_marks_a_changed_verdict_fragile(
     assert table.loc["upcycled_heldout.alpha3", "relative"] == pytest.approx(0.25)
     assert table.loc["upcycled_heldout: held-out max |rel err|", "other"] == pytest.approx(0.0201)
     assert table.loc["D2* at D1 = 99,840", "reference"] == 981_800 and table.loc["D2* at D1 = 99,840", "other"] == 1.2e6
+    assert table.loc["D2* at D1 = 399,900", "note"] == ""  # none on both sides
     assert table.loc["verdict upcycle_vs_scratch", "note"].startswith("fragile")
     assert table.loc["verdict wsd_cost", "note"] == "same"
 
@@ -48,7 +49,7 @@ def test_the_command_writes_both_tables_and_a_missing_study_is_one_line(tmp_path
     cmd = [sys.executable, "-m", "stages.spread", "--results", str(a), "--against", str(a), "--out", str(out)]
     res = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
     assert res.returncode == 0, res.stderr
-    assert "0 fragile verdicts" in res.stdout and out.with_suffix(".md").read_text().startswith("| quantity |")
+    assert "0 fragile" in res.stdout and out.with_suffix(".md").read_text().startswith("| quantity |")
     cmd[6] = str(tmp_path / "nope")
     res = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
     assert res.returncode == 2 and res.stderr.count("\n") == 1 and "nope/tables/runs.csv" in res.stderr

@@ -62,10 +62,9 @@ def test_a_limit_shorter_than_one_step_is_one_line_naming_the_key(tmp_path):
         Grid(load_config([TINY, overlay(tmp_path, "t.yaml", "site: {max_runtime: 1, tokens_per_second: 1}\n")]))
 
 
-def test_the_nanotron_backend_keeps_its_jobs_whole_and_names_those_over_the_limit(tmp_path):
+def test_the_nanotron_backend_cuts_its_jobs_too(tmp_path):
     grid = Grid(load_config([TINY, overlay(tmp_path, "n.yaml", SPLIT + "train: {backend: nanotron}\n")]))
-    assert not any(c.cuts for c in grid.chains.values())
-    assert "dense/xs/d1_16K" in grid.uncut and set(grid.uncut) <= set(grid.chains)
+    assert grid.chains["dense/xs/d1_16K"].cuts == (10, 20)
 
 
 def test_every_job_of_the_paper_grid_on_an_h100_site_fits_its_time_limit(tmp_path):

@@ -50,6 +50,7 @@ class TrainerJob:
     metrics: Path
     device: str  # cuda, or cpu for the CPU mode (stages.interop.nanotron_cpu)
     timeout_s: float
+    stop_step: int = 0  # a walltime part: stop after this step (nanotron's final checkpoint is saved there)
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> TrainerJob:
@@ -63,6 +64,7 @@ class TrainerJob:
             metrics=Path(data["metrics"]),
             device=data["device"],
             timeout_s=float(data["timeout_s"]),
+            stop_step=int(data.get("stop_step", 0)),
         )
 
 
@@ -142,6 +144,12 @@ class ProjectTrainer(DistributedTrainer):
         self.lr_scheduler = ScheduleLR(base, job.schedule, done=self.metadata.last_train_step)
         self.lr_used = job.schedule.lr(self.metadata.last_train_step)
         self.is_main = torch_dist.get_rank(self.parallel_context.world_pg) == 0
+
+    def pre_training(self, *args: Any, **kwargs: Any) -> None:
+        """A walltime part ends its loop at its stop step; nanotron then saves its final state there."""
+        if self.job.stop_step:
+            self.last_iter_step = min(self.last_iter_step, self.job.stop_step)
+        super().pre_training(*args, **kwargs)
 
     def training_step(self, dataloader: Any) -> Any:
         self.lr_used = self.optimizer.get_base_optimizer().param_groups[0]["lr"]  # the lr this step applies

@@ -20,7 +20,7 @@ from stages.core.artifacts import read_json
 from stages.core.cli import UserError, parse_tokens
 
 COLUMNS = ["quantity", "reference", "other", "difference", "relative", "note"]
-D2_STAR = re.compile(r"D1 ([0-9.]+[KMBT]?): D2\* ([0-9.]+[KMBT]?)")
+D2_STAR = re.compile(r"D1 ([0-9.]+[KMBT]?): D2\* ([0-9.]+[KMBT]?|none)")
 
 
 def headlines(results: Path) -> dict[str, Any]:
@@ -50,7 +50,9 @@ def headlines(results: Path) -> dict[str, Any]:
         if rows:
             out["heldout"][path.stem] = max(abs(float(r["rel_err"])) for r in rows)
     evidence = " ".join(findings.loc[findings["finding"] == "upcycle_vs_scratch", "evidence"])
-    out["d2_star"] = {parse_tokens(d1): parse_tokens(d2) for d1, d2 in D2_STAR.findall(evidence)}
+    out["d2_star"] = {
+        parse_tokens(d1): math.nan if d2 == "none" else float(parse_tokens(d2)) for d1, d2 in D2_STAR.findall(evidence)
+    }
     return out
 
 
@@ -80,7 +82,13 @@ def spread_table(reference: dict[str, Any], other: dict[str, Any]) -> pd.DataFra
     for key in sorted(set(reference["heldout"]) & set(other["heldout"])):
         lines.append(_line(f"{key}: held-out max |rel err|", reference["heldout"][key], other["heldout"][key]))
     for d1 in sorted(set(reference["d2_star"]) & set(other["d2_star"])):
-        lines.append(_line(f"D2* at D1 = {d1:,}", reference["d2_star"][d1], other["d2_star"][d1]))
+        a, b = reference["d2_star"][d1], other["d2_star"][d1]
+        fragile = (
+            "fragile: a crossing on one side only (none: no D2* in the laws' range)"
+            if math.isnan(a) != math.isnan(b)
+            else ""
+        )
+        lines.append(_line(f"D2* at D1 = {d1:,}", a, b, fragile))
     for finding in sorted(set(reference["verdicts"]) & set(other["verdicts"])):
         a, b = reference["verdicts"][finding], other["verdicts"][finding]
         lines.append(

@@ -7,6 +7,7 @@ whose lineage and position in the shared data stream it inherits (:func:`startin
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -76,6 +77,20 @@ class Job:
         if root != target and root.endswith("/"):
             return Path(root) / ".work" / self.run_id
         return Path("results/.work") / self.run_id
+
+    @property
+    def chain_id(self) -> str:
+        """The id of the whole job a walltime part (run id ``parts/<job>/p_<step>``) belongs to; its own otherwise."""
+        part = re.fullmatch(r"parts/(.+)/p_[0-9]+", self.run_id)
+        return part.group(1) if part else self.run_id
+
+    @property
+    def chain_scratch(self) -> Path:
+        """The scratch folder of the whole job a walltime part belongs to (its own otherwise): where the nanotron
+        backend keeps the checkpoints that the job's parts continue."""
+        if self.chain_id == self.run_id or self.work_dir is not None:
+            return self.scratch
+        return Path(str(self.scratch).removesuffix(self.run_id)) / self.chain_id
 
     @property
     def tokens_per_step(self) -> int:

@@ -79,6 +79,7 @@ TRAINER_JOB = "job.json"
 METRICS = "metrics.jsonl"
 LOG = "train.log"
 SPEC = "spec.sha256"
+PART_KEY = "nanotron_part_digest"  # a part state's key: the digest of the job it is a part of
 PROCESS_GROUP_TIMEOUT_S = 600.0  # the CPU mode's gloo group (nanotron sets its own on GPUs)
 
 
@@ -117,10 +118,8 @@ def trainer_job(nt: NanotronJob, schedule: Schedule, metrics: Path, threads: int
 def prepare(job: Job, env: Mapping[str, str]) -> Prepared:
     """Check the job, then write what nanotron reads (reusing a previous attempt's files of the same job)."""
     t = job.train
-    if job.stop_step or job.start_state is not None:
-        raise UserError(
-            "--stop-step / --start-state: the nanotron backend trains every wsd budget as one run (no branch states)"
-        )
+    if job.stop_step and not job.part:
+        raise UserError("--stop-step: the nanotron backend trains every wsd budget as one run (no branch states)")
     check_one_launcher(env)
     home = nanotron_home(env)
     python = nanotron_python(env)
@@ -147,9 +146,9 @@ def prepare(job: Job, env: Mapping[str, str]) -> Prepared:
             "requires them equal (its Nanoset loader asserts len(tokenizer) == vocab_size)"
         )
     world = world_from_env(env)
-    work = job.scratch / WORK
+    work = job.chain_scratch / WORK  # a walltime part trains in the scratch of the job it belongs to
     nt = NanotronJob(
-        run_id=job.run_id,
+        run_id=job.chain_id,
         seed=job.seed,
         data_seed=job.data_seed,
         model=cfg,
@@ -174,9 +173,11 @@ def prepare(job: Job, env: Mapping[str, str]) -> Prepared:
         "parent": start.parent.weights_sha256 if start.parent else "",
         "start_sequence": start.start_sequence,
     }
-    digest = sha256_bytes(dumps_json(spec).encode())
+    digest = sha256_bytes(dumps_json(spec).encode())  # every part of a job has the job's digest
     resume = None
     latest = nt.checkpoints / "latest.txt"
+    if job.start_state is not None:
+        check_part(job.start_state, digest, latest)
     if (work / SPEC).exists() and (work / SPEC).read_text().strip() == digest and latest.exists():
         resume = nt.checkpoints
         step = latest.read_text().strip()
@@ -194,7 +195,7 @@ def prepare(job: Job, env: Mapping[str, str]) -> Prepared:
         write_text(work / SPEC, digest + "\n")
     config = training_config(dataclasses.replace(nt, resume=resume))
     write_text(work / CONFIG, yaml.safe_dump(config, sort_keys=False))
-    write_json(work / TRAINER_JOB, spec["trainer"])
+    write_json(work / TRAINER_JOB, {**spec["trainer"], "stop_step": job.stop_step if job.part else 0})
     command = launch_command(python, work / CONFIG, work / TRAINER_JOB, world)
     return Prepared(work, config, nt, schedule, start, corpus, command, launch_env(env, home, python), commit)
 
@@ -229,6 +230,34 @@ def metrics_rows(logged: dict[int, dict[str, Any]], nt: NanotronJob, where: Path
     return rows
 
 
+def check_part(path: Path, digest: str, latest: Path) -> None:
+    """``--start-state`` of a nanotron job: the part state of an earlier part of this job, whose nanotron
+    checkpoint is still in the job's scratch folder (where this part resumes from)."""
+    try:
+        part = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        raise UserError(f"--start-state {path}: not a nanotron part state ({err})") from None
+    if not isinstance(part, dict) or part.get(PART_KEY) != digest:
+        raise UserError(f"--start-state {path}: not a part of this job (another run, budget or options)")
+    if not latest.exists() or int(latest.read_text().strip()) < int(part["step"]):
+        raise UserError(
+            f"--start-state {path}: the nanotron checkpoint of step {part['step']} is gone from {latest.parent}; "
+            "rerun the job's parts"
+        )
+
+
+def finish_part(job: Job, prep: Prepared) -> None:
+    """A walltime part: nanotron's checkpoint at the stop step stays in the job's scratch folder for the next
+    part; the part state names it (and the job's digest, which the next part checks)."""
+    latest = prep.nanotron.checkpoints / "latest.txt"
+    if not latest.exists() or latest.read_text().strip() != str(job.stop_step):
+        raise UserError(f"{prep.nanotron.checkpoints}: no nanotron checkpoint of step {job.stop_step}")
+    assert job.state_out is not None
+    digest = (prep.work / SPEC).read_text().strip()
+    state = {PART_KEY: digest, "step": job.stop_step, "checkpoints": str(prep.nanotron.checkpoints)}
+    write_text(job.state_out, json.dumps(state, sort_keys=True, indent=2) + "\n")
+
+
 def finish(job: Job, prep: Prepared) -> None:
     """Import nanotron's final checkpoint as this run's checkpoint, with its run record and metrics.csv."""
     nt, cfg = prep.nanotron, prep.start.model.cfg
@@ -248,7 +277,7 @@ def finish(job: Job, prep: Prepared) -> None:
     write_text(job.out / "metrics.csv", metrics_csv(metrics_header(model), rows))
     write_text(job.out / "nanotron.yaml", yaml.safe_dump(prep.config, sort_keys=False))
     save_checkpoint(job.out, model, record)
-    shutil.rmtree(job.scratch, ignore_errors=True)
+    shutil.rmtree(job.chain_scratch, ignore_errors=True)
 
 
 def run_record(job: Job, prep: Prepared, model: Transformer, health: str | None) -> RunRecord:
@@ -272,4 +301,7 @@ def train_nanotron(job: Job, env: Mapping[str, str] | None = None) -> None:
     env = dict(os.environ if env is None else env)
     prep = prepare(job, env)
     run_logged(prep.command, prep.env, prep.work / LOG, job.run_id)
-    finish(job, prep)
+    if job.part:
+        finish_part(job, prep)
+    else:
+        finish(job, prep)

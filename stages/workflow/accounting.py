@@ -157,10 +157,6 @@ def walltime_lines(cfg: dict[str, Any]) -> list[str]:
     if longest is not None:
         hours, job, limit = longest
         out.append(f"longest job: {job}, {hours:,.1f} hours estimated, time limit {limit / 60:,.1f} hours")
-    if grid.uncut:
-        out.append(
-            f"over the limit and not cut (the nanotron backend trains a run in one job): {', '.join(grid.uncut)}"
-        )
     for chain in cut:
         out.append(f"  {chain.job}: steps {chain.start}..{chain.end} in {len(chain.cuts) + 1} jobs, cut at "
                    f"{', '.join(map(str, chain.cuts))}")  # fmt: skip

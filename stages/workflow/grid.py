@@ -66,7 +66,6 @@ class Grid:
         # an imported parent's dense checkpoint is imported (rule import_parent), not trained nor evaluated
         self.runs = sorted(r for r in runs if not (r.kind == kinds.DENSE and self.is_parent(r.model)))
         self.segments = self._segments()
-        self.uncut: list[str] = []  # jobs over their time limit that the backend cannot cut
         self.chains = self._chains()  # every training job, in walltime parts where it must be
 
     def _cells(self, kind: kinds.RunKind, model: str, block: dict[str, Any]) -> list[Run]:
@@ -197,8 +196,7 @@ class Grid:
 
     def _chains(self) -> dict[str, Chain]:
         """Every training job by id, cut into parts where its estimated time exceeds its rule's limit
-        (stages.workflow.walltime). The nanotron backend resumes only its own checkpoints, so its jobs stay whole;
-        those over the limit are listed in ``uncut`` (they go on from their checkpoints when SLURM retries them)."""
+        (stages.workflow.walltime); both backends train a job in parts."""
         jobs = [
             Chain(segment_job(s.family, s.step), "stable", s.run, s.previous, s.step,
                   self.branch_state(s.family, s.previous) if s.previous else "")
@@ -213,9 +211,6 @@ class Grid:
             cuts = tuple(
                 cut_points(chain.start, chain.end, steps_per_job(self.cfg, chain.rule, self.trained_model(chain.run)))
             )
-            if cuts and self.cfg["train"]["backend"] == "nanotron":
-                self.uncut.append(chain.job)
-                cuts = ()
             chains[chain.job] = dataclasses.replace(chain, cuts=cuts)
         return chains
 

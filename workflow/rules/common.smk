@@ -40,13 +40,6 @@ try:
 except UserError as err:
     print(f"error: {err}", file=sys.stderr)
     sys.exit(2)
-if GRID.uncut:
-    print(
-        f"warning: {len(GRID.uncut)} training jobs (e.g. {GRID.uncut[0]}) are estimated to outlast their time "
-        "limit and the nanotron backend trains each in one job: they go on from their own checkpoints only when "
-        "SLURM retries them (raise the profile's retries, or the limit; python -m stages.ledger lists them)",
-        file=sys.stderr,
-    )
 # The study root (stages.workflow.grid.study_root): results/<study>/, or results/ for the unnamed study. Every
 # path of the rules starts here (logs and benchmarks too), so two studies never touch each other's files.
 RESULTS = GRID.root
