@@ -43,22 +43,13 @@ class BadConfig:
         return f"{self.base.removesuffix('.yaml')}:{next(iter(self.changes))}={value!r}"[:90]
 
 
-def _merge(base: dict[str, Any], overlay: dict[str, Any]) -> dict[str, Any]:
-    out = copy.deepcopy(base)
-    for key, value in overlay.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = _merge(out[key], value)
-        else:
-            out[key] = copy.deepcopy(value)
-    return out
-
-
 def base_config(name: str) -> dict[str, Any]:
     """Shipped config ``name`` as the workflow reads it: config.yaml, with ``name`` overlaid."""
+    from stages.workflow.accounting import merge
     from stages.workflow.config import load_yaml
 
     cfg = load_yaml(CONFIG_DIR / "config.yaml")
-    return cfg if name == "config.yaml" else _merge(cfg, load_yaml(CONFIG_DIR / name))
+    return cfg if name == "config.yaml" else merge(cfg, load_yaml(CONFIG_DIR / name))
 
 
 def apply(cfg: dict[str, Any], changes: Mapping[str, Any]) -> dict[str, Any]:
