@@ -317,7 +317,7 @@ grid:
   dense_cont: null
   scratch_moe: {models: [xs], moe: [e2k1, e4k1], d: [16K, 24K, 32K]}
   expanded: {models: [xs], moe: [e2k1], d1: [16K], expansion: [u, g], d2: [8K, 16K]}
-  replicas: {runs: [expanded/xs/e2k1/d1_16K/g/d2_8K]}
+  replicas: {seeds: 2, runs: [expanded/xs/e2k1/d1_16K/g/d2_8K]}
 evaluate: {max_tokens: 8192}
 upcycle_eval_tokens: 4096
 fits: {dense_chinchilla: null, dense_heldout: null, scratch_chinchilla: null, upcycled: null, upcycled_heldout: null,
