@@ -207,11 +207,13 @@ class Grid:
             start = self.branch_state(r.family, step) if step else ""
             jobs.append(Chain(r.run_id, r.spec.folder, r, step, self.steps(r), start))
         chains = {}
+        limits: dict[tuple[str, ...], int | None] = {}  # per rule and trained shape: the estimate reads the config
         for chain in jobs:
-            cuts = tuple(
-                cut_points(chain.start, chain.end, steps_per_job(self.cfg, chain.rule, self.trained_model(chain.run)))
-            )
-            chains[chain.job] = dataclasses.replace(chain, cuts=cuts)
+            r = chain.run
+            key = (chain.rule, shape_name(r.model), r.moe, r.growth, r.expansion)
+            if key not in limits:
+                limits[key] = steps_per_job(self.cfg, chain.rule, self.trained_model(r))
+            chains[chain.job] = dataclasses.replace(chain, cuts=tuple(cut_points(chain.start, chain.end, limits[key])))
         return chains
 
     def start_state(self, run: Run) -> list[str]:
