@@ -104,3 +104,12 @@ def tiny_run(repo_copy, tmp_path_factory) -> Path:
     workdir = tmp_path_factory.mktemp("tiny")
     run_snakemake(repo_copy, workdir, "--configfile", str(repo_copy / "config" / "tiny.yaml"), "--cores", "2")
     return workdir
+
+
+@pytest.fixture(autouse=True)
+def _close_figures():
+    """Figures a test drew are closed after it, so a session of plotting tests does not hold them all."""
+    yield
+    pyplot = sys.modules.get("matplotlib.pyplot")
+    if pyplot is not None:
+        pyplot.close("all")

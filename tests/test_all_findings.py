@@ -62,6 +62,30 @@ def test_effect_seeds_commit_and_machine_come_from_the_study(tmp_path):
     default = table.loc["default"]
     assert (default["effect"], default["seeds"], default["verdict"]) == ("+0.1000", "3", "contradicted")
     assert default["commit"] == "not recorded; train code abc123"
-    assert default["machine"] == "torch 2.13.0+cpu; 1 thread(s) per job; host and CPU not recorded"
+    assert default["machine"] == "host and CPU not recorded; torch 2.13.0+cpu; 1 thread(s) per job"
     old = table.loc["old"]
     assert (old["effect"] == "").all() and (old["machine"] == "not recorded").all()  # its runs are elsewhere
+
+
+def test_commit_and_machine_are_the_recorded_ones_with_older_records_counted(tmp_path):
+    """Records that name their machine give the git commit and the CPU with its kernel path; a study mixing them
+    with older records says how many name none and keeps the code hash beside the commit."""
+    results = tmp_path / "results"
+    (results / "tables").mkdir(parents=True)
+    (results / "tables" / "findings.csv").write_text(FINDINGS)
+    machine = {"commit": "0123456789ab", "cpu": "AMD EPYC", "kernels": "AVX512", "gpu": ""}
+    base = {"code_hash": "abc123", "steps": 10, "torch_version": "2.13.0+cpu", "threads": 1}
+    gpu = {**machine, "gpu": "H100"}
+    for run, record in {"a": {**base, "machine": machine}, "b": {**base, "machine": gpu}}.items():
+        (results / run).mkdir()
+        (results / run / "provenance.json").write_text(json.dumps(record))
+    row = collect(results).iloc[0]
+    assert row["commit"] == "0123456789ab"
+    assert row["machine"] == (
+        "AMD EPYC, AVX512 kernels; AMD EPYC, AVX512 kernels, H100; torch 2.13.0+cpu; 1 thread(s) per job"
+    )
+    (results / "c").mkdir()
+    (results / "c" / "provenance.json").write_text(json.dumps(base))
+    row = collect(results).iloc[0]
+    assert row["commit"] == "0123456789ab; train code abc123"
+    assert row["machine"].endswith("; 1 of 3 records name no machine")

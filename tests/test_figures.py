@@ -14,6 +14,7 @@ from matplotlib.patches import Patch
 
 from stages.report.plots.common import style
 from stages.report.plots.curves import training_curves
+from stages.report.plots.experts import experts, sparsity
 from stages.report.plots.interaction import loss_vs_d2
 from stages.report.plots.labels import flagged
 from stages.report.plots.series import outliers, segments
@@ -239,3 +240,51 @@ def test_a_batch_that_stands_out_in_every_run_is_marked_once_per_panel_that_read
     runs, curves = curves_study(spiked="dense/xs/d1_600K")
     fig = training_curves(runs, {}, curves)  # one lineage's outlier: noise, not the shared data
     assert not [line for ax in fig.axes for line in ax.get_lines() if line.get_marker() == "v"]
+
+
+def sparsity_sweeps() -> pd.DataFrame:
+    """Upcycled top-1 sweeps over E of two sizes at D2 = 800K, and of s again at 4x the tokens."""
+    rows = []
+    for model, n, d2 in (("xs", 60e3, 799744.0), ("s", 100e3, 799744.0), ("s", 100e3, 3198976.0)):
+        rows.append({"kind": "dense_cont", "model": model, "D1": 399872.0, "D2": d2, "val_loss": 4.3})
+        for count in (2, 4, 8):
+            rows.append(
+                {
+                    "kind": "upcycled",
+                    "model": model,
+                    "moe": f"e{count}k1",
+                    "experts": count,
+                    "top_k": 1,
+                    "granularity": 1,
+                    "sparsity": 1 + 0.9 * (count - 1),
+                    "N_active": n,
+                    "D1": 399872.0,
+                    "D2": d2,
+                    "val_loss": 4.4 + 0.01 * count - (0.1 if d2 > 1e6 else 0.0),
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+def test_sparsity_draws_the_budget_its_law_was_fitted_on_and_names_the_other():
+    runs = sparsity_sweeps()
+    fit = {
+        "law": "sparsity_no_interaction",
+        "params": {"d1": 1.0, "a": 0.01, "b": 0.05, "d3": 1.0},
+        "where": "kind == 'upcycled' and granularity == 1 and D2 < 2e6",
+        "diagnostics": {"short": "", "bounds": {}},
+    }
+    ax = sparsity(runs, {"sparsity": fit}).axes[0]
+    drawn = np.concatenate([c.get_offsets()[:, 1] for c in ax.collections])
+    assert len(drawn) == 6 and drawn.min() > 4.4  # the 3.2M sweep (0.1 lower) is left out
+    assert "not drawn: the runs at D1 400K D2 3.2M" in " ".join(ax.get_title().split())
+    assert len(np.concatenate([c.get_offsets() for c in sparsity(runs, {}).axes[0].collections])) == 9
+
+
+def test_experts_tells_the_budgets_of_one_size_apart():
+    ax = experts(sparsity_sweeps(), {}).axes[0]
+    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert "s, top-1, D1 400K D2 3.2M" in labels and "s, top-1, D1 400K D2 800K" in labels
+    handles = ax.get_legend().legend_handles
+    colours = {label: matplotlib.colors.to_hex(h.get_color()) for label, h in zip(labels, handles, strict=True)}
+    assert colours["s, top-1, D1 400K D2 3.2M"] != colours["s, top-1, D1 400K D2 800K"]

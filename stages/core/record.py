@@ -17,6 +17,7 @@ from typing import Any
 from stages.core.artifacts import read_json, write_json
 from stages.core.cli import UserError
 from stages.core.kinds import RECORD_KINDS
+from stages.core.machine import Machine
 
 SCHEMA_VERSION = 2  # 1: the untyped records written before this module existed
 RECORD = "provenance.json"
@@ -105,6 +106,7 @@ class RunRecord:
     weights_sha256: str = ""
     router_health: str | None = None  # an MoE training run's router-health verdict (stages.training.metrics)
     backend: str | None = None  # who trained it when not our trainer: "nanotron@<commit>" (train.backend)
+    machine: Machine | None = None  # commit, CPU, kernel path and GPU of the process that made it
     schema_version: int = SCHEMA_VERSION
 
     def __post_init__(self) -> None:
@@ -151,6 +153,7 @@ class RunRecord:
             values["parent"] = ParentRef(**values["parent"]) if values.get("parent") else None
             values["source"] = SourceRef(**values["source"]) if values.get("source") else None
             values["lineage"] = tuple(Ancestor(**a) for a in values.get("lineage", ()))
+            values["machine"] = Machine(**values["machine"]) if values.get("machine") else None
             return cls(**values)
         except TypeError as err:
             raise UserError(f"{where}: not a valid run record ({err})") from None

@@ -910,7 +910,7 @@ def experts_row(cells: pd.DataFrame, noise: SeedNoise, seeds: Seeds = None) -> F
         f"falls in {helps} of {n} groups, diminishing in {diminishing}",
         _interval(estimate, f"+/-{slack:.4f}"),
         verdict,
-        _lineage(estimate, "the data order") + "; " + "; ".join(details[:4]),
+        _lineage(estimate, "the data order") + "; " + "; ".join(details[:6]),
         effect=_effect(estimate, list(_expert_gaps(cells).values())),
         seeds=_seeds(estimate),
     )

@@ -3,10 +3,11 @@
 Each study writes its own ``tables/findings.csv`` (the default study at ``results/tables/``, a named study at
 ``results/<study>/tables/``); :func:`collect` stacks them with a ``study`` column ("default" for the unnamed one),
 studies in name order and each study's rows in its own order, and adds where each study ran as far as its run
-records (``provenance.json``) say: ``machine`` (torch version and threads per job; host and CPU are not
-recorded) and ``commit`` (no git commit is recorded: the code hash of its training stage stands in, so two studies
-trained by different code tell apart). A table written before the paired comparisons (no ``effect`` or ``seeds``
-column) reads with those empty. ``make docs`` shows the result generated, with the commit and machine it came from.
+records (``provenance.json``) say: ``machine`` (CPU, kernel path and GPU, torch version, threads per job) and
+``commit`` (the git commit of the code that trained it; for records older than that field, the code hash of the
+training stage stands in, so two studies trained by different code still tell apart). A table written before the
+paired comparisons (no ``effect`` or ``seeds`` column) reads with those empty. ``make docs`` shows the result
+generated, with the commit and machine it came from.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from pathlib import Path
 import pandas as pd
 
 from stages.core.cli import UserError
+from stages.core.machine import Machine
 
 DEFAULT_STUDY = "default"
 COLUMNS = ["study", "finding", "claim", "measured", "effect", "interval", "seeds", "verdict", "commit", "machine"]
@@ -58,18 +60,32 @@ def _records(root: Path, skip: set[str]) -> list[dict]:
     return out
 
 
+def _listed(values: list[str]) -> str:
+    """Up to three values joined, the rest counted."""
+    return ", ".join(values[:3]) + (f" and {len(values) - 3} more" if len(values) > 3 else "")
+
+
 def provenance(root: Path, skip: set[str] = frozenset()) -> tuple[str, str]:
-    """(commit, machine) of the study under ``root`` from its run records: what they hold, sorted and joined."""
+    """(commit, machine) of the study under ``root`` from its run records: what they hold, sorted and joined.
+
+    Records written before machines were recorded (no ``machine`` key) fall back on the training code hash."""
     records = _records(root, set(skip))
     if not records:
         return NOT_RECORDED, NOT_RECORDED
+    machines = [r["machine"] for r in records if isinstance(r.get("machine"), dict)]
+    commits = sorted({str(m.get("commit") or "") for m in machines} - {""})
     codes = sorted({str(r.get("code_hash", "")) for r in records if r.get("code_hash") and r.get("steps")})
+    hosts = sorted({Machine(**m).describe() for m in machines})
     torch = sorted({str(r["torch_version"]) for r in records if r.get("torch_version")})
     threads = sorted({int(r["threads"]) for r in records if r.get("threads")})
-    shown = ", ".join(codes[:3]) + (f" and {len(codes) - 3} more" if len(codes) > 3 else "")
-    commit = f"{NOT_RECORDED}; train code {shown or NOT_RECORDED}"
-    machine = f"torch {', '.join(torch) or NOT_RECORDED}; "
-    machine += f"{', '.join(str(t) for t in threads) or '?'} thread(s) per job; host and CPU {NOT_RECORDED}"
+    unrecorded = len(records) - len(machines)
+    commit = _listed(commits) or NOT_RECORDED
+    if not commits or unrecorded:
+        commit += f"; train code {_listed(codes) or NOT_RECORDED}"
+    machine = f"{'; '.join(hosts) or f'host and CPU {NOT_RECORDED}'}; torch {', '.join(torch) or NOT_RECORDED}; "
+    machine += f"{', '.join(str(t) for t in threads) or '?'} thread(s) per job"
+    if machines and unrecorded:
+        machine += f"; {unrecorded} of {len(records)} records name no machine"
     return commit, machine
 
 

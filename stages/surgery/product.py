@@ -10,6 +10,7 @@ import torch
 
 from stages.core.artifacts import write_json
 from stages.core.codehash import code_hash
+from stages.core.machine import probe
 from stages.core.options import as_dict
 from stages.core.record import RunRecord
 from stages.model.checkpoint import save_checkpoint
@@ -44,6 +45,7 @@ def save_surgery(
         N_total=counts.total(),
         N_active=counts.active(),
         recipe=as_dict(recipe),
+        machine=probe(),
         **({} if threads is None else {"threads": threads}),
     )
     save_checkpoint(out, model, record)

@@ -5,12 +5,14 @@ from __future__ import annotations
 import torch
 
 from stages.core.codehash import code_hash
+from stages.core.machine import probe
 from stages.core.options import as_dict
 from stages.core.record import DataRef, RunRecord
 from stages.corpus.shards import Corpus
 from stages.model.compute import flops_per_token, param_counts
 from stages.model.config import ModelConfig
 from stages.training.job import Job, StartingPoint
+from stages.training.runtime import device
 from stages.training.schedule import Schedule
 
 
@@ -31,6 +33,7 @@ def training_record(
     fpt = flops_per_token(cfg, t.seq_len, t.flops_convention)
     counts = param_counts(cfg)
     end_sequence = start.start_sequence + steps * t.batch_size
+    dev = device(t.device)
     return RunRecord(
         run_id=job.run_id,
         kind=job.kind,
@@ -64,6 +67,7 @@ def training_record(
         lineage=start.lineage,
         router_health=router_health,
         backend=backend,
+        machine=probe(torch.cuda.get_device_name(dev) if dev.type == "cuda" else ""),
     )
 
 
