@@ -64,6 +64,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         F.expansion_selection_row(cells, noise, seeds),
         F.lr_policy_row(cells, noise, seeds),
         F.experts_row(cells, noise, seeds),
+        F.experts_budget_row(cells, noise, seeds),
         F.granularity_row(cells, noise, seeds),
         F.function_preserving_row(cells, noise, seeds),
         F.wsd_cost_row(runs),

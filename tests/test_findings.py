@@ -260,3 +260,40 @@ def test_findings_rows_carry_effect_and_seeds_columns(tmp_path: Path) -> None:
     table = F.findings_table([_judge(_paired_runs([-0.10, -0.12, -0.08], [0.0, 0.06, -0.06]))])
     assert list(table.columns) == F.COLUMNS and table.loc[0, "seeds"] == "3"
     assert "| effect |" in F.markdown(table) and "| 3 |" in F.markdown(table)
+
+
+def _budget_sweeps(change: float, seeds: int = 3) -> pd.DataFrame:
+    """Upcycled top-1 sweeps E = 2, 4, 8 at D2 = 800K and 3.2M: the E 8 - E 2 gap is +0.06 at 800K and
+    +0.06 + ``change`` at 3.2M; each seed shifts a whole sweep (its lineage) by its own offset."""
+    rows = []
+    for k in range(1, seeds + 1):
+        model = "s" if k == 1 else f"s@{k}"
+        for d2, tag in ((799744.0, "800K"), (3198976.0, "3.2M")):
+            for e in (2, 4, 8):
+                loss = 4.3 - (0.2 if d2 > 1e6 else 0.0) + 0.03 * math.log2(e) + 0.01 * k * (-1) ** k
+                loss += change * (math.log2(e) - 1) / 2 if d2 > 1e6 else 0.0
+                loss += 0.003 * math.sin(k * e + 7 * (d2 > 1e6))  # a little noise of the difference
+                rows.append(
+                    dict(run_id=f"moe/{model}/d1_400K/e{e}k1/d2_{tag}", kind="upcycled", model="s", moe=f"e{e}k1")
+                )
+                rows[-1].update(experts=e, top_k=1, granularity=1, D1=399872.0, D2=d2, D=399872.0 + d2)
+                rows[-1].update(val_loss=loss, replica=k)
+    return pd.DataFrame(rows)
+
+
+def test_experts_with_tokens_compares_the_expert_gap_across_budgets() -> None:
+    def judge(runs: pd.DataFrame) -> F.Finding:
+        return F.experts_budget_row(F.cell_means(runs), F.seed_noise(runs), F.seed_cells(runs))
+
+    narrows = judge(_budget_sweeps(-0.05))
+    assert narrows.verdict == F.REPRODUCED and narrows.seeds == "3", narrows
+    assert float(narrows.effect) == pytest.approx(-0.05, abs=0.01)
+    low, high = (float(x) for x in narrows.interval.removeprefix("paired 95% t [").removesuffix("]").split(", "))
+    assert low < float(narrows.effect) < high < 0
+    assert "upcycled s E 2->8 799.7K->3.199M: +0.0599 -> +0.0096" in narrows.evidence
+    assert judge(_budget_sweeps(+0.05)).verdict == F.CONTRADICTED
+    one_budget = _budget_sweeps(-0.05)
+    one_budget = one_budget[one_budget["D2"] < 1e6]
+    assert judge(one_budget).verdict == F.NOT_MEASURED
+    two_seeds = judge(_budget_sweeps(-0.05, seeds=2))
+    assert "marginal band" in two_seeds.interval and two_seeds.seeds == "2"

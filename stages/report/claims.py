@@ -916,6 +916,74 @@ def experts_row(cells: pd.DataFrame, noise: SeedNoise, seeds: Seeds = None) -> F
     )
 
 
+def _budget_sweeps(cells: pd.DataFrame) -> dict[str, tuple[float, float]]:
+    """{sweep: (gap at its smallest budget, gap at its largest)}, gap = L(most experts) - L(fewest) over the expert
+    counts both budgets ran, for sweeps of one shape at >= 2 budgets (D2 upcycled, D from scratch)."""
+    sweeps: dict[tuple[Any, ...], list[tuple[float, pd.DataFrame]]] = {}
+    for g in _expert_groups(cells):
+        first = g.iloc[0]
+        budget = "D2" if first["kind"] == UPCYCLED else "D"
+        shape = tuple(str(first[c]) for c in ["kind", *EXPERT_FIXED] if c not in (budget, "D"))
+        sweeps.setdefault(shape, []).append((float(first[budget]), g))
+    out = {}
+    for found in sweeps.values():
+        (low, small), (high, large) = min(found, key=lambda f: f[0]), max(found, key=lambda f: f[0])
+        common = sorted(set(small["experts"]) & set(large["experts"]))
+        if low == high or len(common) < 2:
+            continue
+
+        def gap(g: pd.DataFrame, counts: list[float] = common) -> float:
+            loss = g.set_index("experts")["val_loss"]
+            return float(loss[counts[-1]] - loss[counts[0]])
+
+        first = small.iloc[0]
+        key = f"{first['kind']} {first['model']} E {int(common[0])}->{int(common[-1])} {_tokens(low)}->{_tokens(high)}"
+        out[key] = (gap(small), gap(large))
+    return out
+
+
+def _budget_gaps(cells: pd.DataFrame) -> dict[str, float]:
+    """{sweep: its expert gap at the largest budget - at the smallest} (< 0: more experts gain with tokens)."""
+    return {key: large - small for key, (small, large) in _budget_sweeps(cells).items()}
+
+
+def experts_budget_row(cells: pd.DataFrame, noise: SeedNoise, seeds: Seeds = None) -> Finding:
+    """Whether more experts start to pay off with more tokens per expert: the same expert sweep at a larger
+    budget, its L(most) - L(fewest) against the smaller budget's (a difference of differences: its marginal band
+    is sqrt(2) times a pair's; paired where the sweeps have >= 3 seeds)."""
+    claim = "more experts pay off with more tokens per expert: L(most experts) - L(fewest) falls at a larger budget"
+    source = "He et al. 2024; Krajewski et al. 2024"
+    found = _budget_gaps(cells)
+    if not found:
+        return Finding(
+            "experts_with_tokens",
+            claim,
+            source,
+            "no expert sweep at two budgets",
+            "",
+            NOT_MEASURED,
+            "run config/sparsity.yaml (its top-1 sweep at D2 = 3.2M)",
+        )
+    slack = math.sqrt(2.0) * noise.band()
+    changes = list(found.values())
+    falls, rises = sum(c < -slack for c in changes), sum(c > slack for c in changes)
+    estimate = _paired(seeds, _budget_gaps)
+    verdict = _verdict([_status(estimate, -1 if rises and not falls else (1 if falls == len(changes) else 0))])
+    return Finding(
+        "experts_with_tokens",
+        claim,
+        source,
+        f"gap falls in {falls} of {len(changes)} sweeps, rises in {rises}",
+        _interval(estimate, f"+/-{slack:.4f}"),
+        verdict,
+        _lineage(estimate, "the parent and the data order")
+        + "; "
+        + "; ".join(f"{k}: {a:+.4f} -> {b:+.4f}" for k, (a, b) in list(_budget_sweeps(cells).items())[:4]),
+        effect=_effect(estimate, changes),
+        seeds=_seeds(estimate),
+    )
+
+
 def _granularity_gaps(cells: pd.DataFrame) -> dict[str, float]:
     """{group: L(finest) - L(coarsest)} at equal active and total parameters: k/G and E/G dense-FFN widths
     (e4k1 = e8k2 at G 2 = e16k4 at G 4)."""
