@@ -31,17 +31,25 @@ class Machine:
         return ", ".join(parts + ([self.gpu] if self.gpu else []))
 
 
-def _git(*args: str) -> str:
-    done = subprocess.run(["git", "-C", str(CHECKOUT), *args], capture_output=True, text=True, timeout=30, check=True)
+def _git(repo: Path, *args: str) -> str:
+    done = subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True, timeout=30, check=True)
     return done.stdout.strip()
+
+
+def git_head(repo: Path) -> str:
+    """``git rev-parse HEAD`` of the checkout at ``repo``; "" outside a git checkout or without git."""
+    try:
+        return _git(repo, "rev-parse", "HEAD")
+    except (OSError, subprocess.SubprocessError):
+        return ""
 
 
 @functools.cache
 def code_commit() -> str:
-    """The checkout's commit, ``+dirty`` with edits to tracked files; "" outside a git checkout."""
+    """This code's commit (12 digits), ``+dirty`` with edits to tracked files; "" outside a git checkout."""
     try:
-        head = _git("rev-parse", "--short=12", "HEAD")
-        edited = _git("status", "--porcelain", "--untracked-files=no")
+        head = _git(CHECKOUT, "rev-parse", "--short=12", "HEAD")
+        edited = _git(CHECKOUT, "status", "--porcelain", "--untracked-files=no")
     except (OSError, subprocess.SubprocessError):
         return ""
     return head + ("+dirty" if edited else "")

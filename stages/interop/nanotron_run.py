@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from stages.core.cli import UserError
+from stages.core.machine import git_head
 from stages.interop.nanotron_config import NANOTRON_COMMIT
 
 HOME_VAR = "NANOTRON_HOME"
@@ -79,15 +80,8 @@ def check_one_launcher(env: Mapping[str, str]) -> None:
 
 def checkout_commit(home: Path) -> str:
     """The commit of the checkout at ``home``: git's, else the unpacked archive's ``.commit``, else 'unknown'."""
-    if (home / ".git").exists():
-        try:
-            out = subprocess.run(
-                ["git", "-C", str(home), "rev-parse", "HEAD"], capture_output=True, text=True, check=True
-            )
-            if out.stdout.strip():
-                return out.stdout.strip()
-        except (OSError, subprocess.CalledProcessError):
-            pass
+    if (home / ".git").exists() and (head := git_head(home)):
+        return head
     recorded = home / COMMIT_FILE
     if recorded.is_file():
         return recorded.read_text(encoding="utf-8").strip() or "unknown"

@@ -32,7 +32,6 @@ import os
 import platform
 import re
 import shlex
-import subprocess
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,6 +41,7 @@ import pandas as pd
 
 from stages.core.artifacts import read_json
 from stages.core.cli import UserError
+from stages.core.machine import cpu_name, git_head
 
 BLOCK = re.compile(r"^<!-- generated: (?P<spec>.*?) -->\n(?P<body>.*?)^<!-- end generated -->$", re.S | re.M)
 RESULTS = "results"  # how pages spell the results root
@@ -61,17 +61,13 @@ class Origin:
 
 def checkout_commit(repo: Path) -> str:
     """``git rev-parse HEAD`` of ``repo``, or "unknown" outside a git checkout."""
-    try:
-        res = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True, check=False)
-    except OSError:
-        return "unknown"
-    return res.stdout.strip() if res.returncode == 0 else "unknown"
+    return git_head(repo) or "unknown"
 
 
 def this_machine() -> str:
-    """The cores this process may use (what ``nproc`` prints) and the platform."""
+    """The cores this process may use (what ``nproc`` prints), the CPU and the platform."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return f"{cores} cores, {platform.platform()}"
+    return f"{cores} cores, {cpu_name()}, {platform.platform()}"
 
 
 @dataclass(frozen=True)
