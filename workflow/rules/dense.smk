@@ -19,6 +19,8 @@ rule dense:
         run_log("dense"),
     benchmark:
         run_benchmark("dense")
+    # dense runs are the parents of upcycling chains: start them early (see rule stable)
+    priority: 1
     threads: config["train"]["threads"]
     conda:
         "../envs/stages.yaml"

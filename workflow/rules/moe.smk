@@ -62,6 +62,9 @@ rule stable:
         **TRAINING["stable"],
     log:
         f"{LOGS}/stable/{{family}}/b_{{step}}.log",
+    # the long sequential chains first (segment after segment): the short cooldowns and evaluations fill the
+    # cores at the end instead of one core training the last chain alone
+    priority: 1
     threads: config["train"]["threads"]
     conda:
         "../envs/stages.yaml"

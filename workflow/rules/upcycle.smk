@@ -23,6 +23,8 @@ rule upcycle:
         **slurm("upcycle"),
     log:
         f"{LOGS}/upcycled/{{model}}/d1_{{d1}}/{{moe}}.log",
+    # the start of an upcycled chain (see rule stable)
+    priority: 1
     threads: config["train"]["threads"]
     conda:
         "../envs/stages.yaml"
