@@ -18,7 +18,7 @@ from pathlib import Path
 from stages.core.artifacts import read_json, write_text
 from stages.core.cli import ArgumentParser, UserError, run
 from stages.core.kinds import UPCYCLED
-from stages.laws.crossing import d2_crossings
+from stages.laws.crossing import d2_crossings, predicted_gap
 from stages.laws.fitted import Laws
 from stages.laws.roles import DEFAULT_FITS, DENSE, SCRATCH, UPCYCLE
 from stages.laws.table import read_table
@@ -43,7 +43,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     noise = F.seed_noise(runs)
     cells = F.cell_means(runs)
     seeds = F.seed_cells(runs)  # each seed's cells: the paired comparisons (stages/report/paired.py)
-    crossings = None
+    crossings = predicted = None
     if args.upcycled_fit in fits and args.scratch_fit in fits:
         laws = Laws(fits={UPCYCLE: fits[args.upcycled_fit], SCRATCH: fits[args.scratch_fit]})
         n1 = float(cells.loc[cells["kind"] == UPCYCLED, "N_dense"].max())
@@ -51,12 +51,15 @@ def main(argv: Sequence[str] | None = None) -> None:
         def crossings(d1: float) -> tuple[list[float], bool]:
             return d2_crossings(laws, n1, d1, 0.0)
 
+        def predicted(d1: float, d2: float) -> float:
+            return predicted_gap(laws, n1, d1, d2)
+
     rows = [
         F.noise_row(noise),
         F.monotone_row(cells, noise),
         F.dense_law_row(fits.get(args.dense_fit)),
         F.interaction_row(fits.get(args.upcycled_fit), args.upcycled_fit),
-        F.threshold_row(cells, noise, crossings, seeds),
+        F.threshold_row(cells, noise, crossings, seeds, predicted),
         F.dense_cont_row(cells, noise, seeds),
         F.grown_row(cells, noise, seeds),
         F.shrink_perturb_row(cells, noise, seeds),

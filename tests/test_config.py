@@ -84,14 +84,14 @@ def test_bad_values_are_one_line_naming_the_key(path, value, message):
 def test_default_grid_runs_and_paths():
     grid = Grid(validate_config(DEFAULT))
     kinds = {k: len(grid.of_kind(k)) for k in ("dense", "upcycled", "scratch_moe", "dense_cont")}
-    # 3 sizes x 4 D1 (+ s at 100K, an upcycling parent, + s at 100K and 200K at seeds 2 and 3: the replicated
-    # pairs' parents), 4 x 4 upcycled (+ D2 = 1.6M at D1 = 100K, + 2 x 2 replicas), 3 sizes x 4 scratch but m at
-    # 800K (+ s at 1.6M, + 2 x 2 replicas), 1 x 4 continued (+ 2 cells x 2 replicas)
-    assert kinds == {"dense": 17, "upcycled": 21, "scratch_moe": 16, "dense_cont": 8}
+    # 3 sizes x 4 D1 (+ s at 100K, an upcycling parent, + s/200K at seeds 2 and 3: the replicated pairs' parent),
+    # 4 x 4 upcycled (+ D2 = 1.6M at D1 = 100K, + 2 replicas), 3 sizes x 4 scratch (+ s at 1.6M, + 2 replicas),
+    # 2 x 4 continued (+ 2 cells x 2 replicas)
+    assert kinds == {"dense": 15, "upcycled": 19, "scratch_moe": 15, "dense_cont": 12}
     run = grid.of_kind("upcycled")[0]
     assert run.directory.startswith("results/moe/s/d1_") and "/e8k2/d2_" in run.directory
     assert run.eval_json == f"results/eval/{run.run_id}/eval.json"
-    assert len(grid.upcycle_inits()) == 8
+    assert len(grid.upcycle_inits()) == 6
 
 
 def test_replicas_train_a_cell_again_with_its_whole_lineage_under_other_seeds():

@@ -160,6 +160,8 @@ def test_threshold_row_needs_a_trained_run_past_the_predicted_d2star() -> None:
     assert F.threshold_row(cells(-0.2), noise, crossing).verdict == F.CONTRADICTED  # upcycling still wins there
     never = F.threshold_row(cells(0.2), noise, lambda d1: ([], True))  # the law predicts no crossing: a split
     assert never.verdict == F.NOT_AT_SCALE and "D2* none" in never.evidence
+    tie = F.threshold_row(cells(0.0), noise, crossing, predicted=lambda d1, d2: 0.003 * d2 / 4e5)
+    assert tie.evidence.endswith("; laws predict L_up - L_scratch +0.0030 at D1 100K D2 400K")  # past pairs only
 
 
 def test_wsd_cost_counts_each_family_stable_phase_once() -> None:

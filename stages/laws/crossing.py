@@ -43,6 +43,13 @@ def log_gap(laws: Laws, n1: float, d1: float | Array, d2: float | Array, scratch
     return np.log(laws.upcycled(n1, d1, d2)) - np.log(laws.loss("scratch", N=n1, D=d2 + scratch_extra_tokens))
 
 
+def predicted_gap(laws: Laws, n1: float, d1: float, d2: float) -> float:
+    """L_upcycle - L_scratch in nats the laws predict at (D1, D2), the scratch MoE trained on D2 tokens: how large a
+    difference a measured pair at those budgets should show."""
+    upcycled = float(np.ravel(laws.upcycled(n1, d1, np.asarray([d2], float)))[0])
+    return upcycled - float(np.ravel(laws.loss("scratch", N=n1, D=np.asarray([d2], float)))[0])
+
+
 def d2_crossings(laws: Laws, n1: float, d1: float, scratch_extra_tokens: float) -> tuple[list[float], bool]:
     """The D2 values where the upcycled MoE and an MoE from scratch trained on D2 + ``scratch_extra_tokens`` tie."""
     return crossings(lambda x: log_gap(laws, n1, d1, np.exp(x), scratch_extra_tokens))

@@ -302,11 +302,13 @@ def threshold_row(
     noise: SeedNoise,
     crossings: Callable[[float], tuple[list[float], bool]] | None,
     seeds: Seeds = None,
+    predicted: Callable[[float, float], float] | None = None,
 ) -> Finding:
     """Predicted D2*(D1) (same additional tokens) against the trained pairs upcycled(D1, D2) vs scratch(D = D2):
     upcycling should win below D2* and lose past it. Each side is judged by its paired interval where its pairs
     have >= 3 seeds (an upcycled run and the scratch MoE of the same seed share the data order), else by
-    counting pairs beyond the marginal band."""
+    counting pairs beyond the marginal band. ``predicted(D1, D2)``: the laws' L_upcycled - L_scratch, shown for the
+    pairs past D2*, so a tie can be read against the gap the laws expect there."""
     claim = "upcycling beats an MoE from scratch below a token budget D2* and loses above it"
     source = "Liew et al. 2025 Eq. 13 / Fig. 1 right"
     up = cells[cells["kind"] == UPCYCLED]
@@ -361,6 +363,12 @@ def threshold_row(
         f"D1 {_tokens(d1)}: D2* {_tokens(t) if math.isfinite(t) else 'none'}" for d1, t in thresholds.items()
     )
     evidence += f"; largest trained D2 {_tokens(largest)}"
+    if predicted is not None:
+        past_pairs = sorted({(float(r["D1"]), float(r["D2"])) for _, r in up.iterrows() if past(r["D1"], r["D2"])})
+        evidence += "".join(
+            f"; laws predict L_up - L_scratch {predicted(d1, d2):+.4f} at D1 {_tokens(d1)} D2 {_tokens(d2)}"
+            for d1, d2 in past_pairs
+        )
     return Finding(
         "upcycle_vs_scratch",
         claim,
