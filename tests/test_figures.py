@@ -282,7 +282,12 @@ def test_sparsity_draws_the_budget_its_law_was_fitted_on_and_names_the_other():
 
 
 def test_experts_tells_the_budgets_of_one_size_apart():
-    ax = experts(sparsity_sweeps(), {}).axes[0]
+    runs = sparsity_sweeps()
+    scratch = runs[(runs["kind"] == "upcycled") & (runs["model"] == "s") & (runs["D2"] < 1e6)]
+    runs = pd.concat([runs, scratch.assign(kind="scratch_moe", D=1.6e6, D1=0.0, D2=0.0)])  # no xs from scratch
+    fig = experts(runs, {})
+    assert len(fig.axes) == 2 and [t.get_text() for t in fig.axes[1].get_legend().get_texts()] == ["s, top-1"]
+    ax = fig.axes[0]
     labels = [t.get_text() for t in ax.get_legend().get_texts()]
     assert "s, top-1, D1 400K D2 3.2M" in labels and "s, top-1, D1 400K D2 800K" in labels
     handles = ax.get_legend().legend_handles

@@ -125,6 +125,8 @@ def experts(runs: pd.DataFrame, fits: Fits) -> plt.Figure:
         shades = {}
         for model in models:
             mine = [line for line in lines if line[0] == model]
+            if not mine:  # a size this panel's kind did not train
+                continue
             tones = sns.dark_palette(palette[model], len(mine) + 1, reverse=True)[: len(mine)]
             shades.update(zip(mine, tones if len(mine) > 1 else [palette[model]], strict=True))
         for (model, top_k, g, *at), rows in moe.groupby(["model", "top_k", "G", *budget], sort=True):
