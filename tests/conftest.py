@@ -108,8 +108,12 @@ def tiny_run(repo_copy, tmp_path_factory) -> Path:
 
 @pytest.fixture(autouse=True)
 def _close_figures():
-    """Figures a test drew are closed after it, so a session of plotting tests does not hold them all."""
+    """Figures a test drew are closed after it (those of wider-scoped fixtures stay open for the tests that read
+    them), so a session of plotting tests does not hold them all."""
+    pyplot = sys.modules.get("matplotlib.pyplot")
+    before = set(pyplot.get_fignums()) if pyplot is not None else set()
     yield
     pyplot = sys.modules.get("matplotlib.pyplot")
     if pyplot is not None:
-        pyplot.close("all")
+        for number in set(pyplot.get_fignums()) - before:
+            pyplot.close(number)
