@@ -961,7 +961,8 @@ def experts_budget_row(cells: pd.DataFrame, noise: SeedNoise, seeds: Seeds = Non
     is sqrt(2) times a pair's; paired where the sweeps have >= 3 seeds)."""
     claim = "more experts pay off with more tokens per expert: L(most experts) - L(fewest) falls at a larger budget"
     source = "He et al. 2024; Krajewski et al. 2024"
-    found = _budget_gaps(cells)
+    sweeps = _budget_sweeps(cells)
+    found = {key: large - small for key, (small, large) in sweeps.items()}
     if not found:
         return Finding(
             "experts_with_tokens",
@@ -986,7 +987,7 @@ def experts_budget_row(cells: pd.DataFrame, noise: SeedNoise, seeds: Seeds = Non
         verdict,
         _lineage(estimate, "the parent and the data order")
         + "; "
-        + "; ".join(f"{k}: {a:+.4f} -> {b:+.4f}" for k, (a, b) in list(_budget_sweeps(cells).items())[:4]),
+        + "; ".join(f"{k}: {a:+.4f} -> {b:+.4f}" for k, (a, b) in list(sweeps.items())[:4]),
         effect=_effect(estimate, changes),
         seeds=_seeds(estimate),
     )
